@@ -1,0 +1,351 @@
+//! The secret choke point: every secret request a plugin makes is decided here.
+//!
+//! A plugin never names a user or a credential. The host binds each
+//! invocation to one data source ([`Binding`]); on every request the broker
+//! re-reads that data source and the credential its stored link points at, in
+//! one snapshot, and serves field values only if
+//!
+//! - the data source is of the plugin's platform,
+//! - the credential belongs to the data source's owner,
+//! - the credential is of the plugin's platform,
+//! - the field is declared in the plugin's spec, and
+//! - for injection, the destination origin is allowed for that field; for
+//!   reveal, the operator granted that field to the plugin.
+//!
+//! Every decision, granted or denied, is audited (never the value). Audit
+//! records and last-use times are buffered and written in one transaction by
+//! [`Broker::flush`], which the runtime calls when an invocation ends.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use crate::origin::Origin;
+use crate::secret::{SecretFields, SecretString};
+use crate::store::{AuditAction, AuditRecord, CredentialId, SourceId, Store, StoreError, now_ms};
+
+/// What a plugin invocation is bound to, fixed when it starts.
+#[derive(Debug, Clone)]
+pub struct Binding {
+    /// The data source being run.
+    pub source: SourceId,
+    /// Its owner when the invocation started (for the audit if it vanishes).
+    pub owner: String,
+    /// The platform of the plugin running.
+    pub platform: String,
+    /// Fields the plugin's spec declares, with the origins each may be
+    /// injected into (the spec's hosts for the field, resolved for this data
+    /// source, that the operator also allows).
+    pub fields: Arc<HashMap<String, Vec<Origin>>>,
+    /// Fields the operator lets this plugin reveal.
+    pub reveal: Arc<BTreeSet<String>>,
+}
+
+/// How a plugin wants to use field values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Use {
+    /// Substitute them into an outgoing request to `origin`.
+    Inject {
+        /// Where the request goes.
+        origin: Origin,
+    },
+    /// Hand the raw values to the plugin.
+    Reveal,
+}
+
+/// Why a request was refused. Shown to the plugin; never holds a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Denial {
+    /// The data source has no usable credential.
+    #[error("the data source has no credential linked; reconnect it")]
+    NotConnected,
+    /// The plugin's spec does not declare the field.
+    #[error("the plugin's spec declares no credential field `{0}`")]
+    UnknownField(String),
+    /// The credential has no value for the field.
+    #[error("the credential has no value for field `{0}`")]
+    MissingField(String),
+    /// A rule refused it; the text says which.
+    #[error("denied: {0}")]
+    Denied(String),
+    /// The store failed; the text says how.
+    #[error("the credential store failed: {0}")]
+    Store(String),
+}
+
+/// Field values served for one request, all from one credential version.
+#[derive(Debug)]
+pub struct Granted {
+    /// The credential they came from.
+    pub credential: CredentialId,
+    /// Its version.
+    pub version: u32,
+    /// The values asked for.
+    pub values: SecretFields,
+}
+
+/// Decides secret requests and audits them.
+#[derive(Debug, Clone)]
+pub struct Broker {
+    store: Store,
+    pending: Arc<Mutex<Pending>>,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    audit: Vec<AuditRecord>,
+    used: HashMap<CredentialId, u64>,
+}
+
+impl Broker {
+    /// A broker over `store`.
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            pending: Arc::default(),
+        }
+    }
+
+    /// The store it reads.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Decides a request for `fields` of the bound data source's credential.
+    pub fn request(
+        &self,
+        binding: &Binding,
+        fields: &[&str],
+        use_: &Use,
+    ) -> Result<Granted, Denial> {
+        let (action, detail) = match use_ {
+            Use::Inject { origin } => (AuditAction::Inject, origin.to_string()),
+            Use::Reveal => (AuditAction::Reveal, String::new()),
+        };
+        let outcome = self.decide(binding, fields, use_);
+        let (credential, decision) = match &outcome {
+            Ok(g) => (Some(g.credential), Ok(())),
+            Err((cred, denial)) => (*cred, Err(denial.to_string())),
+        };
+        let now = now_ms();
+        {
+            let mut pending = self.lock();
+            for field in fields {
+                pending.audit.push(AuditRecord {
+                    at_ms: now,
+                    user: binding.owner.clone(),
+                    source: Some(binding.source),
+                    plugin: Some(binding.platform.clone()),
+                    credential,
+                    field: Some((*field).to_owned()),
+                    action,
+                    granted: decision.is_ok(),
+                    detail: match &decision {
+                        Ok(()) => detail.clone(),
+                        Err(why) if detail.is_empty() => why.clone(),
+                        Err(why) => format!("{detail}: {why}"),
+                    },
+                });
+            }
+            if let Ok(g) = &outcome {
+                pending.used.insert(g.credential, now);
+            }
+        }
+        outcome.map_err(|(_, d)| d)
+    }
+
+    fn decide(
+        &self,
+        binding: &Binding,
+        fields: &[&str],
+        use_: &Use,
+    ) -> Result<Granted, (Option<CredentialId>, Denial)> {
+        for field in fields {
+            let Some(origins) = binding.fields.get(*field) else {
+                return Err((None, Denial::UnknownField((*field).to_owned())));
+            };
+            match use_ {
+                Use::Inject { origin } if !origins.contains(origin) => {
+                    return Err((
+                        None,
+                        Denial::Denied(format!("field `{field}` may not be sent to {origin}")),
+                    ));
+                }
+                Use::Reveal if !binding.reveal.contains(*field) => {
+                    return Err((
+                        None,
+                        Denial::Denied(format!(
+                            "the operator has not granted this plugin reveal of `{field}`"
+                        )),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let store_err = |e: StoreError| (None, Denial::Store(e.to_string()));
+        let Some((source, credential)) = self
+            .store
+            .source_with_credential(binding.source)
+            .map_err(store_err)?
+        else {
+            return Err((
+                None,
+                Denial::Denied("the data source no longer exists".into()),
+            ));
+        };
+        if source.platform != binding.platform {
+            return Err((
+                source.credential,
+                Denial::Denied(format!(
+                    "the data source is for platform `{}`",
+                    source.platform
+                )),
+            ));
+        }
+        let Some(credential) = credential else {
+            return Err((source.credential, Denial::NotConnected));
+        };
+        let id = Some(credential.id);
+        if credential.owner != source.owner {
+            return Err((
+                id,
+                Denial::Denied("the credential does not belong to the data source's owner".into()),
+            ));
+        }
+        if credential.platform != binding.platform {
+            return Err((
+                id,
+                Denial::Denied(format!(
+                    "the credential is for platform `{}`",
+                    credential.platform
+                )),
+            ));
+        }
+        let values = self
+            .store
+            .open_fields(&credential, Some(fields))
+            .map_err(|e| (id, Denial::Store(e.to_string())))?;
+        if let Some(missing) = fields.iter().find(|f| values.get(f).is_none()) {
+            return Err((id, Denial::MissingField((*missing).to_owned())));
+        }
+        Ok(Granted {
+            credential: credential.id,
+            version: credential.version,
+            values,
+        })
+    }
+
+    /// Names of the fields the bound credential has values for. Not secret,
+    /// but checked like a request (a plugin learns nothing of a credential it
+    /// may not use).
+    pub fn field_names(&self, binding: &Binding) -> Result<Vec<String>, Denial> {
+        let (source, credential) = self
+            .store
+            .source_with_credential(binding.source)
+            .map_err(|e| Denial::Store(e.to_string()))?
+            .ok_or_else(|| Denial::Denied("the data source no longer exists".into()))?;
+        let credential = credential.ok_or(Denial::NotConnected)?;
+        if credential.owner != source.owner
+            || credential.platform != binding.platform
+            || source.platform != binding.platform
+        {
+            self.record(
+                binding,
+                Some(credential.id),
+                None,
+                AuditAction::ListFields,
+                Err("not the owner's credential of this platform"),
+            );
+            return Err(Denial::Denied(
+                "the credential does not belong to the data source's owner and platform".into(),
+            ));
+        }
+        Ok(credential.fields.iter().map(|f| f.name.clone()).collect())
+    }
+
+    /// Writes a new value of `field` (e.g. a refreshed token) as a new version
+    /// of the bound credential, after the same checks as a request.
+    pub fn update(
+        &self,
+        binding: &Binding,
+        field: &str,
+        value: SecretString,
+    ) -> Result<u32, Denial> {
+        if !binding.fields.contains_key(field) {
+            self.record(
+                binding,
+                None,
+                Some(field),
+                AuditAction::Update,
+                Err("undeclared field"),
+            );
+            return Err(Denial::UnknownField(field.to_owned()));
+        }
+        // The same ownership and platform checks as a request.
+        self.field_names(binding)?;
+        let (source, credential) = self
+            .store
+            .source_with_credential(binding.source)
+            .map_err(|e| Denial::Store(e.to_string()))?
+            .ok_or_else(|| Denial::Denied("the data source no longer exists".into()))?;
+        let credential = credential.ok_or(Denial::NotConnected)?;
+        let mut changes = SecretFields::new();
+        changes.insert(field, value);
+        let outcome = self
+            .store
+            .update_credential(credential.id, &source.owner, &changes)
+            .map_err(|e| Denial::Store(e.to_string()));
+        self.record(
+            binding,
+            Some(credential.id),
+            Some(field),
+            AuditAction::Update,
+            outcome
+                .as_ref()
+                .map(|_| ())
+                .map_err(|_| "the store refused the update"),
+        );
+        outcome
+    }
+
+    fn record(
+        &self,
+        binding: &Binding,
+        credential: Option<CredentialId>,
+        field: Option<&str>,
+        action: AuditAction,
+        decision: Result<(), &str>,
+    ) {
+        self.lock().audit.push(AuditRecord {
+            at_ms: now_ms(),
+            user: binding.owner.clone(),
+            source: Some(binding.source),
+            plugin: Some(binding.platform.clone()),
+            credential,
+            field: field.map(str::to_owned),
+            action,
+            granted: decision.is_ok(),
+            detail: decision.err().unwrap_or_default().to_owned(),
+        });
+    }
+
+    /// Writes buffered audit records and last-use times to the store.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let (audit, used) = {
+            let mut pending = self.lock();
+            (
+                std::mem::take(&mut pending.audit),
+                std::mem::take(&mut pending.used),
+            )
+        };
+        self.store.append_audit(&audit)?;
+        let used: Vec<_> = used.into_iter().collect();
+        self.store.touch_credentials(&used)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        // A panic while holding this lock cannot leave `Pending` inconsistent
+        // (plain pushes), so a poisoned lock is still usable.
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -1,0 +1,104 @@
+//! What every command needs: the configuration, the store, the plugins.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+
+use crate::broker::Broker;
+use crate::config::{self, Config};
+use crate::crypto::{KeySource, Keyring};
+use crate::plugin::Runtime;
+use crate::store::Store;
+
+/// The loaded configuration and lazily opened resources.
+#[derive(Debug)]
+pub struct App {
+    /// The configuration.
+    pub config: Config,
+}
+
+impl App {
+    /// Loads the configuration at `path`.
+    pub fn new(path: &Path) -> Result<Self> {
+        Ok(Self {
+            config: Config::load(path)?,
+        })
+    }
+
+    /// Where the master key comes from.
+    pub fn key_source(&self) -> KeySource {
+        match &self.config.keys.env {
+            Some(var) => KeySource::Env(var.clone()),
+            None => KeySource::File(self.config.resolve(&self.config.keys.file)),
+        }
+    }
+
+    /// Opens the store with the configured master key (refusing a wrong one).
+    pub fn store(&self) -> Result<Store> {
+        let keyring = Keyring::load(&self.key_source())?;
+        let path = self.config.resolve(&self.config.store.path);
+        Ok(Store::open(&path, keyring)?)
+    }
+
+    /// Loads the plugins (only `platform`'s if given).
+    pub fn runtime(&self, store: &Store, platform: Option<&str>) -> Result<Arc<Runtime>> {
+        let mut config = self.config.clone();
+        if let Some(p) = platform {
+            config.plugins.retain(|c| c.platform == p);
+            if config.plugins.is_empty() {
+                let known: Vec<_> = self
+                    .config
+                    .plugins
+                    .iter()
+                    .map(|c| c.platform.as_str())
+                    .collect();
+                bail!(
+                    "no plugin is configured for platform `{p}` (configured: {}); add a [[plugin]] entry to intake.toml",
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                );
+            }
+        }
+        let cache_key = store.keyring().derive("compile cache");
+        let runtime = Runtime::load(&config, Broker::new(store.clone()), Some(cache_key))
+            .map_err(anyhow::Error::msg)?;
+        Ok(Arc::new(runtime))
+    }
+}
+
+/// `intake init`: writes a configuration, a key file and an empty database
+/// next to `config_path`, keeping whatever already exists.
+pub fn init(config_path: &Path, out: &mut dyn Write) -> Result<()> {
+    if config_path.exists() {
+        writeln!(out, "kept existing {}", config_path.display())?;
+    } else {
+        std::fs::write(config_path, config::template())
+            .with_context(|| format!("cannot write {}", config_path.display()))?;
+        writeln!(
+            out,
+            "created {} (edit it to load plugins)",
+            config_path.display()
+        )?;
+    }
+    let app = App::new(config_path)?;
+    if let crate::crypto::KeySource::File(key_path) = app.key_source() {
+        if key_path.exists() {
+            writeln!(out, "kept existing key file {}", key_path.display())?;
+        } else {
+            Keyring::generate()?.create_file(&key_path)?;
+            writeln!(
+                out,
+                "created master key {} (mode 0600): keep it secret and back it up apart from the database",
+                key_path.display()
+            )?;
+        }
+    }
+    let store = app.store()?;
+    writeln!(out, "database {} is ready", store.path().display())?;
+    Ok(())
+}

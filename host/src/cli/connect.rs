@@ -1,0 +1,104 @@
+//! `intake connect`: create a data source with a new or reused credential.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::Args;
+
+use crate::store::{CredentialChoice, NewSecrets, NewSource};
+
+use super::App;
+use super::secrets_input;
+
+pub const EXAMPLES: &str = "Examples:
+  # new credential, secrets as `field=value` lines on stdin
+  printf 'access_token=%s\\n' \"$TOKEN\" | intake connect --user alice --platform adsample \\
+      --name acme-us --title 'Acme agency token' \\
+      --set base_url=http://127.0.0.1:8787 --set account_id=acme-us --secrets -
+
+  # another data source reusing alice's credential 2: no secret needed
+  intake connect --user alice --platform adsample --name acme-eu --credential 2 \\
+      --set base_url=http://127.0.0.1:8787 --set account_id=acme-eu
+
+  # in a terminal, omit --secrets to be prompted (secret fields are not echoed)";
+
+/// Arguments of `intake connect`.
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// The user connecting (the credential's owner).
+    #[arg(long)]
+    pub user: String,
+    /// Platform id of the data source (see `intake plugin list`).
+    #[arg(long)]
+    pub platform: String,
+    /// A unique name for the data source (default: PLATFORM-ID).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A setting of the data source, NAME=VALUE; repeat for each. Not secret.
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub settings: Vec<String>,
+    /// Reuse this credential of the same user and platform instead of entering secrets.
+    #[arg(long, conflicts_with = "secrets")]
+    pub credential: Option<u64>,
+    /// Read secrets (`field=value` lines or a JSON object) from FILE, or `-` for stdin.
+    #[arg(long, value_name = "FILE")]
+    pub secrets: Option<PathBuf>,
+    /// Title of a new credential, shown in `intake credentials list`.
+    #[arg(long)]
+    pub title: Option<String>,
+}
+
+pub async fn connect(app: &App, args: ConnectArgs, out: &mut dyn Write) -> Result<()> {
+    let store = app.store()?;
+    store.require_user(&args.user)?;
+    let runtime = app.runtime(&store, Some(&args.platform))?;
+    let plugin = runtime.plugin(&args.platform)?;
+    let mut config = Vec::new();
+    for setting in &args.settings {
+        let Some((k, v)) = setting.split_once('=') else {
+            bail!("--set `{setting}` is not NAME=VALUE");
+        };
+        config.push((k.trim().to_owned(), v.to_owned()));
+    }
+    plugin
+        .spec
+        .effective_config(&config)
+        .map_err(|e| anyhow::anyhow!("invalid --set: {e}"))?;
+    let credential = match args.credential {
+        Some(id) => CredentialChoice::Existing(id),
+        None => {
+            let fields = secrets_input::read(args.secrets.as_deref(), &plugin.spec)?;
+            plugin
+                .spec
+                .validate_secrets(&fields)
+                .map_err(|e| anyhow::anyhow!("invalid secrets: {e}"))?;
+            CredentialChoice::New(NewSecrets {
+                title: args
+                    .title
+                    .clone()
+                    .unwrap_or_else(|| format!("{} credential", plugin.spec.display_name)),
+                fields,
+            })
+        }
+    };
+    let reused = matches!(credential, CredentialChoice::Existing(_));
+    let source = store.connect(NewSource {
+        name: args.name,
+        owner: args.user,
+        platform: args.platform,
+        config,
+        credential,
+    })?;
+    writeln!(
+        out,
+        "connected data source `{}` (id {}) for {} on {}, using {} credential {}",
+        source.name,
+        source.id,
+        source.owner,
+        source.platform,
+        if reused { "existing" } else { "new" },
+        source.credential.unwrap_or_default()
+    )?;
+    Ok(())
+}

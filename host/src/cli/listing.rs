@@ -1,0 +1,211 @@
+//! Listing commands: users, credentials, data sources, plugins.
+
+use std::io::Write;
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::App;
+use super::table::{render, time};
+
+pub fn users(app: &App, out: &mut dyn Write) -> Result<()> {
+    let users = app.store()?.users()?;
+    let rows: Vec<_> = users
+        .iter()
+        .map(|u| vec![u.name.clone(), time(u.created_ms)])
+        .collect();
+    write!(out, "{}", render(&["USER", "ADDED"], &rows))?;
+    Ok(())
+}
+
+pub fn credentials(app: &App, user: &str, as_json: bool, out: &mut dyn Write) -> Result<()> {
+    let creds = app.store()?.credentials_of(user)?;
+    let status = |c: &crate::store::CredentialSummary| match (&c.state.broken, c.state.last_used_ms)
+    {
+        (Some(b), _) => format!("broken since {}: {}", time(b.at_ms), b.message),
+        (None, Some(_)) => "ok".to_owned(),
+        (None, None) => "never used".to_owned(),
+    };
+    if as_json {
+        let list: Vec<_> = creds
+            .iter()
+            .map(|c| {
+                json!({
+                    "id": c.id,
+                    "platform": c.platform,
+                    "title": c.title,
+                    "version": c.version,
+                    "fields": c.field_names,
+                    "created_ms": c.created_ms,
+                    "updated_ms": c.updated_ms,
+                    "sources": c.sources.iter().map(|(id, name)| json!({"id": id, "name": name})).collect::<Vec<_>>(),
+                    "last_used_ms": c.state.last_used_ms,
+                    "broken": c.state.broken.as_ref().map(|b| json!({"at_ms": b.at_ms, "message": b.message})),
+                    "status": if c.state.broken.is_some() { "broken" } else if c.state.last_used_ms.is_some() { "ok" } else { "never-used" },
+                })
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
+        return Ok(());
+    }
+    if creds.is_empty() {
+        writeln!(
+            out,
+            "{user} has no credentials; `intake connect` creates one"
+        )?;
+        return Ok(());
+    }
+    let rows: Vec<_> = creds
+        .iter()
+        .map(|c| {
+            vec![
+                c.id.to_string(),
+                c.platform.clone(),
+                c.title.clone(),
+                format!("v{}", c.version),
+                c.field_names.join(","),
+                if c.sources.is_empty() {
+                    "-".to_owned()
+                } else {
+                    c.sources
+                        .iter()
+                        .map(|(_, n)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                },
+                time(c.created_ms),
+                time(c.updated_ms),
+                c.state.last_used_ms.map_or("-".to_owned(), time),
+                status(c),
+            ]
+        })
+        .collect();
+    write!(
+        out,
+        "{}",
+        render(
+            &[
+                "ID",
+                "PLATFORM",
+                "TITLE",
+                "VERSION",
+                "FIELDS",
+                "USED BY",
+                "CREATED",
+                "UPDATED",
+                "LAST USED",
+                "STATUS"
+            ],
+            &rows
+        )
+    )?;
+    Ok(())
+}
+
+pub fn sources(app: &App, user: Option<&str>, as_json: bool, out: &mut dyn Write) -> Result<()> {
+    let store = app.store()?;
+    let mut list = store.sources()?;
+    if let Some(u) = user {
+        store.require_user(u)?;
+        list.retain(|s| s.owner == u);
+    }
+    let mut rows = Vec::new();
+    let mut items = Vec::new();
+    for s in &list {
+        let cursor = store.cursor(s.id)?;
+        let config = s
+            .config
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        if as_json {
+            items.push(json!({
+                "id": s.id, "name": s.name, "owner": s.owner, "platform": s.platform,
+                "credential": s.credential, "config": s.config.iter().cloned().collect::<std::collections::BTreeMap<_,_>>(),
+                "cursor": cursor, "created_ms": s.created_ms,
+            }));
+        } else {
+            rows.push(vec![
+                s.id.to_string(),
+                s.name.clone(),
+                s.owner.clone(),
+                s.platform.clone(),
+                s.credential
+                    .map_or("none (reconnect)".to_owned(), |c| c.to_string()),
+                cursor.unwrap_or_else(|| "-".into()),
+                config,
+            ]);
+        }
+    }
+    if as_json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&items)?)?;
+    } else if list.is_empty() {
+        writeln!(out, "no data sources; `intake connect` adds one")?;
+    } else {
+        write!(
+            out,
+            "{}",
+            render(
+                &[
+                    "ID",
+                    "NAME",
+                    "OWNER",
+                    "PLATFORM",
+                    "CREDENTIAL",
+                    "CURSOR",
+                    "CONFIG"
+                ],
+                &rows
+            )
+        )?;
+    }
+    Ok(())
+}
+
+pub fn plugins(app: &App, out: &mut dyn Write) -> Result<()> {
+    let store = app.store()?;
+    let runtime = app.runtime(&store, None)?;
+    let mut rows: Vec<_> = runtime
+        .plugins()
+        .map(|p| {
+            vec![
+                p.spec.platform.clone(),
+                p.spec.display_name.clone(),
+                p.spec.version.clone(),
+                "loaded".to_owned(),
+                p.path.display().to_string(),
+            ]
+        })
+        .collect();
+    for e in runtime.load_errors() {
+        rows.push(vec![
+            e.platform.clone(),
+            "-".into(),
+            "-".into(),
+            format!("FAILED: {}", e.reason),
+            e.path.clone(),
+        ]);
+    }
+    if rows.is_empty() {
+        writeln!(
+            out,
+            "no plugins configured; add [[plugin]] entries to intake.toml"
+        )?;
+    } else {
+        write!(
+            out,
+            "{}",
+            render(&["PLATFORM", "NAME", "VERSION", "STATUS", "PATH"], &rows)
+        )?;
+    }
+    Ok(())
+}
+
+pub fn plugin_show(app: &App, platform: &str, out: &mut dyn Write) -> Result<()> {
+    let store = app.store()?;
+    let runtime = app.runtime(&store, Some(platform))?;
+    let plugin = runtime.plugin(platform)?;
+    writeln!(out, "{}", serde_json::to_string_pretty(&plugin.spec)?)?;
+    Ok(())
+}

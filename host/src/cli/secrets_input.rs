@@ -1,0 +1,127 @@
+//! Reading secret values from a file, standard input or a prompt — never argv.
+//!
+//! The text is `name=value` lines (blank lines and `#` comments ignored) or a
+//! JSON object of strings. In a terminal with no `--secrets`, each declared
+//! field is prompted for, secret ones without echo.
+
+use std::io::{IsTerminal, Read};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use zeroize::Zeroizing;
+
+use crate::plugin::PluginSpec;
+use crate::secret::{SecretFields, SecretString};
+
+/// Reads secrets from `source` (`-` for stdin), or prompts for them.
+pub fn read(source: Option<&Path>, spec: &PluginSpec) -> Result<SecretFields> {
+    match source {
+        Some(p) if p == Path::new("-") => {
+            let mut text = Zeroizing::new(String::new());
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("cannot read secrets from standard input")?;
+            parse(&text)
+        }
+        Some(p) => {
+            let text = Zeroizing::new(
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read secrets from {}", p.display()))?,
+            );
+            parse(&text)
+        }
+        None if std::io::stdin().is_terminal() => prompt(spec),
+        None => bail!(
+            "no secrets given: pass --secrets FILE, or --secrets - to read `field=value` lines \
+             from standard input, or run in a terminal to be prompted (secrets are never taken \
+             from the command line)"
+        ),
+    }
+}
+
+/// Parses `name=value` lines or a JSON object of strings.
+pub fn parse(text: &str) -> Result<SecretFields> {
+    let mut fields = SecretFields::new();
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('{') {
+        let map: std::collections::BTreeMap<String, serde_json::Value> =
+            serde_json::from_str(trimmed).map_err(|e| {
+                anyhow::anyhow!(
+                    "the secrets are not a JSON object of strings (line {}, column {})",
+                    e.line(),
+                    e.column()
+                )
+            })?;
+        for (name, value) in map {
+            let serde_json::Value::String(v) = value else {
+                bail!("secret `{name}` must be a JSON string");
+            };
+            fields.insert(name, SecretString::new(v));
+        }
+    } else {
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim_end_matches('\r');
+            if line.trim().is_empty() || line.trim_start().starts_with('#') {
+                continue;
+            }
+            let Some((name, value)) = line.split_once('=') else {
+                bail!("line {} of the secrets is not `field=value`", n + 1);
+            };
+            fields.insert(name.trim(), SecretString::new(value.to_owned()));
+        }
+    }
+    Ok(fields)
+}
+
+fn prompt(spec: &PluginSpec) -> Result<SecretFields> {
+    let mut fields = SecretFields::new();
+    eprintln!(
+        "Enter the credential for {} (leave optional fields empty):",
+        spec.display_name
+    );
+    for f in &spec.credential_fields {
+        let label = format!(
+            "  {}{}: ",
+            f.label,
+            if f.required { "" } else { " (optional)" }
+        );
+        let value = if f.secret {
+            SecretString::new(
+                rpassword::prompt_password(&label).context("cannot read from the terminal")?,
+            )
+        } else {
+            eprint!("{label}");
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("cannot read from the terminal")?;
+            SecretString::new(line.trim_end_matches(['\r', '\n']).to_owned())
+        };
+        if !value.is_empty() {
+            fields.insert(f.name.clone(), value);
+        }
+    }
+    Ok(fields)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_lines_and_json() {
+        let f = parse("# comment\naccess_token=abc=def\n\nuser = x\n").expect("ok");
+        assert_eq!(f.get("access_token").map(|v| v.expose()), Some("abc=def"));
+        assert_eq!(f.get("user").map(|v| v.expose()), Some(" x"));
+        let f = parse(r#"{"access_token": "t"}"#).expect("ok");
+        assert_eq!(f.get("access_token").map(|v| v.expose()), Some("t"));
+    }
+
+    #[test]
+    fn errors_never_echo_values() {
+        let err = parse("canary-value-no-equals").unwrap_err().to_string();
+        assert!(!err.contains("canary"), "{err}");
+        let err = parse(r#"{"a": 1, "b": "canary"#).unwrap_err().to_string();
+        assert!(!err.contains("canary"), "{err}");
+    }
+}

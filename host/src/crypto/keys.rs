@@ -1,0 +1,395 @@
+//! Master keys (key-encryption keys): where they come from and how they are kept.
+//!
+//! A keyring holds one or more versions of the master key; the highest version
+//! wraps new data keys, older ones still unwrap what they wrapped. The keyring
+//! comes from a key file (mode 0600, refused if others can read it) or from an
+//! environment variable. The file holds one line per version:
+//!
+//! ```text
+//! intake-master-key 1 <base64 of 32 random bytes>
+//! ```
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use zeroize::Zeroizing;
+
+use super::envelope::{open_with, seal_with};
+use super::{Aad, CryptoError, Sealed, random_bytes};
+
+const LINE_TAG: &str = "intake-master-key";
+const CHECK_PLAINTEXT: &[u8] = b"intake master key check";
+
+/// Where the master key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// A key file, which must not be readable by group or others.
+    File(PathBuf),
+    /// An environment variable holding the key file's text, or just the
+    /// base64 key (taken as version 1).
+    Env(String),
+}
+
+impl std::fmt::Display for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySource::File(p) => write!(f, "key file {}", p.display()),
+            KeySource::Env(v) => write!(f, "environment variable {v}"),
+        }
+    }
+}
+
+/// A problem with the master key. Never carries key bytes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The key file does not exist.
+    #[error("{0} does not exist: create one with `intake init`, or point --key-file at yours")]
+    Missing(PathBuf),
+    /// The key file can be read by other users.
+    #[error(
+        "{path} can be read by other users (mode {mode:o}); run `chmod 600 {path}` and check who may have copied it"
+    )]
+    TooOpen {
+        /// The file.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The key file exists already (when creating one).
+    #[error("{0} exists already; intake will not overwrite a master key")]
+    Exists(PathBuf),
+    /// The environment variable is not set.
+    #[error("environment variable {0} is not set")]
+    EnvMissing(String),
+    /// The key text is malformed.
+    #[error("{source_name} is not a valid intake master key: {reason}")]
+    Malformed {
+        /// Where the text came from.
+        source_name: String,
+        /// What is wrong (never key bytes).
+        reason: String,
+    },
+    /// Reading or writing the file failed.
+    #[error("cannot access {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Randomness failed.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}
+
+/// One version of the master key. Wiped on drop, never printed.
+#[derive(Clone)]
+pub struct MasterKey {
+    version: u32,
+    key: Zeroizing<[u8; 32]>,
+}
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MasterKey(v{}, [redacted])", self.version)
+    }
+}
+
+impl MasterKey {
+    /// The key's version.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    pub(super) fn bytes(&self) -> &[u8; 32] {
+        &self.key
+    }
+}
+
+/// All known versions of the master key.
+#[derive(Clone)]
+pub struct Keyring {
+    keys: BTreeMap<u32, MasterKey>,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyring")
+            .field("versions", &self.versions())
+            .finish()
+    }
+}
+
+impl Keyring {
+    /// A new keyring with one random key, version 1.
+    pub fn generate() -> Result<Self, CryptoError> {
+        let mut keyring = Self {
+            keys: BTreeMap::new(),
+        };
+        keyring.add_version()?;
+        Ok(keyring)
+    }
+
+    /// Adds a new random version, which becomes current. Returns its number.
+    pub fn add_version(&mut self) -> Result<u32, CryptoError> {
+        let version = self.keys.keys().next_back().map_or(1, |v| v + 1);
+        let mut key = Zeroizing::new([0u8; 32]);
+        random_bytes(key.as_mut())?;
+        self.keys.insert(version, MasterKey { version, key });
+        Ok(version)
+    }
+
+    /// Removes a version that nothing is wrapped with any more.
+    pub fn remove_version(&mut self, version: u32) -> bool {
+        self.keys.len() > 1 && self.keys.remove(&version).is_some()
+    }
+
+    /// The current (highest) version, which wraps new data keys.
+    pub fn current(&self) -> &MasterKey {
+        // A keyring is never empty: every constructor adds a version.
+        self.keys
+            .values()
+            .next_back()
+            .expect("a keyring always holds at least one key")
+    }
+
+    /// The key of `version`, if held.
+    pub fn get(&self, version: u32) -> Option<&MasterKey> {
+        self.keys.get(&version)
+    }
+
+    /// Versions held, ascending.
+    pub fn versions(&self) -> Vec<u32> {
+        self.keys.keys().copied().collect()
+    }
+
+    /// Loads the keyring from `source`.
+    pub fn load(source: &KeySource) -> Result<Self, KeyError> {
+        match source {
+            KeySource::File(path) => Self::load_file(path),
+            KeySource::Env(var) => {
+                let text = Zeroizing::new(
+                    std::env::var(var).map_err(|_| KeyError::EnvMissing(var.clone()))?,
+                );
+                Self::parse(&text, &source.to_string())
+            }
+        }
+    }
+
+    fn load_file(path: &Path) -> Result<Self, KeyError> {
+        let io = |source| KeyError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let meta = match fs::metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(KeyError::Missing(path.to_owned()));
+            }
+            Err(e) => return Err(io(e)),
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KeyError::TooOpen {
+                path: path.display().to_string(),
+                mode,
+            });
+        }
+        let text = Zeroizing::new(fs::read_to_string(path).map_err(io)?);
+        Self::parse(&text, &format!("key file {}", path.display()))
+    }
+
+    /// Parses key file text (or a bare base64 key, taken as version 1).
+    fn parse(text: &str, source_name: &str) -> Result<Self, KeyError> {
+        let malformed = |reason: String| KeyError::Malformed {
+            source_name: source_name.to_owned(),
+            reason,
+        };
+        let mut keys = BTreeMap::new();
+        let trimmed = text.trim();
+        if !trimmed.is_empty() && !trimmed.contains(char::is_whitespace) {
+            let key = decode_key(trimmed).map_err(malformed)?;
+            keys.insert(1, MasterKey { version: 1, key });
+        } else {
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let mut parts = line.split_whitespace();
+                let (Some(LINE_TAG), Some(version), Some(b64), None) =
+                    (parts.next(), parts.next(), parts.next(), parts.next())
+                else {
+                    return Err(malformed(format!(
+                        "line {} is not `{LINE_TAG} VERSION BASE64KEY`",
+                        n + 1
+                    )));
+                };
+                let version: u32 = version
+                    .parse()
+                    .ok()
+                    .filter(|v| *v > 0)
+                    .ok_or_else(|| malformed(format!("line {} has a bad version", n + 1)))?;
+                let key = decode_key(b64)
+                    .map_err(|reason| malformed(format!("line {}: {reason}", n + 1)))?;
+                if keys.insert(version, MasterKey { version, key }).is_some() {
+                    return Err(malformed(format!("version {version} appears twice")));
+                }
+            }
+        }
+        if keys.is_empty() {
+            return Err(malformed("it holds no key".into()));
+        }
+        Ok(Self { keys })
+    }
+
+    /// The key file text for this keyring. Secret: write it only to a 0600 file.
+    pub fn to_file_text(&self) -> Zeroizing<String> {
+        let mut text = Zeroizing::new(String::from(
+            "# intake master key. Keep it secret and mode 0600; back it up apart from the database.\n",
+        ));
+        for key in self.keys.values() {
+            text.push_str(&format!(
+                "{LINE_TAG} {} {}\n",
+                key.version,
+                Zeroizing::new(BASE64.encode(key.key.as_ref())).as_str()
+            ));
+        }
+        text
+    }
+
+    /// Creates a key file at `path` with mode 0600; refuses to overwrite.
+    pub fn create_file(&self, path: &Path) -> Result<(), KeyError> {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    KeyError::Exists(path.to_owned())
+                } else {
+                    KeyError::Io {
+                        path: path.display().to_string(),
+                        source: e,
+                    }
+                }
+            })?;
+        file.write_all(self.to_file_text().as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|source| KeyError::Io {
+                path: path.display().to_string(),
+                source,
+            })
+    }
+
+    /// A 256-bit key for `purpose` derived from the current master key
+    /// (HMAC-SHA256), e.g. to authenticate the compile cache.
+    pub fn derive(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
+        use hmac::{Hmac, Mac};
+        // HMAC accepts keys of any length; this cannot fail.
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(self.current().bytes())
+            .expect("HMAC takes any key length");
+        mac.update(b"intake/derive/v1\0");
+        mac.update(purpose.as_bytes());
+        let mut out = Zeroizing::new([0u8; 32]);
+        out.copy_from_slice(&mac.finalize().into_bytes());
+        out
+    }
+
+    /// A check value for `version`: proves later that a key is the same.
+    pub fn check_value(&self, version: u32) -> Result<Option<Sealed>, CryptoError> {
+        let Some(key) = self.get(version) else {
+            return Ok(None);
+        };
+        seal_with(key.bytes(), &check_aad(version), CHECK_PLAINTEXT).map(Some)
+    }
+
+    /// Whether this keyring's `version` opens `check`.
+    pub fn verify_check_value(&self, version: u32, check: &Sealed) -> bool {
+        self.get(version).is_some_and(|key| {
+            open_with(key.bytes(), &check_aad(version), check, String::new)
+                .is_ok_and(|p| p.as_slice() == CHECK_PLAINTEXT)
+        })
+    }
+}
+
+fn check_aad(version: u32) -> Aad {
+    Aad::new("intake/key-check/v1").u64(u64::from(version))
+}
+
+fn decode_key(b64: &str) -> Result<Zeroizing<[u8; 32]>, String> {
+    let bytes = Zeroizing::new(
+        BASE64
+            .decode(b64.trim())
+            .map_err(|_| "the key is not valid base64".to_string())?,
+    );
+    if bytes.len() != 32 {
+        return Err(format!(
+            "the key is {} bytes long; it must be 32",
+            bytes.len()
+        ));
+    }
+    let mut key = Zeroizing::new([0u8; 32]);
+    key.copy_from_slice(&bytes);
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_round_trip_and_mode() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("intake.key");
+        let mut keyring = Keyring::generate().expect("rng");
+        keyring.add_version().expect("rng");
+        keyring.create_file(&path).expect("create");
+        let mode = fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let loaded = Keyring::load(&KeySource::File(path.clone())).expect("load");
+        assert_eq!(loaded.versions(), [1, 2]);
+        let check = keyring.check_value(2).expect("rng").expect("v2");
+        assert!(loaded.verify_check_value(2, &check));
+        assert!(matches!(
+            keyring.create_file(&path),
+            Err(KeyError::Exists(_))
+        ));
+    }
+
+    #[test]
+    fn group_readable_file_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("intake.key");
+        Keyring::generate()
+            .expect("rng")
+            .create_file(&path)
+            .expect("create");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).expect("chmod");
+        let err = Keyring::load(&KeySource::File(path)).unwrap_err();
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+    }
+
+    #[test]
+    fn wrong_key_fails_the_check() {
+        let a = Keyring::generate().expect("rng");
+        let b = Keyring::generate().expect("rng");
+        let check = a.check_value(1).expect("rng").expect("v1");
+        assert!(!b.verify_check_value(1, &check));
+    }
+
+    #[test]
+    fn malformed_text_is_explained_without_key_bytes() {
+        let err = Keyring::parse("intake-master-key 1 c2hvcnQ=\n", "test").unwrap_err();
+        assert!(err.to_string().contains("must be 32"), "{err}");
+        let err = Keyring::parse("garbage here\n", "test").unwrap_err();
+        assert!(err.to_string().contains("line 1"), "{err}");
+    }
+}

@@ -1,0 +1,20 @@
+//! Rust bindings for the `intake:connector/plugin` world, generated from `wit/`.
+//!
+//! This is the only place `bindgen!` runs. The wasi:http, wasi:io and
+//! wasi:clocks types come from wasmtime-wasi(-http), whose host
+//! implementations serve them.
+
+wasmtime::component::bindgen!({
+    world: "plugin",
+    path: "../wit",
+    imports: { default: trappable },
+    exports: { default: async },
+    with: {
+        "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+        "wasi:io": wasmtime_wasi::p2::bindings::io,
+        "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+    },
+});
+
+pub use exports::intake::connector::connector;
+pub use intake::connector::{credentials, log, types};

@@ -1,0 +1,66 @@
+//! The process-wide wasmtime engine and its epoch ticker.
+//!
+//! Async (host calls and HTTP never block a thread), epoch interruption (a
+//! plugin in a loop yields every tick, so the wall-time limit can cancel it),
+//! and the pooling allocator (instantiation in microseconds).
+
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances; the granularity of wall-time limits.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Engine sizing.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineSettings {
+    /// Invocations that may run at once (pool slots).
+    pub max_instances: u32,
+    /// The largest memory any plugin may have, in bytes.
+    pub max_memory_bytes: u64,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            max_instances: 64,
+            max_memory_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Builds the engine and starts its epoch ticker (a thread that ends when the
+/// engine is dropped).
+pub fn new_engine(settings: EngineSettings) -> wasmtime::Result<Engine> {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    // Deep recursion must trap, not crash the host.
+    config.max_wasm_stack(1 << 20);
+
+    let components = settings.max_instances.max(4);
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(components);
+    pool.total_core_instances(components * 8);
+    pool.total_memories(components * 2);
+    pool.total_tables(components * 4);
+    pool.max_memories_per_component(4);
+    pool.max_tables_per_component(8);
+    pool.max_core_instances_per_component(16);
+    pool.max_memory_size(usize::try_from(settings.max_memory_bytes).unwrap_or(usize::MAX));
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+
+    let engine = Engine::new(&config)?;
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("intake-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .map_err(|e| wasmtime::Error::msg(format!("cannot start the epoch thread: {e}")))?;
+    Ok(engine)
+}

@@ -1,0 +1,87 @@
+//! Host side of `intake:connector/credentials`: every call goes to the broker,
+//! bound to the invocation's data source.
+
+use crate::broker::{Denial, Use};
+use crate::secret::SecretString;
+
+use super::bindings::credentials::{CredentialError, Host};
+use super::placeholder;
+use super::state::InvocationState;
+
+impl From<Denial> for CredentialError {
+    fn from(d: Denial) -> Self {
+        match d {
+            Denial::NotConnected => CredentialError::NotConnected,
+            Denial::UnknownField(f) => CredentialError::UnknownField(f),
+            Denial::MissingField(f) => CredentialError::MissingField(f),
+            Denial::Denied(why) => CredentialError::Denied(why),
+            other => CredentialError::Other(other.to_string()),
+        }
+    }
+}
+
+type Answer<T> = wasmtime::Result<Result<T, CredentialError>>;
+
+fn unbound() -> CredentialError {
+    CredentialError::Denied("the plugin is not running for a data source".into())
+}
+
+impl Host for InvocationState {
+    fn fields(&mut self) -> Answer<Vec<String>> {
+        let (Some(binding), Some(broker)) = (&self.guest.binding, &self.guest.broker) else {
+            return Ok(Err(unbound()));
+        };
+        Ok(broker.field_names(binding).map_err(Into::into))
+    }
+
+    fn placeholder(&mut self, field: String) -> Answer<String> {
+        let Some(binding) = &self.guest.binding else {
+            return Ok(Err(unbound()));
+        };
+        if !binding.fields.contains_key(&field) {
+            return Ok(Err(CredentialError::UnknownField(field)));
+        }
+        Ok(Ok(placeholder::for_field(&field)))
+    }
+
+    fn reveal(&mut self, fields: Vec<String>) -> Answer<Vec<String>> {
+        let (Some(binding), Some(broker)) = (&self.guest.binding, &self.guest.broker) else {
+            return Ok(Err(unbound()));
+        };
+        let names: Vec<&str> = fields.iter().map(String::as_str).collect();
+        match broker.request(binding, &names, &Use::Reveal) {
+            Ok(granted) => {
+                let mut out = Vec::with_capacity(names.len());
+                for name in &names {
+                    if let Some(v) = granted.values.get(name) {
+                        out.push(v.expose().to_owned());
+                        self.guest.revealed.push(v.clone());
+                    }
+                }
+                Ok(Ok(out))
+            }
+            Err(denial) => Ok(Err(denial.into())),
+        }
+    }
+
+    fn update(&mut self, field: String, value: String) -> Answer<()> {
+        let (Some(binding), Some(broker)) = (&self.guest.binding, &self.guest.broker) else {
+            return Ok(Err(unbound()));
+        };
+        let value = SecretString::new(value);
+        if value.len() > super::spec::MAX_FIELD_BYTES {
+            return Ok(Err(CredentialError::Other(format!(
+                "the value is longer than {} bytes",
+                super::spec::MAX_FIELD_BYTES
+            ))));
+        }
+        // A plugin sees values it writes; scrub them like revealed ones.
+        self.guest.revealed.push(value.clone());
+        Ok(broker
+            .update(binding, &field, value)
+            .map(|_| ())
+            .map_err(Into::into))
+    }
+}
+
+impl super::bindings::types::Host for InvocationState {}

@@ -1,0 +1,534 @@
+//! Loading plugins and invoking them for data sources.
+//!
+//! [`Runtime::load`] reads the operator's `[[plugin]]` entries; a plugin that
+//! fails to load is recorded with its error and fails only its own data
+//! sources. [`Runtime::fetch`] runs one data source: a fresh store with its
+//! limits, a binding to that data source, `fetch` called page by page until
+//! the plugin says there is no more.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Engine, Store, StoreLimitsBuilder};
+use zeroize::Zeroizing;
+
+use crate::broker::{Binding, Broker};
+use crate::config::{Config, Limits, PluginConfig};
+use crate::origin::Origin;
+use crate::store::SourceRecord;
+
+use super::bindings::connector::{ConnectorError, FetchRequest};
+use super::bindings::{PluginPre, credentials, log, types};
+use super::cache::CompileCache;
+use super::engine::{EngineSettings, new_engine};
+use super::http::HttpPolicy;
+use super::spec::PluginSpec;
+use super::state::{GuestContext, InvocationState, LogBudget, scrub};
+
+/// Why a plugin could not be loaded, naming the file and the fix.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("plugin `{platform}` ({path}): {reason}")]
+pub struct LoadError {
+    /// The platform in the configuration.
+    pub platform: String,
+    /// The component file.
+    pub path: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Why a run of a data source failed. Each kind tells the scheduler what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The platform rejected the credential: mark it broken, do not retry.
+    #[error("authentication failed: {0}")]
+    AuthFailed(String),
+    /// The platform asked to slow down.
+    #[error("rate limited by the platform: {message}")]
+    RateLimited {
+        /// How long it asked to wait.
+        retry_after: Option<Duration>,
+        /// Its message.
+        message: String,
+    },
+    /// A temporary failure: retry with backoff.
+    #[error("transient failure: {0}")]
+    Transient(String),
+    /// The data source's settings are wrong: do not retry.
+    #[error("invalid config: {0}")]
+    InvalidConfig(String),
+    /// The plugin reported another error.
+    #[error("plugin error: {0}")]
+    Plugin(String),
+    /// The invocation exceeded a limit.
+    #[error("limit exceeded: {0}")]
+    Limit(String),
+    /// The plugin trapped (crashed).
+    #[error("the plugin crashed: {0}")]
+    Trap(String),
+    /// No plugin is loaded for the platform.
+    #[error("{0}")]
+    NoPlugin(String),
+    /// The host failed (store, output).
+    #[error("host error: {0}")]
+    Host(String),
+}
+
+/// Where the records of a run go, page by page.
+pub trait PageSink: Send {
+    /// Writes one page of JSON Lines.
+    fn write_page(&mut self, records: &[u8]) -> std::io::Result<()>;
+}
+
+/// What a successful fetch produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FetchOutcome {
+    /// Pages fetched.
+    pub pages: u32,
+    /// Records (lines) written.
+    pub records: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// The cursor to save for the next run.
+    pub cursor: Option<String>,
+}
+
+/// A plugin ready to run.
+pub struct LoadedPlugin {
+    /// What it declares.
+    pub spec: PluginSpec,
+    /// The component file.
+    pub path: PathBuf,
+    /// Whether it came from the compile cache.
+    pub cached: bool,
+    pre: PluginPre<InvocationState>,
+    allow: Vec<Origin>,
+    reveal: Arc<BTreeSet<String>>,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("platform", &self.spec.platform)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The engine, the linker and every loaded plugin.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<InvocationState>,
+    plugins: BTreeMap<String, Arc<LoadedPlugin>>,
+    failed: BTreeMap<String, LoadError>,
+    broker: Broker,
+    cache: Option<CompileCache>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("plugins", &self.plugins.keys())
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
+}
+
+fn linker(engine: &Engine) -> wasmtime::Result<Linker<InvocationState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    credentials::add_to_linker::<_, HasSelf<InvocationState>>(&mut linker, |s| s)?;
+    log::add_to_linker::<_, HasSelf<InvocationState>>(&mut linker, |s| s)?;
+    types::add_to_linker::<_, HasSelf<InvocationState>>(&mut linker, |s| s)?;
+    Ok(linker)
+}
+
+fn store_limits(limits: &Limits) -> wasmtime::StoreLimits {
+    StoreLimitsBuilder::new()
+        .memory_size(usize::try_from(limits.memory_mib << 20).unwrap_or(usize::MAX))
+        .instances(32)
+        .tables(64)
+        .memories(8)
+        .table_elements(100_000)
+        .trap_on_grow_failure(true)
+        .build()
+}
+
+impl Runtime {
+    /// Builds the engine and loads every plugin of `config`. Plugins that fail
+    /// to load are kept in [`Runtime::load_errors`]; the rest work.
+    /// `cache_key` authenticates the compile cache (none disables it).
+    pub fn load(
+        config: &Config,
+        broker: Broker,
+        cache_key: Option<Zeroizing<[u8; 32]>>,
+    ) -> Result<Self, String> {
+        let max_memory = config
+            .plugins
+            .iter()
+            .map(|p| p.limits.memory_mib)
+            .max()
+            .unwrap_or(64)
+            .max(1);
+        let settings = EngineSettings {
+            max_instances: u32::try_from(config.scheduler.concurrency * 2 + 8).unwrap_or(1024),
+            max_memory_bytes: max_memory << 20,
+        };
+        let engine = new_engine(settings).map_err(|e| format!("cannot start wasmtime: {e:#}"))?;
+        let linker = linker(&engine).map_err(|e| format!("cannot link host interfaces: {e:#}"))?;
+        let cache = cache_key.map(|key| CompileCache::new(config.resolve(&config.cache.dir), key));
+        let mut runtime = Self {
+            engine,
+            linker,
+            plugins: BTreeMap::new(),
+            failed: BTreeMap::new(),
+            broker,
+            cache,
+        };
+        for plugin in &config.plugins {
+            let path = config.resolve(&plugin.path);
+            match runtime.load_one(plugin, &path) {
+                Ok(loaded) => {
+                    runtime
+                        .plugins
+                        .insert(plugin.platform.clone(), Arc::new(loaded));
+                }
+                Err(reason) => {
+                    let err = LoadError {
+                        platform: plugin.platform.clone(),
+                        path: path.display().to_string(),
+                        reason,
+                    };
+                    tracing::error!("{err}");
+                    runtime.failed.insert(plugin.platform.clone(), err);
+                }
+            }
+        }
+        Ok(runtime)
+    }
+
+    fn load_one(&self, cfg: &PluginConfig, path: &Path) -> Result<LoadedPlugin, String> {
+        let wasm = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
+        if wasm.len() < 8 || &wasm[..4] != b"\0asm" {
+            return Err("it is not a WebAssembly file".into());
+        }
+        if wasm[4..8] == [1, 0, 0, 0] {
+            return Err(
+                "it is a core WebAssembly module, not a component; build the plugin for the \
+                 wasm32-wasip2 target"
+                    .into(),
+            );
+        }
+        let (component, cached) = match &self.cache {
+            Some(cache) => cache.load_or_compile(&self.engine, &wasm),
+            None => wasmtime::component::Component::new(&self.engine, &wasm).map(|c| (c, false)),
+        }
+        .map_err(|e| format!("it is not a valid component: {e:#}"))?;
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            format!("it needs an import the host does not provide (intake plugins may import only intake:connector, wasi:http and basic WASI): {e:#}")
+        })?;
+        let pre = PluginPre::new(instance_pre).map_err(|e| {
+            format!("it does not export the intake:connector/connector@0.1.0 interface this host expects: {e:#}")
+        })?;
+        let allow = cfg
+            .allow
+            .iter()
+            .map(|a| Origin::parse(a).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut loaded = LoadedPlugin {
+            spec: PluginSpec {
+                platform: cfg.platform.clone(),
+                display_name: String::new(),
+                version: String::new(),
+                credential_fields: Vec::new(),
+                config_fields: Vec::new(),
+                hosts: Vec::new(),
+            },
+            path: path.to_owned(),
+            cached,
+            pre,
+            allow,
+            reveal: Arc::new(cfg.reveal.iter().cloned().collect()),
+            limits: cfg.limits.clone(),
+        };
+        let spec = self.call_spec(&loaded)?;
+        spec.validate()
+            .map_err(|e| format!("its spec is invalid: {e}"))?;
+        if spec.platform != cfg.platform {
+            return Err(format!(
+                "its spec says platform `{}`, but the configuration loads it as `{}`",
+                spec.platform, cfg.platform
+            ));
+        }
+        if let Some(f) = cfg.reveal.iter().find(|f| spec.field(f).is_none()) {
+            return Err(format!(
+                "`reveal` names `{f}`, which its spec does not declare"
+            ));
+        }
+        loaded.spec = spec;
+        Ok(loaded)
+    }
+
+    fn call_spec(&self, plugin: &LoadedPlugin) -> Result<PluginSpec, String> {
+        let mut store = self.new_store(plugin, None, Vec::new(), "loading".into());
+        let fut = async {
+            let instance = plugin.pre.instantiate_async(&mut store).await?;
+            instance
+                .intake_connector_connector()
+                .call_spec(&mut store)
+                .await
+        };
+        let result =
+            block_on_or_spawn(async { tokio::time::timeout(Duration::from_secs(10), fut).await });
+        match result {
+            Ok(Ok(spec)) => Ok(spec.into()),
+            Ok(Err(e)) => Err(format!("calling its `spec` failed: {e:#}")),
+            Err(_) => Err("its `spec` did not return within 10 s".into()),
+        }
+    }
+
+    fn new_store(
+        &self,
+        plugin: &LoadedPlugin,
+        binding: Option<Binding>,
+        allowed: Vec<Origin>,
+        label: String,
+    ) -> Store<InvocationState> {
+        let notes = Arc::new(Mutex::new(Vec::new()));
+        let hooks = HttpPolicy {
+            allowed,
+            binding: binding.clone(),
+            broker: binding.as_ref().map(|_| self.broker.clone()),
+            requests_left: plugin.limits.http_requests,
+            max_response: plugin.limits.http_response_mib << 20,
+            label: label.clone(),
+            notes: notes.clone(),
+        };
+        let guest = GuestContext {
+            broker: binding.as_ref().map(|_| self.broker.clone()),
+            binding,
+            label,
+            revealed: Vec::new(),
+            log_budget: LogBudget::new(),
+            notes,
+        };
+        let state = InvocationState::new(hooks, store_limits(&plugin.limits), guest);
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+        store
+    }
+
+    /// The loaded plugin for `platform`, or why there is none.
+    pub fn plugin(&self, platform: &str) -> Result<&Arc<LoadedPlugin>, RunError> {
+        self.plugins.get(platform).ok_or_else(|| {
+            RunError::NoPlugin(match self.failed.get(platform) {
+                Some(err) => err.to_string(),
+                None => format!(
+                    "no plugin is configured for platform `{platform}`; add a [[plugin]] entry to intake.toml"
+                ),
+            })
+        })
+    }
+
+    /// Every loaded plugin, by platform.
+    pub fn plugins(&self) -> impl Iterator<Item = &Arc<LoadedPlugin>> {
+        self.plugins.values()
+    }
+
+    /// Plugins that failed to load, by platform.
+    pub fn load_errors(&self) -> impl Iterator<Item = &LoadError> {
+        self.failed.values()
+    }
+
+    /// The broker plugins' secret requests go through.
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    /// Binding, effective config and reachable origins for one data source.
+    fn prepare(
+        &self,
+        source: &SourceRecord,
+    ) -> Result<
+        (
+            Arc<LoadedPlugin>,
+            Binding,
+            Vec<(String, String)>,
+            Vec<Origin>,
+        ),
+        RunError,
+    > {
+        let plugin = self.plugin(&source.platform)?.clone();
+        let config = plugin
+            .spec
+            .effective_config(&source.config)
+            .map_err(RunError::InvalidConfig)?;
+        let (hosts, fields) = plugin
+            .spec
+            .origins_for(&config, &plugin.allow)
+            .map_err(RunError::InvalidConfig)?;
+        let binding = Binding {
+            source: source.id,
+            owner: source.owner.clone(),
+            platform: plugin.spec.platform.clone(),
+            fields: Arc::new(fields),
+            reveal: plugin.reveal.clone(),
+        };
+        Ok((plugin, binding, config, hosts))
+    }
+
+    /// Fetches every page for `source`, starting from `cursor`, writing
+    /// records to `sink`. Audit records are flushed whatever the outcome.
+    pub async fn fetch(
+        &self,
+        source: &SourceRecord,
+        cursor: Option<String>,
+        sink: &mut dyn PageSink,
+    ) -> Result<FetchOutcome, RunError> {
+        let (plugin, binding, config, hosts) = self.prepare(source)?;
+        let label = format!("{} ({})", source.name, source.platform);
+        let mut store = self.new_store(&plugin, Some(binding), hosts, label);
+        let limits = plugin.limits.clone();
+        let run = async {
+            let instance = plugin
+                .pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| trap(&e, &limits))?;
+            let connector = instance.intake_connector_connector();
+            let mut outcome = FetchOutcome {
+                cursor: cursor.clone(),
+                ..FetchOutcome::default()
+            };
+            loop {
+                let request = FetchRequest {
+                    config: config.clone(),
+                    cursor: outcome.cursor.clone(),
+                };
+                let page = connector
+                    .call_fetch(&mut store, &request)
+                    .await
+                    .map_err(|e| trap(&e, &limits))?
+                    .map_err(connector_error)?;
+                outcome.pages += 1;
+                outcome.bytes += page.records.len() as u64;
+                if outcome.bytes > limits.output_mib << 20 {
+                    return Err(RunError::Limit(format!(
+                        "the plugin returned more than {} MiB of records (limits.output_mib)",
+                        limits.output_mib
+                    )));
+                }
+                if !page.records.is_empty() && page.records.last() != Some(&b'\n') {
+                    return Err(RunError::Plugin(
+                        "records must be JSON Lines, each line ending in a newline".into(),
+                    ));
+                }
+                outcome.records += page.records.iter().filter(|b| **b == b'\n').count() as u64;
+                sink.write_page(&page.records)
+                    .map_err(|e| RunError::Host(format!("cannot write records: {e}")))?;
+                outcome.cursor = page.cursor;
+                if !page.more {
+                    return Ok(outcome);
+                }
+                if outcome.pages >= limits.max_pages {
+                    return Err(RunError::Limit(format!(
+                        "the plugin returned more than {} pages (limits.max_pages)",
+                        limits.max_pages
+                    )));
+                }
+            }
+        };
+        let result = match tokio::time::timeout(limits.wall_time, run).await {
+            Ok(result) => result,
+            Err(_) => Err(RunError::Limit(format!(
+                "the fetch took longer than {} (limits.wall_time)",
+                humantime::format_duration(limits.wall_time)
+            ))),
+        };
+        let guest = &store.data().guest;
+        let result = result.map_err(|e| finish_error(e, &guest.revealed, &guest.notes));
+        if let Err(e) = self.broker.flush() {
+            tracing::error!("cannot write the audit log: {e}");
+        }
+        result
+    }
+}
+
+/// Adds what the host refused to the error, and scrubs revealed values.
+fn finish_error(
+    err: RunError,
+    revealed: &[crate::secret::SecretString],
+    notes: &Mutex<Vec<String>>,
+) -> RunError {
+    let notes = notes.lock().map(|n| n.clone()).unwrap_or_default();
+    let extra = if notes.is_empty() {
+        String::new()
+    } else {
+        format!(" (the host refused: {})", notes.join("; "))
+    };
+    let fix = |s: String| scrub(&format!("{s}{extra}"), revealed);
+    match err {
+        RunError::AuthFailed(s) => RunError::AuthFailed(fix(s)),
+        RunError::RateLimited {
+            retry_after,
+            message,
+        } => RunError::RateLimited {
+            retry_after,
+            message: fix(message),
+        },
+        RunError::Transient(s) => RunError::Transient(fix(s)),
+        RunError::InvalidConfig(s) => RunError::InvalidConfig(fix(s)),
+        RunError::Plugin(s) => RunError::Plugin(fix(s)),
+        RunError::Trap(s) => RunError::Trap(fix(s)),
+        other => other,
+    }
+}
+
+fn connector_error(e: ConnectorError) -> RunError {
+    match e {
+        ConnectorError::AuthFailed(s) => RunError::AuthFailed(s),
+        ConnectorError::RateLimited(r) => RunError::RateLimited {
+            retry_after: r.retry_after_ms.map(Duration::from_millis),
+            message: r.message,
+        },
+        ConnectorError::Transient(s) => RunError::Transient(s),
+        ConnectorError::InvalidConfig(s) => RunError::InvalidConfig(s),
+        ConnectorError::Other(s) => RunError::Plugin(s),
+    }
+}
+
+fn trap(e: &wasmtime::Error, limits: &Limits) -> RunError {
+    let text = format!("{e:#}");
+    if text.contains("growing memory")
+        || text.contains("memory.grow")
+        || text.contains("forcing trap when growing")
+    {
+        return RunError::Limit(format!(
+            "the plugin needed more than {} MiB of memory (limits.memory_mib)",
+            limits.memory_mib
+        ));
+    }
+    let first = text.lines().take(12).collect::<Vec<_>>().join("\n");
+    RunError::Trap(first)
+}
+
+/// Runs `fut` to completion from sync code, on the current tokio runtime if
+/// there is one (in a blocking section) or on a temporary one.
+fn block_on_or_spawn<F: Future>(fut: F) -> F::Output {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => tokio::task::block_in_place(|| handle.block_on(fut)),
+        Err(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime for plugin loading")
+            .block_on(fut),
+    }
+}

@@ -1,0 +1,323 @@
+//! Credentials: sealing and opening their fields, listing, updating.
+//!
+//! Each version of a credential has a fresh random data key. Every field is
+//! sealed under it with associated data naming the credential id, owner,
+//! platform, version and field name; the data key is wrapped by the master key
+//! with associated data naming the credential id, owner, platform and version.
+//! A ciphertext or wrapped key moved anywhere else fails to open.
+
+use redb::{ReadableDatabase, ReadableTable};
+
+use crate::crypto::{Aad, DataKey, Keyring};
+use crate::secret::{SecretFields, SecretString};
+
+use super::model::{
+    Broken, CredentialId, CredentialRecord, CredentialState, SealedField, SourceId, SourceRecord,
+    decode, encode,
+};
+use super::{CREDENTIAL_STATE, CREDENTIALS, Result, SOURCES, Store, StoreError, now_ms};
+
+/// Secrets for a new credential.
+#[derive(Debug, Clone)]
+pub struct NewSecrets {
+    /// A title the owner will recognise it by.
+    pub title: String,
+    /// The field values.
+    pub fields: SecretFields,
+}
+
+/// What "my credentials" shows of one credential. Never values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialSummary {
+    /// Id.
+    pub id: CredentialId,
+    /// Platform.
+    pub platform: String,
+    /// Title.
+    pub title: String,
+    /// Current version.
+    pub version: u32,
+    /// Field names present (not values).
+    pub field_names: Vec<String>,
+    /// Created (ms since the Unix epoch).
+    pub created_ms: u64,
+    /// Current version written.
+    pub updated_ms: u64,
+    /// Data sources linked to it: id and name.
+    pub sources: Vec<(SourceId, String)>,
+    /// Last use and broken status.
+    pub state: CredentialState,
+}
+
+fn dek_aad(id: CredentialId, owner: &str, platform: &str, version: u32) -> Aad {
+    Aad::new("intake/data-key/v1")
+        .u64(id)
+        .str(owner)
+        .str(platform)
+        .u64(u64::from(version))
+}
+
+fn field_aad(id: CredentialId, owner: &str, platform: &str, version: u32, field: &str) -> Aad {
+    Aad::new("intake/field/v1")
+        .u64(id)
+        .str(owner)
+        .str(platform)
+        .u64(u64::from(version))
+        .str(field)
+}
+
+/// Seals `fields` into `record` as its current version, with a new data key.
+pub(super) fn seal_into(
+    keyring: &Keyring,
+    record: &mut CredentialRecord,
+    fields: &SecretFields,
+) -> Result<()> {
+    let (id, version) = (record.id, record.version);
+    let dek = DataKey::generate()?;
+    record.wrapped_key = dek.wrap(
+        keyring,
+        &dek_aad(id, &record.owner, &record.platform, version),
+    )?;
+    record.fields = fields
+        .iter()
+        .map(|(name, value)| {
+            let aad = field_aad(id, &record.owner, &record.platform, version, name);
+            Ok(SealedField {
+                name: name.to_owned(),
+                sealed: dek.seal(&aad, value.expose().as_bytes())?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(())
+}
+
+/// Opens the fields of `record` named in `names` (all fields if `None`).
+/// Names the record lacks are skipped; the caller checks.
+pub fn open_fields(
+    keyring: &Keyring,
+    record: &CredentialRecord,
+    names: Option<&[&str]>,
+) -> Result<SecretFields> {
+    let (id, version) = (record.id, record.version);
+    let dek = DataKey::unwrap(
+        keyring,
+        &record.wrapped_key,
+        &dek_aad(id, &record.owner, &record.platform, version),
+        || format!("credential {id} (data key)"),
+    )?;
+    let mut out = SecretFields::new();
+    for field in &record.fields {
+        if names.is_some_and(|n| !n.contains(&field.name.as_str())) {
+            continue;
+        }
+        let aad = field_aad(id, &record.owner, &record.platform, version, &field.name);
+        let plain = dek.open(&aad, &field.sealed, || {
+            format!("credential {id} field `{}`", field.name)
+        })?;
+        let value = SecretString::from_utf8(plain.to_vec()).map_err(|_| {
+            StoreError::Corrupt(format!(
+                "credential {id} field `{}` is not text",
+                field.name
+            ))
+        })?;
+        out.insert(field.name.clone(), value);
+    }
+    Ok(out)
+}
+
+impl Store {
+    /// The credential `id`, if it exists (sealed; metadata readable).
+    pub fn credential(&self, id: CredentialId) -> Result<Option<CredentialRecord>> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(CREDENTIALS)?;
+        table
+            .get(id)?
+            .map(|v| decode(v.value(), "credential"))
+            .transpose()
+    }
+
+    /// A data source and the credential its stored link points at, read in
+    /// one snapshot. The caller (the secret choke point) decides whether the
+    /// link may be used.
+    pub fn source_with_credential(
+        &self,
+        source: SourceId,
+    ) -> Result<Option<(SourceRecord, Option<CredentialRecord>)>> {
+        let txn = self.db().begin_read()?;
+        let sources = txn.open_table(SOURCES)?;
+        let Some(src) = sources.get(source)? else {
+            return Ok(None);
+        };
+        let src: SourceRecord = decode(src.value(), "data source")?;
+        let cred = match src.credential {
+            Some(id) => txn
+                .open_table(CREDENTIALS)?
+                .get(id)?
+                .map(|v| decode(v.value(), "credential"))
+                .transpose()?,
+            None => None,
+        };
+        Ok(Some((src, cred)))
+    }
+
+    /// Opens fields of a credential record with this store's keyring.
+    pub fn open_fields(
+        &self,
+        record: &CredentialRecord,
+        names: Option<&[&str]>,
+    ) -> Result<SecretFields> {
+        open_fields(self.keyring(), record, names)
+    }
+
+    /// "My credentials": every credential `owner` has, with the data sources
+    /// using each and their state. Never values.
+    pub fn credentials_of(&self, owner: &str) -> Result<Vec<CredentialSummary>> {
+        self.require_user(owner)?;
+        let txn = self.db().begin_read()?;
+        let creds = txn.open_table(CREDENTIALS)?;
+        let states = txn.open_table(CREDENTIAL_STATE)?;
+        let sources = txn.open_table(SOURCES)?;
+        let mut linked: Vec<SourceRecord> = Vec::new();
+        for r in sources.iter()? {
+            let src: SourceRecord = decode(r?.1.value(), "data source")?;
+            if src.owner == owner {
+                linked.push(src);
+            }
+        }
+        let mut out = Vec::new();
+        for r in creds.iter()? {
+            let rec: CredentialRecord = decode(r?.1.value(), "credential")?;
+            if rec.owner != owner {
+                continue;
+            }
+            let state = states
+                .get(rec.id)?
+                .map(|v| decode(v.value(), "credential state"))
+                .transpose()?
+                .unwrap_or_default();
+            out.push(CredentialSummary {
+                id: rec.id,
+                platform: rec.platform,
+                title: rec.title,
+                version: rec.version,
+                field_names: rec.fields.iter().map(|f| f.name.clone()).collect(),
+                created_ms: rec.created_ms,
+                updated_ms: rec.updated_ms,
+                sources: linked
+                    .iter()
+                    .filter(|s| s.credential == Some(rec.id))
+                    .map(|s| (s.id, s.name.clone()))
+                    .collect(),
+                state,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Writes a new version of credential `id` with `changes` applied over the
+    /// current fields, in one transaction, checking that `owner` owns it.
+    /// Clears a broken mark. Returns the new version.
+    pub fn update_credential(
+        &self,
+        id: CredentialId,
+        owner: &str,
+        changes: &SecretFields,
+    ) -> Result<u32> {
+        let txn = self.db().begin_write()?;
+        let version = {
+            let mut creds = txn.open_table(CREDENTIALS)?;
+            let mut rec: CredentialRecord = match creds.get(id)? {
+                Some(v) => decode(v.value(), "credential")?,
+                None => None.ok_or_else(|| no_such(owner, id))?,
+            };
+            if rec.owner != owner {
+                return Err(no_such(owner, id));
+            }
+            let mut fields = open_fields(self.keyring(), &rec, None)?;
+            for (name, value) in changes.iter() {
+                fields.insert(name, value.clone());
+            }
+            rec.version += 1;
+            rec.updated_ms = now_ms();
+            seal_into(self.keyring(), &mut rec, &fields)?;
+            creds.insert(id, encode(&rec)?.as_slice())?;
+            let mut states = txn.open_table(CREDENTIAL_STATE)?;
+            let mut state: CredentialState = states
+                .get(id)?
+                .map(|v| decode(v.value(), "credential state"))
+                .transpose()?
+                .unwrap_or_default();
+            state.broken = None;
+            states.insert(id, encode(&state)?.as_slice())?;
+            rec.version
+        };
+        txn.commit()?;
+        Ok(version)
+    }
+
+    /// Records that credentials were used (batched after an invocation).
+    pub fn touch_credentials(&self, used: &[(CredentialId, u64)]) -> Result<()> {
+        if used.is_empty() {
+            return Ok(());
+        }
+        self.update_states(used.iter().map(|&(id, at)| {
+            (id, move |s: &mut CredentialState| {
+                s.last_used_ms = Some(s.last_used_ms.map_or(at, |old| old.max(at)));
+            })
+        }))
+    }
+
+    /// Marks a credential broken: the platform rejected it.
+    pub fn mark_broken(&self, id: CredentialId, message: &str) -> Result<()> {
+        let broken = Broken {
+            at_ms: now_ms(),
+            message: message.chars().take(500).collect(),
+        };
+        self.update_states(std::iter::once((id, move |s: &mut CredentialState| {
+            s.broken = Some(broken.clone());
+        })))
+    }
+
+    fn update_states<F: FnMut(&mut CredentialState)>(
+        &self,
+        changes: impl Iterator<Item = (CredentialId, F)>,
+    ) -> Result<()> {
+        let txn = self.db().begin_write()?;
+        {
+            let creds = txn.open_table(CREDENTIALS)?;
+            let mut states = txn.open_table(CREDENTIAL_STATE)?;
+            for (id, mut change) in changes {
+                if creds.get(id)?.is_none() {
+                    continue;
+                }
+                let mut state: CredentialState = states
+                    .get(id)?
+                    .map(|v| decode(v.value(), "credential state"))
+                    .transpose()?
+                    .unwrap_or_default();
+                change(&mut state);
+                states.insert(id, encode(&state)?.as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Writes a credential record as it is, without any check. For repair
+    /// tools and tests that must simulate a damaged or tampered database;
+    /// the secret choke point still checks every use.
+    pub fn put_credential_record_unchecked(&self, record: &CredentialRecord) -> Result<()> {
+        let txn = self.db().begin_write()?;
+        txn.open_table(CREDENTIALS)?
+            .insert(record.id, encode(record)?.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+pub(super) fn no_such(owner: &str, id: CredentialId) -> StoreError {
+    StoreError::NoSuchCredential {
+        user: owner.to_owned(),
+        id,
+    }
+}

@@ -1,0 +1,238 @@
+//! Data sources: connecting them (creating or reusing a credential), listing
+//! them, and their cursors.
+
+use redb::{ReadableDatabase, ReadableTable};
+
+use crate::crypto::WrappedKey;
+
+use super::audit::append_in;
+use super::credentials::{NewSecrets, no_such, seal_into};
+use super::model::{
+    AuditAction, AuditRecord, CredentialId, CredentialRecord, SourceId, SourceRecord, decode,
+    encode,
+};
+use super::{
+    CREDENTIALS, CURSORS, Result, SOURCE_NAMES, SOURCES, Store, StoreError, check_name, next_id,
+    now_ms, users,
+};
+
+/// Which credential a new data source uses.
+#[derive(Debug, Clone)]
+pub enum CredentialChoice {
+    /// Create a new credential owned by the connecting user.
+    New(NewSecrets),
+    /// Reuse one of the connecting user's own credentials of the same platform.
+    Existing(CredentialId),
+}
+
+/// A data source to connect.
+#[derive(Debug, Clone)]
+pub struct NewSource {
+    /// Unique name; `None` picks `PLATFORM-ID`.
+    pub name: Option<String>,
+    /// The connecting user.
+    pub owner: String,
+    /// The platform.
+    pub platform: String,
+    /// Non-secret settings.
+    pub config: Vec<(String, String)>,
+    /// The credential to create or reuse.
+    pub credential: CredentialChoice,
+}
+
+impl Store {
+    /// Connects a data source in one transaction: creates its credential or
+    /// checks that the reused one is the owner's own and of the same platform,
+    /// then links it. A refused reuse is audited, and answers exactly like a
+    /// credential id that does not exist.
+    pub fn connect(&self, new: NewSource) -> Result<SourceRecord> {
+        if let Some(name) = &new.name {
+            check_name("data source name", name)?;
+        }
+        let txn = self.db().begin_write()?;
+        if !users::exists(&txn, &new.owner)? {
+            return Err(StoreError::UnknownUser(new.owner));
+        }
+        let id = next_id(&txn, "source")?;
+        let now = now_ms();
+        let name = new
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}-{id}", new.platform));
+        let credential = match &new.credential {
+            CredentialChoice::New(secrets) => {
+                super::check_title(&secrets.title)?;
+                let cred_id = next_id(&txn, "credential")?;
+                let mut record = CredentialRecord {
+                    id: cred_id,
+                    owner: new.owner.clone(),
+                    platform: new.platform.clone(),
+                    title: secrets.title.clone(),
+                    version: 1,
+                    created_ms: now,
+                    updated_ms: now,
+                    wrapped_key: WrappedKey {
+                        kek_version: 0,
+                        sealed: crate::crypto::Sealed {
+                            nonce: [0; 12],
+                            ciphertext: Vec::new(),
+                        },
+                    },
+                    fields: Vec::new(),
+                };
+                seal_into(self.keyring(), &mut record, &secrets.fields)?;
+                txn.open_table(CREDENTIALS)?
+                    .insert(cred_id, encode(&record)?.as_slice())?;
+                cred_id
+            }
+            CredentialChoice::Existing(cred_id) => {
+                let cred_id = *cred_id;
+                let found: Option<CredentialRecord> = txn
+                    .open_table(CREDENTIALS)?
+                    .get(cred_id)?
+                    .map(|v| decode(v.value(), "credential"))
+                    .transpose()?;
+                let refusal = match &found {
+                    None => Some("no such credential".to_owned()),
+                    Some(c) if c.owner != new.owner => {
+                        Some("the credential belongs to another user".to_owned())
+                    }
+                    Some(c) if c.platform != new.platform => {
+                        return Err(StoreError::PlatformMismatch {
+                            id: cred_id,
+                            expected: new.platform.clone(),
+                            actual: c.platform.clone(),
+                        });
+                    }
+                    Some(_) => None,
+                };
+                if let Some(reason) = refusal {
+                    drop(txn);
+                    self.append_audit(&[AuditRecord {
+                        at_ms: now,
+                        user: new.owner.clone(),
+                        source: None,
+                        plugin: Some(new.platform.clone()),
+                        credential: Some(cred_id),
+                        field: None,
+                        action: AuditAction::Link,
+                        granted: false,
+                        detail: reason,
+                    }])?;
+                    return Err(no_such(&new.owner, cred_id));
+                }
+                cred_id
+            }
+        };
+        let source = SourceRecord {
+            id,
+            name: name.clone(),
+            owner: new.owner.clone(),
+            platform: new.platform.clone(),
+            credential: Some(credential),
+            config: new.config.clone(),
+            created_ms: now,
+        };
+        {
+            let mut names = txn.open_table(SOURCE_NAMES)?;
+            if names.get(name.as_str())?.is_some() {
+                return Err(StoreError::SourceExists(name));
+            }
+            names.insert(name.as_str(), id)?;
+            txn.open_table(SOURCES)?
+                .insert(id, encode(&source)?.as_slice())?;
+            append_in(
+                &txn,
+                &[AuditRecord {
+                    at_ms: now,
+                    user: new.owner.clone(),
+                    source: Some(id),
+                    plugin: Some(new.platform.clone()),
+                    credential: Some(credential),
+                    field: None,
+                    action: AuditAction::Link,
+                    granted: true,
+                    detail: match new.credential {
+                        CredentialChoice::New(_) => "new credential".into(),
+                        CredentialChoice::Existing(_) => "reused credential".into(),
+                    },
+                }],
+            )?;
+        }
+        txn.commit()?;
+        Ok(source)
+    }
+
+    /// The data source `id`.
+    pub fn source(&self, id: SourceId) -> Result<Option<SourceRecord>> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(SOURCES)?;
+        table
+            .get(id)?
+            .map(|v| decode(v.value(), "data source"))
+            .transpose()
+    }
+
+    /// The data source named `name`, or with id `name` if it is a number.
+    pub fn find_source(&self, name: &str) -> Result<SourceRecord> {
+        let txn = self.db().begin_read()?;
+        let names = txn.open_table(SOURCE_NAMES)?;
+        let id = match names.get(name)? {
+            Some(id) => Some(id.value()),
+            None => name.parse::<u64>().ok(),
+        };
+        let sources = txn.open_table(SOURCES)?;
+        match id.map(|id| sources.get(id)).transpose()?.flatten() {
+            Some(v) => decode(v.value(), "data source"),
+            None => Err(StoreError::UnknownSource(name.to_owned())),
+        }
+    }
+
+    /// All data sources, by id.
+    pub fn sources(&self) -> Result<Vec<SourceRecord>> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(SOURCES)?;
+        table
+            .iter()?
+            .map(|r| decode(r?.1.value(), "data source"))
+            .collect()
+    }
+
+    /// The cursor saved by the last successful run of a data source.
+    pub fn cursor(&self, id: SourceId) -> Result<Option<String>> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(CURSORS)?;
+        Ok(table.get(id)?.map(|v| v.value().to_owned()))
+    }
+
+    /// Saves a data source's cursor (after its output is safely written).
+    pub fn save_cursor(&self, id: SourceId, cursor: Option<&str>) -> Result<()> {
+        let txn = self.db().begin_write()?;
+        {
+            let mut table = txn.open_table(CURSORS)?;
+            match cursor {
+                Some(c) => {
+                    table.insert(id, c)?;
+                }
+                None => {
+                    table.remove(id)?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Writes a data source record as it is, without the ownership checks of
+    /// [`Store::connect`]. For repair tools and for tests that simulate a
+    /// tampered database; the secret choke point still checks every use.
+    pub fn put_source_record_unchecked(&self, record: &SourceRecord) -> Result<()> {
+        let txn = self.db().begin_write()?;
+        txn.open_table(SOURCES)?
+            .insert(record.id, encode(record)?.as_slice())?;
+        txn.open_table(SOURCE_NAMES)?
+            .insert(record.name.as_str(), record.id)?;
+        txn.commit()?;
+        Ok(())
+    }
+}
