@@ -38,6 +38,9 @@ pub struct Binding {
     pub fields: Arc<HashMap<String, Vec<Origin>>>,
     /// Fields the operator lets this plugin reveal.
     pub reveal: Arc<BTreeSet<String>>,
+    /// Secrets not yet saved (`connect --check`, `reconnect --check`): served
+    /// instead of the stored credential, and updated in place by the plugin.
+    pub pending: Option<Arc<Mutex<SecretFields>>>,
 }
 
 /// How a plugin wants to use field values.
@@ -124,6 +127,7 @@ impl Broker {
         };
         let outcome = self.decide(binding, fields, use_);
         let (credential, decision) = match &outcome {
+            Ok(_) if binding.pending.is_some() => (None, Ok(())),
             Ok(g) => (Some(g.credential), Ok(())),
             Err((cred, denial)) => (*cred, Err(denial.to_string())),
         };
@@ -147,7 +151,7 @@ impl Broker {
                     },
                 });
             }
-            if let Ok(g) = &outcome {
+            if let (Ok(g), None) = (&outcome, &binding.pending) {
                 pending.used.insert(g.credential, now);
             }
         }
@@ -181,6 +185,21 @@ impl Broker {
                 }
                 _ => {}
             }
+        }
+        if let Some(pending) = &binding.pending {
+            let pending = pending.lock().unwrap_or_else(|p| p.into_inner());
+            let mut values = SecretFields::new();
+            for field in fields {
+                match pending.get(field) {
+                    Some(v) => values.insert(*field, v.clone()),
+                    None => return Err((None, Denial::MissingField((*field).to_owned()))),
+                }
+            }
+            return Ok(Granted {
+                credential: 0,
+                version: 0,
+                values,
+            });
         }
         let store_err = |e: StoreError| (None, Denial::Store(e.to_string()));
         let Some((source, credential)) = self
@@ -239,6 +258,10 @@ impl Broker {
     /// but checked like a request (a plugin learns nothing of a credential it
     /// may not use).
     pub fn field_names(&self, binding: &Binding) -> Result<Vec<String>, Denial> {
+        if let Some(pending) = &binding.pending {
+            let pending = pending.lock().unwrap_or_else(|p| p.into_inner());
+            return Ok(pending.names().map(str::to_owned).collect());
+        }
         let (source, credential) = self
             .store
             .source_with_credential(binding.source)
@@ -280,6 +303,14 @@ impl Broker {
                 Err("undeclared field"),
             );
             return Err(Denial::UnknownField(field.to_owned()));
+        }
+        if let Some(pending) = &binding.pending {
+            pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(field, value);
+            self.record(binding, None, Some(field), AuditAction::Update, Ok(()));
+            return Ok(0);
         }
         // The same ownership and platform checks as a request.
         self.field_names(binding)?;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use clap::Args;
 
-use crate::store::{CredentialChoice, NewSecrets, NewSource};
+use crate::store::{CredentialChoice, NewSecrets, NewSource, SourceRecord};
 
 use super::App;
 use super::secrets_input;
@@ -47,6 +47,31 @@ pub struct ConnectArgs {
     /// Title of a new credential, shown in `intake credentials list`.
     #[arg(long)]
     pub title: Option<String>,
+    /// Run the plugin's check against the platform first; save nothing if it fails.
+    #[arg(long)]
+    pub check: bool,
+}
+
+pub const RECONNECT_EXAMPLES: &str = "Examples:
+  # a new token for alice's acme-us fixes every data source sharing its credential
+  printf 'access_token=%s\\n' \"$NEW_TOKEN\" | intake reconnect acme-us --user alice --secrets - --check
+
+  # only the fields given change; the others are kept";
+
+/// Arguments of `intake reconnect`.
+#[derive(Debug, Args)]
+pub struct ReconnectArgs {
+    /// The data source, by name or id.
+    pub source: String,
+    /// The data source's owner.
+    #[arg(long)]
+    pub user: String,
+    /// Read new secrets (`field=value` lines or a JSON object) from FILE, or `-` for stdin.
+    #[arg(long, value_name = "FILE")]
+    pub secrets: Option<PathBuf>,
+    /// Run the plugin's check against the platform first; save nothing if it fails.
+    #[arg(long)]
+    pub check: bool,
 }
 
 pub async fn connect(app: &App, args: ConnectArgs, out: &mut dyn Write) -> Result<()> {
@@ -83,6 +108,40 @@ pub async fn connect(app: &App, args: ConnectArgs, out: &mut dyn Write) -> Resul
         }
     };
     let reused = matches!(credential, CredentialChoice::Existing(_));
+    if args.check {
+        let provisional = SourceRecord {
+            id: 0,
+            name: args
+                .name
+                .clone()
+                .unwrap_or_else(|| "new data source".into()),
+            owner: args.user.clone(),
+            platform: args.platform.clone(),
+            credential: None,
+            config: config.clone(),
+            created_ms: 0,
+        };
+        let pending = match &credential {
+            CredentialChoice::New(secrets) => secrets.fields.clone(),
+            CredentialChoice::Existing(id) => {
+                let record = store
+                    .credential(*id)?
+                    .filter(|c| c.owner == args.user)
+                    .ok_or_else(|| crate::store::StoreError::NoSuchCredential {
+                        user: args.user.clone(),
+                        id: *id,
+                    })?;
+                store.open_fields(&record, None)?
+            }
+        };
+        runtime
+            .check(&provisional, Some(pending))
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("the check against the platform failed, nothing was saved: {e}")
+            })?;
+        writeln!(out, "check passed")?;
+    }
     let source = store.connect(NewSource {
         name: args.name,
         owner: args.user,
@@ -99,6 +158,71 @@ pub async fn connect(app: &App, args: ConnectArgs, out: &mut dyn Write) -> Resul
         source.platform,
         if reused { "existing" } else { "new" },
         source.credential.unwrap_or_default()
+    )?;
+    Ok(())
+}
+
+pub async fn reconnect(app: &App, args: ReconnectArgs, out: &mut dyn Write) -> Result<()> {
+    let store = app.store()?;
+    store.require_user(&args.user)?;
+    let source = store
+        .find_source(&args.source)
+        .ok()
+        .filter(|s| s.owner == args.user)
+        .ok_or_else(|| crate::store::StoreError::UnknownSource(args.source.clone()))?;
+    let runtime = app.runtime(&store, Some(&source.platform))?;
+    let plugin = runtime.plugin(&source.platform)?;
+    let changes = secrets_input::read(args.secrets.as_deref(), &plugin.spec)?;
+    if changes.is_empty() {
+        bail!("no secrets given; nothing to change");
+    }
+    let Some(credential) = source.credential else {
+        bail!(
+            "data source `{}` has no credential (it was detached); connect a new data source, or \
+             delete and reconnect this one",
+            source.name
+        );
+    };
+    let record = store
+        .credential(credential)?
+        .filter(|c| c.owner == args.user)
+        .ok_or_else(|| crate::store::StoreError::NoSuchCredential {
+            user: args.user.clone(),
+            id: credential,
+        })?;
+    let mut merged = store.open_fields(&record, None)?;
+    for (name, value) in changes.iter() {
+        merged.insert(name, value.clone());
+    }
+    plugin
+        .spec
+        .validate_secrets(&merged)
+        .map_err(|e| anyhow::anyhow!("invalid secrets: {e}"))?;
+    let to_save = if args.check {
+        let checked = runtime.check(&source, Some(merged)).await.map_err(|e| {
+            anyhow::anyhow!("the check against the platform failed, nothing was saved: {e}")
+        })?;
+        writeln!(out, "check passed")?;
+        checked.unwrap_or(changes)
+    } else {
+        changes
+    };
+    let version = store.update_credential(credential, &args.user, &to_save)?;
+    let users = store
+        .credentials_of(&args.user)?
+        .into_iter()
+        .find(|c| c.id == credential)
+        .map(|c| {
+            c.sources
+                .into_iter()
+                .map(|(_, n)| n)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "updated credential {credential} to version {version}; data sources using it: {users}"
     )?;
     Ok(())
 }

@@ -18,8 +18,24 @@ pub fn users(app: &App, out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
-pub fn credentials(app: &App, user: &str, as_json: bool, out: &mut dyn Write) -> Result<()> {
-    let creds = app.store()?.credentials_of(user)?;
+pub fn credentials(
+    app: &App,
+    user: &str,
+    as_json: bool,
+    only: Option<u64>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let mut creds = app.store()?.credentials_of(user)?;
+    if let Some(id) = only {
+        creds.retain(|c| c.id == id);
+        if creds.is_empty() {
+            return Err(crate::store::StoreError::NoSuchCredential {
+                user: user.to_owned(),
+                id,
+            }
+            .into());
+        }
+    }
     let status = |c: &crate::store::CredentialSummary| match (&c.state.broken, c.state.last_used_ms)
     {
         (Some(b), _) => format!("broken since {}: {}", time(b.at_ms), b.message),

@@ -6,6 +6,7 @@
 mod app;
 mod connect;
 mod listing;
+mod manage;
 mod run;
 mod secrets_input;
 mod table;
@@ -77,9 +78,18 @@ pub enum Command {
     /// Connect a data source: create a credential, or reuse one of the user's.
     #[command(after_help = connect::EXAMPLES)]
     Connect(connect::ConnectArgs),
-    /// List a user's credentials ("my credentials"); never their values.
+    /// Give a data source new secrets: updates its credential in place, for
+    /// every data source sharing it.
+    #[command(after_help = connect::RECONNECT_EXAMPLES)]
+    Reconnect(connect::ReconnectArgs),
+    /// List and manage a user's credentials ("my credentials"); never their values.
     #[command(subcommand)]
     Credentials(CredentialsCommand),
+    /// Show the audit log of secret requests and credential changes; never values.
+    #[command(
+        after_help = "Examples:\n  intake audit\n  intake audit --user bob --since 1h\n  intake audit --source acme-us --json"
+    )]
+    Audit(manage::AuditArgs),
     /// List data sources.
     #[command(subcommand)]
     Sources(SourcesCommand),
@@ -106,6 +116,15 @@ pub enum UserCommand {
     /// List users.
     #[command(after_help = "Example:\n  intake user list")]
     List,
+    /// Remove a user. One who owns credentials or data sources needs --purge.
+    #[command(after_help = "Example:\n  intake user remove carol --purge")]
+    Remove {
+        /// User name.
+        name: String,
+        /// Also delete the user's credentials (ciphertexts and keys) and data sources.
+        #[arg(long)]
+        purge: bool,
+    },
 }
 
 /// `intake credentials …`.
@@ -116,6 +135,42 @@ pub enum CredentialsCommand {
     #[command(after_help = "Examples:\n  intake credentials list --user alice\n  \
                             intake credentials list --user alice --json")]
     List(UserArgs),
+    /// Show one credential: fields (names only), versions, data sources, status.
+    #[command(after_help = "Example:\n  intake credentials show 1 --user alice")]
+    Show {
+        /// Credential id.
+        id: u64,
+        #[command(flatten)]
+        user: UserArgs,
+    },
+    /// Rename a credential.
+    #[command(
+        after_help = "Example:\n  intake credentials rename 1 'Acme agency token (2027)' --user alice"
+    )]
+    Rename {
+        /// Credential id.
+        id: u64,
+        /// New title.
+        title: String,
+        /// The owner.
+        #[arg(long)]
+        user: String,
+    },
+    /// Delete a credential: its encrypted values and data key are removed.
+    #[command(
+        after_help = "Examples:\n  intake credentials delete 1 --user alice\n  \
+                            intake credentials delete 1 --user alice --detach  # leaves its data sources disconnected"
+    )]
+    Delete {
+        /// Credential id.
+        id: u64,
+        /// The owner.
+        #[arg(long)]
+        user: String,
+        /// Delete even though data sources use it, leaving them without a credential.
+        #[arg(long)]
+        detach: bool,
+    },
 }
 
 /// `intake sources …`.
@@ -175,7 +230,36 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode> {
                 Command::User(UserCommand::List) => listing::users(&app, out)?,
                 Command::Connect(args) => connect::connect(&app, args, out).await?,
                 Command::Credentials(CredentialsCommand::List(args)) => {
-                    listing::credentials(&app, &args.user, args.json, out)?;
+                    listing::credentials(&app, &args.user, args.json, None, out)?;
+                }
+                Command::Credentials(CredentialsCommand::Show { id, user }) => {
+                    listing::credentials(&app, &user.user, user.json, Some(id), out)?;
+                }
+                Command::Credentials(CredentialsCommand::Rename { id, title, user }) => {
+                    app.store()?.rename_credential(id, &user, &title)?;
+                    writeln!(out, "renamed credential {id}")?;
+                }
+                Command::Credentials(CredentialsCommand::Delete { id, user, detach }) => {
+                    let deleted = app.store()?.delete_credential(id, &user, detach)?;
+                    writeln!(out, "deleted credential {id}")?;
+                    if !deleted.detached.is_empty() {
+                        writeln!(
+                            out,
+                            "data sources now disconnected (reconnect them): {}",
+                            deleted.detached.join(", ")
+                        )?;
+                    }
+                }
+                Command::Reconnect(args) => connect::reconnect(&app, args, out).await?,
+                Command::Audit(args) => manage::audit(&app, args, out)?,
+                Command::User(UserCommand::Remove { name, purge }) => {
+                    let deleted = app.store()?.remove_user(&name, purge)?;
+                    writeln!(
+                        out,
+                        "removed user `{name}` with {} credentials and {} data sources",
+                        deleted.credentials.len(),
+                        deleted.removed_sources.len()
+                    )?;
                 }
                 Command::Sources(SourcesCommand::List { user, json }) => {
                     listing::sources(&app, user.as_deref(), json, out)?;

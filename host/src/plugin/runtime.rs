@@ -18,6 +18,7 @@ use zeroize::Zeroizing;
 use crate::broker::{Binding, Broker};
 use crate::config::{Config, Limits, PluginConfig};
 use crate::origin::Origin;
+use crate::secret::SecretFields;
 use crate::store::SourceRecord;
 
 use super::bindings::connector::{ConnectorError, FetchRequest};
@@ -70,6 +71,10 @@ pub enum RunError {
     /// The plugin trapped (crashed).
     #[error("the plugin crashed: {0}")]
     Trap(String),
+    /// The data source's credential is broken or gone: skipped until the
+    /// owner reconnects it.
+    #[error("needs reconnecting: {0}")]
+    NeedsReconnect(String),
     /// No plugin is loaded for the platform.
     #[error("{0}")]
     NoPlugin(String),
@@ -357,6 +362,7 @@ impl Runtime {
     fn prepare(
         &self,
         source: &SourceRecord,
+        pending: Option<Arc<Mutex<SecretFields>>>,
     ) -> Result<
         (
             Arc<LoadedPlugin>,
@@ -381,6 +387,7 @@ impl Runtime {
             platform: plugin.spec.platform.clone(),
             fields: Arc::new(fields),
             reveal: plugin.reveal.clone(),
+            pending,
         };
         Ok((plugin, binding, config, hosts))
     }
@@ -393,7 +400,7 @@ impl Runtime {
         cursor: Option<String>,
         sink: &mut dyn PageSink,
     ) -> Result<FetchOutcome, RunError> {
-        let (plugin, binding, config, hosts) = self.prepare(source)?;
+        let (plugin, binding, config, hosts) = self.prepare(source, None)?;
         let label = format!("{} ({})", source.name, source.platform);
         let mut store = self.new_store(&plugin, Some(binding), hosts, label);
         let limits = plugin.limits.clone();
@@ -459,6 +466,51 @@ impl Runtime {
             tracing::error!("cannot write the audit log: {e}");
         }
         result
+    }
+}
+
+impl Runtime {
+    /// Runs the plugin's `check` for `source`. With `pending`, the plugin is
+    /// served those secrets instead of the stored credential (for checking
+    /// before saving); the returned fields include any value the plugin
+    /// wrote back (a refreshed token), to be saved with the credential.
+    pub async fn check(
+        &self,
+        source: &SourceRecord,
+        pending: Option<SecretFields>,
+    ) -> Result<Option<SecretFields>, RunError> {
+        let pending = pending.map(|p| Arc::new(Mutex::new(p)));
+        let (plugin, binding, config, hosts) = self.prepare(source, pending.clone())?;
+        let label = format!("{} ({}, check)", source.name, source.platform);
+        let mut store = self.new_store(&plugin, Some(binding), hosts, label);
+        let limits = plugin.limits.clone();
+        let run = async {
+            let instance = plugin
+                .pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| trap(&e, &limits))?;
+            instance
+                .intake_connector_connector()
+                .call_check(&mut store, &config)
+                .await
+                .map_err(|e| trap(&e, &limits))?
+                .map_err(connector_error)
+        };
+        let result = match tokio::time::timeout(limits.wall_time, run).await {
+            Ok(result) => result,
+            Err(_) => Err(RunError::Limit(format!(
+                "the check took longer than {} (limits.wall_time)",
+                humantime::format_duration(limits.wall_time)
+            ))),
+        };
+        let guest = &store.data().guest;
+        let result = result.map_err(|e| finish_error(e, &guest.revealed, &guest.notes));
+        if let Err(e) = self.broker.flush() {
+            tracing::error!("cannot write the audit log: {e}");
+        }
+        result?;
+        Ok(pending.map(|p| std::mem::take(&mut *p.lock().unwrap_or_else(|e| e.into_inner()))))
     }
 }
 

@@ -125,6 +125,21 @@ impl Scheduler {
         run_id: &str,
     ) -> Result<(FetchOutcome, PathBuf), RunError> {
         let host = |what: &str, e: &dyn std::fmt::Display| RunError::Host(format!("{what}: {e}"));
+        let Some(credential) = source.credential else {
+            return Err(RunError::NeedsReconnect(
+                "the data source has no credential (it was deleted)".into(),
+            ));
+        };
+        let state = self
+            .store
+            .credential_state(credential)
+            .map_err(|e| host("cannot read the credential state", &e))?;
+        if let Some(broken) = state.broken {
+            return Err(RunError::NeedsReconnect(format!(
+                "credential {credential} was rejected by the platform ({}); skipped until `intake reconnect`",
+                broken.message
+            )));
+        }
         let cursor = self
             .store
             .cursor(source.id)

@@ -255,6 +255,17 @@ impl Store {
         Ok(version)
     }
 
+    /// How credential `id` has fared (last use, broken).
+    pub fn credential_state(&self, id: CredentialId) -> Result<CredentialState> {
+        let txn = self.db().begin_read()?;
+        let states = txn.open_table(CREDENTIAL_STATE)?;
+        Ok(states
+            .get(id)?
+            .map(|v| decode(v.value(), "credential state"))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
     /// Records that credentials were used (batched after an invocation).
     pub fn touch_credentials(&self, used: &[(CredentialId, u64)]) -> Result<()> {
         if used.is_empty() {

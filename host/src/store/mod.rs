@@ -10,6 +10,7 @@
 
 mod audit;
 mod credentials;
+mod manage;
 mod model;
 mod sources;
 mod users;
@@ -26,6 +27,7 @@ use crate::crypto::{CryptoError, Keyring, Sealed};
 
 pub use audit::AuditFilter;
 pub use credentials::{CredentialSummary, NewSecrets};
+pub use manage::Deleted;
 pub use model::{
     AuditAction, AuditRecord, Broken, CredentialId, CredentialRecord, CredentialState, SealedField,
     SourceId, SourceRecord, User,
@@ -123,6 +125,29 @@ pub enum StoreError {
         expected: String,
         /// The credential's platform.
         actual: String,
+    },
+    /// The credential is still used by data sources.
+    #[error(
+        "credential {id} is used by data sources {}; reconnect them with another credential, or pass --detach to leave them disconnected",
+        sources.join(", ")
+    )]
+    InUse {
+        /// The credential.
+        id: CredentialId,
+        /// The data sources using it.
+        sources: Vec<String>,
+    },
+    /// The user still owns credentials or data sources.
+    #[error(
+        "user `{user}` owns {credentials} credentials and {sources} data sources; pass --purge to delete them with the user"
+    )]
+    UserOwnsData {
+        /// The user.
+        user: String,
+        /// Credentials owned.
+        credentials: usize,
+        /// Data sources owned.
+        sources: usize,
     },
     /// A name is not acceptable.
     #[error("invalid {what} `{value}`: {rule}")]

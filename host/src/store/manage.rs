@@ -1,0 +1,195 @@
+//! Managing credentials and users: rename, delete (with detach), remove user.
+//!
+//! Deleting a credential removes its record (sealed fields and wrapped data
+//! key) and its state; the data sources that used it are left visibly
+//! disconnected. Removing a user removes their credentials and data sources
+//! too, so no orphaned secret is left behind.
+
+use redb::ReadableTable;
+
+use super::audit::append_in;
+use super::credentials::no_such;
+use super::model::{
+    AuditAction, AuditRecord, CredentialId, CredentialRecord, SourceRecord, decode, encode,
+};
+use super::{
+    CREDENTIAL_STATE, CREDENTIALS, CURSORS, Result, SOURCE_NAMES, SOURCES, Store, StoreError,
+    USERS, check_title, now_ms,
+};
+
+/// What deleting a credential did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Deleted {
+    /// Credentials removed.
+    pub credentials: Vec<CredentialId>,
+    /// Data sources left without a credential (detached).
+    pub detached: Vec<String>,
+    /// Data sources removed.
+    pub removed_sources: Vec<String>,
+}
+
+fn owned_credential(
+    txn: &redb::WriteTransaction,
+    id: CredentialId,
+    owner: &str,
+) -> Result<CredentialRecord> {
+    let creds = txn.open_table(CREDENTIALS)?;
+    let record: Option<CredentialRecord> = creds
+        .get(id)?
+        .map(|v| decode(v.value(), "credential"))
+        .transpose()?;
+    record
+        .filter(|r| r.owner == owner)
+        .ok_or_else(|| no_such(owner, id))
+}
+
+fn sources_using(txn: &redb::WriteTransaction, id: CredentialId) -> Result<Vec<SourceRecord>> {
+    let sources = txn.open_table(SOURCES)?;
+    let mut out = Vec::new();
+    for r in sources.iter()? {
+        let s: SourceRecord = decode(r?.1.value(), "data source")?;
+        if s.credential == Some(id) {
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
+fn manage_audit(owner: &str, credential: Option<CredentialId>, detail: String) -> AuditRecord {
+    AuditRecord {
+        at_ms: now_ms(),
+        user: owner.to_owned(),
+        source: None,
+        plugin: None,
+        credential,
+        field: None,
+        action: AuditAction::Manage,
+        granted: true,
+        detail,
+    }
+}
+
+impl Store {
+    /// Renames one of `owner`'s credentials.
+    pub fn rename_credential(&self, id: CredentialId, owner: &str, title: &str) -> Result<()> {
+        check_title(title)?;
+        let txn = self.db().begin_write()?;
+        let mut record = owned_credential(&txn, id, owner)?;
+        record.title = title.to_owned();
+        txn.open_table(CREDENTIALS)?
+            .insert(id, encode(&record)?.as_slice())?;
+        append_in(&txn, &[manage_audit(owner, Some(id), "renamed".into())])?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Deletes one of `owner`'s credentials: its sealed fields, wrapped key
+    /// and state. Refuses while data sources use it unless `detach`, which
+    /// leaves them without a credential (shown as needing reconnect).
+    pub fn delete_credential(
+        &self,
+        id: CredentialId,
+        owner: &str,
+        detach: bool,
+    ) -> Result<Deleted> {
+        let txn = self.db().begin_write()?;
+        owned_credential(&txn, id, owner)?;
+        let users = sources_using(&txn, id)?;
+        if !users.is_empty() && !detach {
+            return Err(StoreError::InUse {
+                id,
+                sources: users.iter().map(|s| s.name.clone()).collect(),
+            });
+        }
+        let mut deleted = Deleted {
+            credentials: vec![id],
+            ..Deleted::default()
+        };
+        {
+            let mut sources = txn.open_table(SOURCES)?;
+            for mut s in users {
+                s.credential = None;
+                sources.insert(s.id, encode(&s)?.as_slice())?;
+                deleted.detached.push(s.name);
+            }
+            txn.open_table(CREDENTIALS)?.remove(id)?;
+            txn.open_table(CREDENTIAL_STATE)?.remove(id)?;
+        }
+        append_in(
+            &txn,
+            &[manage_audit(
+                owner,
+                Some(id),
+                format!("deleted; detached: {}", deleted.detached.join(", ")),
+            )],
+        )?;
+        txn.commit()?;
+        Ok(deleted)
+    }
+
+    /// Removes a user. If they own credentials or data sources, refuses
+    /// unless `purge`, which deletes their credentials and data sources too.
+    pub fn remove_user(&self, name: &str, purge: bool) -> Result<Deleted> {
+        let txn = self.db().begin_write()?;
+        if !super::users::exists(&txn, name)? {
+            return Err(StoreError::UnknownUser(name.to_owned()));
+        }
+        let mut creds = Vec::new();
+        for r in txn.open_table(CREDENTIALS)?.iter()? {
+            let c: CredentialRecord = decode(r?.1.value(), "credential")?;
+            if c.owner == name {
+                creds.push(c.id);
+            }
+        }
+        let mut sources = Vec::new();
+        for r in txn.open_table(SOURCES)?.iter()? {
+            let s: SourceRecord = decode(r?.1.value(), "data source")?;
+            if s.owner == name {
+                sources.push(s);
+            }
+        }
+        if (!creds.is_empty() || !sources.is_empty()) && !purge {
+            return Err(StoreError::UserOwnsData {
+                user: name.to_owned(),
+                credentials: creds.len(),
+                sources: sources.len(),
+            });
+        }
+        let mut deleted = Deleted {
+            credentials: creds.clone(),
+            ..Deleted::default()
+        };
+        {
+            let mut cred_table = txn.open_table(CREDENTIALS)?;
+            let mut states = txn.open_table(CREDENTIAL_STATE)?;
+            for id in &creds {
+                cred_table.remove(*id)?;
+                states.remove(*id)?;
+            }
+            let mut source_table = txn.open_table(SOURCES)?;
+            let mut names = txn.open_table(SOURCE_NAMES)?;
+            let mut cursors = txn.open_table(CURSORS)?;
+            for s in sources {
+                source_table.remove(s.id)?;
+                names.remove(s.name.as_str())?;
+                cursors.remove(s.id)?;
+                deleted.removed_sources.push(s.name);
+            }
+            txn.open_table(USERS)?.remove(name)?;
+        }
+        append_in(
+            &txn,
+            &[manage_audit(
+                name,
+                None,
+                format!(
+                    "user removed with {} credentials and {} data sources",
+                    deleted.credentials.len(),
+                    deleted.removed_sources.len()
+                ),
+            )],
+        )?;
+        txn.commit()?;
+        Ok(deleted)
+    }
+}
