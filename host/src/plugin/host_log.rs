@@ -20,7 +20,7 @@ impl Host for InvocationState {
                 cut -= 1;
             }
             message.truncate(cut);
-            message.push_str("…");
+            message.push('…');
         }
         let source = self.guest.label.as_str();
         match level {

@@ -55,10 +55,10 @@ impl std::fmt::Debug for HttpPolicy {
 impl HttpPolicy {
     fn refuse(&self, why: String) -> Error {
         tracing::warn!(target: "intake::http", source = %self.label, "refused a request: {why}");
-        if let Ok(mut notes) = self.notes.lock() {
-            if notes.len() < 20 {
-                notes.push(why);
-            }
+        if let Ok(mut notes) = self.notes.lock()
+            && notes.len() < 20
+        {
+            notes.push(why);
         }
         Error::HttpRequestDenied
     }
@@ -141,10 +141,10 @@ struct Injector {
 impl Injector {
     fn refuse(&self, why: String) -> Error {
         tracing::warn!(target: "intake::http", source = %self.label, "refused a request: {why}");
-        if let Ok(mut notes) = self.notes.lock() {
-            if notes.len() < 20 {
-                notes.push(why);
-            }
+        if let Ok(mut notes) = self.notes.lock()
+            && notes.len() < 20
+        {
+            notes.push(why);
         }
         Error::HttpRequestDenied
     }

@@ -102,6 +102,15 @@ pub struct FetchOutcome {
     pub cursor: Option<String>,
 }
 
+/// A plugin, the binding, the effective config and the reachable origins of
+/// one invocation.
+type Prepared = (
+    Arc<LoadedPlugin>,
+    Binding,
+    Vec<(String, String)>,
+    Vec<Origin>,
+);
+
 /// A plugin ready to run.
 pub struct LoadedPlugin {
     /// What it declares.
@@ -363,15 +372,7 @@ impl Runtime {
         &self,
         source: &SourceRecord,
         pending: Option<Arc<Mutex<SecretFields>>>,
-    ) -> Result<
-        (
-            Arc<LoadedPlugin>,
-            Binding,
-            Vec<(String, String)>,
-            Vec<Origin>,
-        ),
-        RunError,
-    > {
+    ) -> Result<Prepared, RunError> {
         let plugin = self.plugin(&source.platform)?.clone();
         let config = plugin
             .spec

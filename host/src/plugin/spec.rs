@@ -55,6 +55,9 @@ pub struct PluginSpec {
     pub hosts: Vec<String>,
 }
 
+/// Where one data source may send requests, and each field's value.
+pub type Reach = (Vec<Origin>, HashMap<String, Vec<Origin>>);
+
 /// The largest value a credential field may hold, in bytes.
 pub const MAX_FIELD_BYTES: usize = 16 * 1024;
 
@@ -189,7 +192,7 @@ impl PluginSpec {
         &self,
         config: &[(String, String)],
         allowed: &[Origin],
-    ) -> Result<(Vec<Origin>, HashMap<String, Vec<Origin>>), String> {
+    ) -> Result<Reach, String> {
         let resolve = |templates: &[String]| -> Result<Vec<Origin>, String> {
             let mut out = Vec::new();
             for t in templates {
@@ -210,6 +213,50 @@ impl PluginSpec {
             fields.insert(f.name.clone(), origins);
         }
         Ok((hosts, fields))
+    }
+}
+
+impl PluginSpec {
+    /// Checks credential values against the declaration: every required field
+    /// present and non-empty, no undeclared field, no value over
+    /// [`MAX_FIELD_BYTES`].
+    pub fn validate_secrets(&self, fields: &crate::secret::SecretFields) -> Result<(), String> {
+        for (name, value) in fields.iter() {
+            if self.field(name).is_none() {
+                let known: Vec<_> = self
+                    .credential_fields
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect();
+                return Err(format!(
+                    "`{name}` is not a credential field of platform `{}` (it has: {})",
+                    self.platform,
+                    known.join(", ")
+                ));
+            }
+            if value.is_empty() {
+                return Err(format!("credential field `{name}` is empty"));
+            }
+            if value.len() > MAX_FIELD_BYTES {
+                return Err(format!(
+                    "credential field `{name}` is longer than {MAX_FIELD_BYTES} bytes"
+                ));
+            }
+        }
+        if let Some(f) = self
+            .credential_fields
+            .iter()
+            .find(|f| f.required && fields.get(&f.name).is_none())
+        {
+            return Err(format!(
+                "credential field `{}` ({}) is required",
+                f.name, f.label
+            ));
+        }
+        if fields.is_empty() {
+            return Err("no credential field was given".into());
+        }
+        Ok(())
     }
 }
 
@@ -291,49 +338,5 @@ mod tests {
         let mut s = spec();
         s.credential_fields.push(s.credential_fields[0].clone());
         assert!(s.validate().unwrap_err().contains("twice"));
-    }
-}
-
-impl PluginSpec {
-    /// Checks credential values against the declaration: every required field
-    /// present and non-empty, no undeclared field, no value over
-    /// [`MAX_FIELD_BYTES`].
-    pub fn validate_secrets(&self, fields: &crate::secret::SecretFields) -> Result<(), String> {
-        for (name, value) in fields.iter() {
-            if self.field(name).is_none() {
-                let known: Vec<_> = self
-                    .credential_fields
-                    .iter()
-                    .map(|f| f.name.as_str())
-                    .collect();
-                return Err(format!(
-                    "`{name}` is not a credential field of platform `{}` (it has: {})",
-                    self.platform,
-                    known.join(", ")
-                ));
-            }
-            if value.is_empty() {
-                return Err(format!("credential field `{name}` is empty"));
-            }
-            if value.len() > MAX_FIELD_BYTES {
-                return Err(format!(
-                    "credential field `{name}` is longer than {MAX_FIELD_BYTES} bytes"
-                ));
-            }
-        }
-        if let Some(f) = self
-            .credential_fields
-            .iter()
-            .find(|f| f.required && fields.get(&f.name).is_none())
-        {
-            return Err(format!(
-                "credential field `{}` ({}) is required",
-                f.name, f.label
-            ));
-        }
-        if fields.is_empty() {
-            return Err("no credential field was given".into());
-        }
-        Ok(())
     }
 }

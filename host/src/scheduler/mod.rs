@@ -100,12 +100,11 @@ impl Scheduler {
             Ok((outcome, path)) => (Ok(outcome), Some(path)),
             Err(e) => (Err(e), None),
         };
-        if let Err(RunError::AuthFailed(message)) = &outcome {
-            if let Some(credential) = source.credential {
-                if let Err(e) = self.store.mark_broken(credential, message) {
-                    tracing::error!("cannot mark credential {credential} broken: {e}");
-                }
-            }
+        if let (Err(RunError::AuthFailed(message)), Some(credential)) =
+            (&outcome, source.credential)
+            && let Err(e) = self.store.mark_broken(credential, message)
+        {
+            tracing::error!("cannot mark credential {credential} broken: {e}");
         }
         match &outcome {
             Ok(o) => tracing::info!(source = %source.name, records = o.records, "run finished"),

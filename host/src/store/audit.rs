@@ -26,10 +26,9 @@ impl AuditFilter {
 
 pub(super) fn append_in(txn: &redb::WriteTransaction, records: &[AuditRecord]) -> Result<()> {
     let mut table = txn.open_table(AUDIT)?;
-    let mut seq = table.last()?.map_or(0, |(k, _)| k.value()) + 1;
-    for record in records {
+    let first = table.last()?.map_or(0, |(k, _)| k.value()) + 1;
+    for (seq, record) in (first..).zip(records) {
         table.insert(seq, encode(record)?.as_slice())?;
-        seq += 1;
     }
     Ok(())
 }

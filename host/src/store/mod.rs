@@ -281,10 +281,10 @@ impl Store {
             }
             for version in self.keyring().versions() {
                 let name = check_key(version);
-                if meta.get(name.as_str())?.is_none() {
-                    if let Some(check) = self.keyring().check_value(version)? {
-                        meta.insert(name.as_str(), model::encode(&check)?.as_slice())?;
-                    }
+                if meta.get(name.as_str())?.is_none()
+                    && let Some(check) = self.keyring().check_value(version)?
+                {
+                    meta.insert(name.as_str(), model::encode(&check)?.as_slice())?;
                 }
             }
             txn.open_table(USERS)?;
