@@ -5,6 +5,7 @@
 
 mod app;
 mod connect;
+mod keys;
 mod listing;
 mod manage;
 mod run;
@@ -99,6 +100,15 @@ pub enum Command {
                             intake run acme-us globex  # just these"
     )]
     Run(run::RunArgs),
+    /// Rotate, verify and retire master key versions.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Write a consistent, still-encrypted snapshot of the database.
+    #[command(after_help = "Example:\n  intake backup /backups/intake-$(date +%F).redb")]
+    Backup {
+        /// The new backup file (must not exist).
+        path: PathBuf,
+    },
     /// List the plugins intake.toml loads, or show one's spec.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -250,6 +260,8 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode> {
                         )?;
                     }
                 }
+                Command::Keys(command) => keys::keys(&app, command, out)?,
+                Command::Backup { path } => keys::backup(&app, &path, out)?,
                 Command::Reconnect(args) => connect::reconnect(&app, args, out).await?,
                 Command::Audit(args) => manage::audit(&app, args, out)?,
                 Command::User(UserCommand::Remove { name, purge }) => {

@@ -303,6 +303,24 @@ impl Keyring {
         out
     }
 
+    /// Replaces the key file at `path` atomically (temporary file with mode
+    /// 0600, synced, renamed over it), so that a crash leaves either the old
+    /// or the new file, never a partial one.
+    pub fn replace_file(&self, path: &Path) -> Result<(), KeyError> {
+        let io = |source| KeyError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let _ = fs::remove_file(&tmp);
+        self.create_file(&tmp)?;
+        fs::rename(&tmp, path).map_err(io)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        }
+        Ok(())
+    }
+
     /// A check value for `version`: proves later that a key is the same.
     pub fn check_value(&self, version: u32) -> Result<Option<Sealed>, CryptoError> {
         let Some(key) = self.get(version) else {

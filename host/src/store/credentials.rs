@@ -49,7 +49,7 @@ pub struct CredentialSummary {
     pub state: CredentialState,
 }
 
-fn dek_aad(id: CredentialId, owner: &str, platform: &str, version: u32) -> Aad {
+pub(super) fn dek_aad(id: CredentialId, owner: &str, platform: &str, version: u32) -> Aad {
     Aad::new("intake/data-key/v1")
         .u64(id)
         .str(owner)

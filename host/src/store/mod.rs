@@ -10,6 +10,7 @@
 
 mod audit;
 mod credentials;
+mod maintenance;
 mod manage;
 mod model;
 mod sources;
@@ -27,6 +28,7 @@ use crate::crypto::{CryptoError, Keyring, Sealed};
 
 pub use audit::AuditFilter;
 pub use credentials::{CredentialSummary, NewSecrets};
+pub use maintenance::{Rotation, Verification};
 pub use manage::Deleted;
 pub use model::{
     AuditAction, AuditRecord, Broken, CredentialId, CredentialRecord, CredentialState, SealedField,

@@ -1,0 +1,125 @@
+//! `intake keys …` and `intake backup`: master key rotation, verification,
+//! retirement of old versions, and consistent backups.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::Subcommand;
+
+use crate::crypto::{KeySource, Keyring};
+use crate::store::Store;
+
+use super::App;
+
+/// `intake keys …`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Add a master key version and re-wrap every data key with it. Safe to
+    /// run while intake runs; if interrupted, run it again to finish.
+    #[command(after_help = "Example:\n  intake keys rotate && intake keys verify")]
+    Rotate,
+    /// Decrypt every credential and report any that fail, by id.
+    #[command(after_help = "Example:\n  intake keys verify")]
+    Verify,
+    /// Remove an old master key version that no data key uses any more.
+    #[command(after_help = "Example:\n  intake keys retire 1")]
+    Retire {
+        /// The version to remove.
+        version: u32,
+    },
+}
+
+fn key_file(app: &App) -> Result<PathBuf> {
+    match app.key_source() {
+        KeySource::File(path) => Ok(path),
+        KeySource::Env(var) => bail!(
+            "the master key comes from environment variable {var}; rotation and retirement edit a key file, so point [keys] file at one"
+        ),
+    }
+}
+
+pub fn keys(app: &App, command: KeysCommand, out: &mut dyn Write) -> Result<()> {
+    match command {
+        KeysCommand::Rotate => {
+            let path = key_file(app)?;
+            let mut keyring = Keyring::load(&KeySource::File(path.clone()))?;
+            let db = app.config.resolve(&app.config.store.path);
+            let store = Store::open(&db, keyring.clone())?;
+            if store.rotation_in_progress()? {
+                writeln!(
+                    out,
+                    "finishing an interrupted rotation to key version {}",
+                    keyring.current().version()
+                )?;
+            } else {
+                drop(store);
+                let version = keyring.add_version()?;
+                keyring.replace_file(&path)?;
+                writeln!(
+                    out,
+                    "added master key version {version} to {}",
+                    path.display()
+                )?;
+            }
+            let store = Store::open(&db, keyring)?;
+            let rotation = store.rewrap_all()?;
+            writeln!(
+                out,
+                "re-wrapped {} data keys; every credential now uses key version {}",
+                rotation.rewrapped, rotation.version
+            )?;
+        }
+        KeysCommand::Verify => {
+            let report = app.store()?.verify_all()?;
+            for (version, count) in &report.by_version {
+                writeln!(out, "key version {version}: {count} credentials")?;
+            }
+            for (id, why) in &report.failed {
+                writeln!(out, "credential {id}: FAILED: {why}")?;
+            }
+            writeln!(
+                out,
+                "{} credentials decrypt, {} fail",
+                report.ok,
+                report.failed.len()
+            )?;
+            if !report.failed.is_empty() {
+                bail!("{} credentials failed verification", report.failed.len());
+            }
+        }
+        KeysCommand::Retire { version } => {
+            let path = key_file(app)?;
+            let mut keyring = Keyring::load(&KeySource::File(path.clone()))?;
+            if keyring.current().version() == version {
+                bail!("version {version} is the current key; rotate first");
+            }
+            let store = Store::open(&app.config.resolve(&app.config.store.path), keyring.clone())?;
+            if store.rotation_in_progress()? {
+                bail!("a rotation is in progress; run `intake keys rotate` to finish it first");
+            }
+            let report = store.verify_all()?;
+            if let Some((_, n)) = report.by_version.iter().find(|(v, _)| *v == version) {
+                bail!(
+                    "key version {version} still wraps {n} data keys; run `intake keys rotate` first"
+                );
+            }
+            if !keyring.remove_version(version) {
+                bail!("the key file has no version {version}");
+            }
+            keyring.replace_file(&path)?;
+            writeln!(out, "removed key version {version} from {}", path.display())?;
+        }
+    }
+    Ok(())
+}
+
+pub fn backup(app: &App, path: &std::path::Path, out: &mut dyn Write) -> Result<()> {
+    app.store()?.backup(path)?;
+    writeln!(
+        out,
+        "wrote a consistent backup to {} (still encrypted; restore by copying it over the database while intake is stopped, with the same key file)",
+        path.display()
+    )?;
+    Ok(())
+}
