@@ -320,6 +320,21 @@ impl Broker {
             .map_err(|e| Denial::Store(e.to_string()))?
             .ok_or_else(|| Denial::Denied("the data source no longer exists".into()))?;
         let credential = credential.ok_or(Denial::NotConnected)?;
+        if credential.owner != source.owner
+            || credential.platform != binding.platform
+            || source.platform != binding.platform
+        {
+            self.record(
+                binding,
+                Some(credential.id),
+                Some(field),
+                AuditAction::Update,
+                Err("not the owner's credential of this platform"),
+            );
+            return Err(Denial::Denied(
+                "the credential does not belong to the data source's owner and platform".into(),
+            ));
+        }
         let mut changes = SecretFields::new();
         changes.insert(field, value);
         let outcome = self

@@ -1,1 +1,12 @@
-fn main() {}
+//! intake's integration tests, one binary (as in wasmtime): they build the
+//! real guest plugins, run the real `intake` binary against the in-process
+//! sample platform, and read the database back through the library.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+mod canary;
+mod end_to_end;
+mod keys;
+mod ownership;

@@ -87,8 +87,16 @@ pub fn init(config_path: &Path, out: &mut dyn Write) -> Result<()> {
     }
     let app = App::new(config_path)?;
     if let crate::crypto::KeySource::File(key_path) = app.key_source() {
+        let db = app.config.resolve(&app.config.store.path);
         if key_path.exists() {
             writeln!(out, "kept existing key file {}", key_path.display())?;
+        } else if std::fs::metadata(&db).is_ok_and(|m| m.len() > 0) {
+            anyhow::bail!(
+                "the database {} exists but its key file {} does not; restore the key file from \
+                 your backup (a new key could not open the database)",
+                db.display(),
+                key_path.display()
+            );
         } else {
             Keyring::generate()?.create_file(&key_path)?;
             writeln!(

@@ -49,7 +49,9 @@ impl std::fmt::Display for KeySource {
 #[non_exhaustive]
 pub enum KeyError {
     /// The key file does not exist.
-    #[error("{0} does not exist: create one with `intake init`, or point --key-file at yours")]
+    #[error(
+        "{0} does not exist: create one with `intake init`, or set `[keys] file` (or `env`) in intake.toml"
+    )]
     Missing(PathBuf),
     /// The key file can be read by other users.
     #[error(

@@ -100,11 +100,8 @@ impl Scheduler {
             Ok((outcome, path)) => (Ok(outcome), Some(path)),
             Err(e) => (Err(e), None),
         };
-        if let (Err(RunError::AuthFailed(message)), Some(credential)) =
-            (&outcome, source.credential)
-            && let Err(e) = self.store.mark_broken(credential, message)
-        {
-            tracing::error!("cannot mark credential {credential} broken: {e}");
+        if let Err(RunError::AuthFailed(message)) = &outcome {
+            self.mark_broken(&source, message);
         }
         match &outcome {
             Ok(o) => tracing::info!(source = %source.name, records = o.records, "run finished"),
@@ -115,6 +112,23 @@ impl Scheduler {
             outcome,
             duration: started.elapsed(),
             output,
+        }
+    }
+
+    /// Marks the data source's credential broken, after checking again that
+    /// the link is legitimate (the owner's credential of this platform), so
+    /// that a tampered record cannot get another user's credential marked.
+    fn mark_broken(&self, source: &SourceRecord, message: &str) {
+        match self.store.source_with_credential(source.id) {
+            Ok(Some((current, Some(credential))))
+                if credential.owner == current.owner && credential.platform == current.platform =>
+            {
+                if let Err(e) = self.store.mark_broken(credential.id, message) {
+                    tracing::error!("cannot mark credential {} broken: {e}", credential.id);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!("cannot read data source {}: {e}", source.name),
         }
     }
 
