@@ -9,4 +9,5 @@ mod support;
 mod canary;
 mod end_to_end;
 mod keys;
+mod lifecycle;
 mod ownership;
