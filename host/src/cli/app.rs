@@ -73,7 +73,7 @@ impl App {
 
 /// `intake init`: writes a configuration, a key file and an empty database
 /// next to `config_path`, keeping whatever already exists.
-pub fn init(config_path: &Path, out: &mut dyn Write) -> Result<()> {
+pub fn init(config_path: &Path, db: Option<&Path>, out: &mut dyn Write) -> Result<()> {
     if config_path.exists() {
         writeln!(out, "kept existing {}", config_path.display())?;
     } else {
@@ -85,7 +85,10 @@ pub fn init(config_path: &Path, out: &mut dyn Write) -> Result<()> {
             config_path.display()
         )?;
     }
-    let app = App::new(config_path)?;
+    let mut app = App::new(config_path)?;
+    if let Some(db) = db {
+        app.config.store.path = std::path::absolute(db)?;
+    }
     if let crate::crypto::KeySource::File(key_path) = app.key_source() {
         let db = app.config.resolve(&app.config.store.path);
         if key_path.exists() {

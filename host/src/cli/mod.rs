@@ -47,6 +47,9 @@ pub struct Cli {
         default_value = "intake.toml"
     )]
     pub config: PathBuf,
+    /// The database file, overriding `[store] path` of the configuration.
+    #[arg(long, global = true, env = "INTAKE_DB", value_name = "PATH")]
+    pub db: Option<PathBuf>,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -228,9 +231,13 @@ pub struct UserArgs {
 /// Runs a parsed command line, writing results to `out`.
 pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode> {
     match cli.command {
-        Command::Init => app::init(&cli.config, out).map(|()| ExitCode::SUCCESS),
+        Command::Init => app::init(&cli.config, cli.db.as_deref(), out).map(|()| ExitCode::SUCCESS),
         command => {
-            let app = App::new(&cli.config)?;
+            let mut app = App::new(&cli.config)?;
+            if let Some(db) = cli.db {
+                // A path given on the command line is relative to the working directory.
+                app.config.store.path = std::path::absolute(db)?;
+            }
             match command {
                 Command::Init => unreachable!("handled above"),
                 Command::User(UserCommand::Add { name }) => {
