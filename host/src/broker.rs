@@ -262,6 +262,19 @@ impl Broker {
             let pending = pending.lock().unwrap_or_else(|p| p.into_inner());
             return Ok(pending.names().map(str::to_owned).collect());
         }
+        let (_, credential) = self.linked(binding, None, AuditAction::ListFields)?;
+        Ok(credential.fields.iter().map(|f| f.name.clone()).collect())
+    }
+
+    /// The bound data source and its credential, if the link is legitimate:
+    /// the credential is the data source owner's and of the plugin's
+    /// platform. A refusal is audited as `action`.
+    fn linked(
+        &self,
+        binding: &Binding,
+        field: Option<&str>,
+        action: AuditAction,
+    ) -> Result<(crate::store::SourceRecord, crate::store::CredentialRecord), Denial> {
         let (source, credential) = self
             .store
             .source_with_credential(binding.source)
@@ -275,15 +288,15 @@ impl Broker {
             self.record(
                 binding,
                 Some(credential.id),
-                None,
-                AuditAction::ListFields,
+                field,
+                action,
                 Err("not the owner's credential of this platform"),
             );
             return Err(Denial::Denied(
                 "the credential does not belong to the data source's owner and platform".into(),
             ));
         }
-        Ok(credential.fields.iter().map(|f| f.name.clone()).collect())
+        Ok((source, credential))
     }
 
     /// Writes a new value of `field` (e.g. a refreshed token) as a new version
@@ -312,29 +325,9 @@ impl Broker {
             self.record(binding, None, Some(field), AuditAction::Update, Ok(()));
             return Ok(0);
         }
-        // The same ownership and platform checks as a request.
-        self.field_names(binding)?;
-        let (source, credential) = self
-            .store
-            .source_with_credential(binding.source)
-            .map_err(|e| Denial::Store(e.to_string()))?
-            .ok_or_else(|| Denial::Denied("the data source no longer exists".into()))?;
-        let credential = credential.ok_or(Denial::NotConnected)?;
-        if credential.owner != source.owner
-            || credential.platform != binding.platform
-            || source.platform != binding.platform
-        {
-            self.record(
-                binding,
-                Some(credential.id),
-                Some(field),
-                AuditAction::Update,
-                Err("not the owner's credential of this platform"),
-            );
-            return Err(Denial::Denied(
-                "the credential does not belong to the data source's owner and platform".into(),
-            ));
-        }
+        // The same ownership and platform checks as a request, in the
+        // snapshot the update is made from.
+        let (source, credential) = self.linked(binding, Some(field), AuditAction::Update)?;
         let mut changes = SecretFields::new();
         changes.insert(field, value);
         let outcome = self
