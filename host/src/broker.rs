@@ -17,6 +17,7 @@
 //! [`Broker::flush`], which the runtime calls when an invocation ends.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::origin::Origin;
@@ -92,6 +93,8 @@ pub struct Granted {
 pub struct Broker {
     store: Store,
     pending: Arc<Mutex<Pending>>,
+    granted: Arc<AtomicU64>,
+    denied: Arc<AtomicU64>,
 }
 
 #[derive(Debug, Default)]
@@ -106,7 +109,17 @@ impl Broker {
         Self {
             store,
             pending: Arc::default(),
+            granted: Arc::default(),
+            denied: Arc::default(),
         }
+    }
+
+    /// Secret requests granted and denied since the process started.
+    pub fn decisions(&self) -> (u64, u64) {
+        (
+            self.granted.load(Ordering::Relaxed),
+            self.denied.load(Ordering::Relaxed),
+        )
     }
 
     /// The store it reads.
@@ -132,6 +145,14 @@ impl Broker {
             Err((cred, denial)) => (*cred, Err(denial.to_string())),
         };
         let now = now_ms();
+        match &decision {
+            Ok(()) => self
+                .granted
+                .fetch_add(fields.len() as u64, Ordering::Relaxed),
+            Err(_) => self
+                .denied
+                .fetch_add(fields.len() as u64, Ordering::Relaxed),
+        };
         {
             let mut pending = self.lock();
             for field in fields {
@@ -345,6 +366,15 @@ impl Broker {
                 .map_err(|_| "the store refused the update"),
         );
         outcome
+    }
+
+    /// Records a denied injection of `fields`, whose placeholders were in a
+    /// request the host refused before asking for any value (its destination
+    /// is not allowed, say); `detail` says why.
+    pub fn record_refused_inject(&self, binding: &Binding, fields: &[&str], detail: &str) {
+        for field in fields {
+            self.record(binding, None, Some(field), AuditAction::Inject, Err(detail));
+        }
     }
 
     fn record(

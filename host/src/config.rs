@@ -88,11 +88,19 @@ fn default_db() -> PathBuf {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeysConfig {
-    /// The key file (default `intake.key`), used unless `env` is set.
+    /// The key file (default `intake.key`), used unless `env` or a
+    /// passphrase is set.
     #[serde(default = "default_key_file")]
     pub file: PathBuf,
     /// An environment variable holding the key instead of a file.
     pub env: Option<String>,
+    /// An environment variable holding a passphrase, from which the master
+    /// key is derived with Argon2id (salt and parameters in the database).
+    pub passphrase_env: Option<String>,
+    /// Ask for the passphrase on the terminal (when `passphrase_env` is not
+    /// set in the environment and standard input is a terminal).
+    #[serde(default)]
+    pub passphrase: bool,
 }
 
 impl Default for KeysConfig {
@@ -100,7 +108,16 @@ impl Default for KeysConfig {
         Self {
             file: default_key_file(),
             env: None,
+            passphrase_env: None,
+            passphrase: false,
         }
+    }
+}
+
+impl KeysConfig {
+    /// Whether the master key comes from a passphrase.
+    pub fn uses_passphrase(&self) -> bool {
+        self.passphrase || self.passphrase_env.is_some()
     }
 }
 
@@ -152,23 +169,40 @@ fn default_cache() -> PathBuf {
 
 /// `[scheduler]`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct SchedulerConfig {
     /// Data sources fetched at once (default 16).
-    #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Attempts per run for transient and rate-limit errors (default 3).
+    pub max_attempts: u32,
+    /// First retry delay; doubled per attempt, with jitter (default 1s).
+    #[serde(with = "humantime_serde_compat")]
+    pub retry_base: Duration,
+    /// Longest wait between attempts, including a platform's retry-after (default 60s).
+    #[serde(with = "humantime_serde_compat")]
+    pub retry_max: Duration,
+    /// On shutdown, how long in-flight runs may finish before they are cancelled (default 30s).
+    #[serde(with = "humantime_serde_compat")]
+    pub shutdown_grace: Duration,
+    /// `intake serve`: address of the Prometheus metrics endpoint, e.g. "127.0.0.1:9464".
+    pub metrics: Option<String>,
+    /// `intake serve`: how often to look for due data sources (default 1s).
+    #[serde(with = "humantime_serde_compat")]
+    pub tick: Duration,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
         Self {
-            concurrency: default_concurrency(),
+            concurrency: 16,
+            max_attempts: 3,
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(30),
+            metrics: None,
+            tick: Duration::from_secs(1),
         }
     }
-}
-
-fn default_concurrency() -> usize {
-    16
 }
 
 /// One `[[plugin]]`.
@@ -187,6 +221,9 @@ pub struct PluginConfig {
     /// like). Empty by default: plugins use placeholders.
     #[serde(default)]
     pub reveal: Vec<String>,
+    /// Data sources of this platform fetched at once (default: no limit
+    /// beyond the scheduler's). Platforms rate-limit per account.
+    pub concurrency: Option<usize>,
     /// Per-invocation limits.
     #[serde(default)]
     pub limits: Limits,
@@ -256,8 +293,18 @@ impl Config {
         };
         let mut config: Config = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         config.base_dir = base_dir;
-        if config.scheduler.concurrency == 0 {
-            return Err(invalid("scheduler.concurrency must be at least 1".into()));
+        if config.keys.env.is_some() && config.keys.uses_passphrase() {
+            return Err(invalid(
+                "[keys] sets both `env` (a key) and a passphrase; choose one".into(),
+            ));
+        }
+        if config.scheduler.concurrency == 0 || config.scheduler.max_attempts == 0 {
+            return Err(invalid(
+                "scheduler.concurrency and scheduler.max_attempts must be at least 1".into(),
+            ));
+        }
+        if config.scheduler.tick.is_zero() {
+            return Err(invalid("scheduler.tick must be above zero".into()));
         }
         let mut seen = std::collections::BTreeSet::new();
         for plugin in &config.plugins {
@@ -270,6 +317,12 @@ impl Config {
             for allowed in &plugin.allow {
                 Origin::parse(allowed)
                     .map_err(|e| invalid(format!("plugin `{}`: allow: {e}", plugin.platform)))?;
+            }
+            if plugin.concurrency == Some(0) {
+                return Err(invalid(format!(
+                    "plugin `{}`: concurrency must be at least 1",
+                    plugin.platform
+                )));
             }
             if plugin.limits.wall_time.is_zero() || plugin.limits.memory_mib == 0 {
                 return Err(invalid(format!(
@@ -301,6 +354,8 @@ path = "intake.redb"          # the encrypted credential database
 
 [keys]
 file = "intake.key"           # master key file (mode 0600); or env = "INTAKE_MASTER_KEY"
+# passphrase_env = "INTAKE_PASSPHRASE"  # or: a passphrase (Argon2id) instead of a key file
+# passphrase = true                     # ask for the passphrase in a terminal
 
 [output]
 dir = "output"                # JSON Lines records, one file per data source and run
@@ -336,6 +391,34 @@ mod tests {
             PathBuf::from("/x/intake.redb")
         );
         assert!(config.plugins.is_empty());
+    }
+
+    #[test]
+    fn passphrase_options_parse_and_exclude_a_key_variable() {
+        let config = Config::parse(
+            "[keys]\npassphrase_env = \"INTAKE_PASSPHRASE\"\npassphrase = true\n",
+            "t",
+            PathBuf::new(),
+        )
+        .expect("parses");
+        assert!(config.keys.uses_passphrase());
+        assert_eq!(
+            config.keys.passphrase_env.as_deref(),
+            Some("INTAKE_PASSPHRASE")
+        );
+        assert!(
+            !Config::parse(&template(), "t", PathBuf::new())
+                .expect("parses")
+                .keys
+                .uses_passphrase()
+        );
+        let err = Config::parse(
+            "[keys]\nenv = \"K\"\npassphrase = true\n",
+            "t",
+            PathBuf::new(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("choose one"), "{err}");
     }
 
     #[test]

@@ -105,9 +105,11 @@ impl Origin {
         }
         let port = match port {
             None => scheme.default_port(),
-            Some(p) => p
-                .parse::<u16>()
-                .ok()
+            // Digits only: `u16::from_str` also takes a leading `+`, which the
+            // HTTP client need not read the same way.
+            Some(p) => Some(p)
+                .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|p| p.parse::<u16>().ok())
                 .filter(|p| *p != 0)
                 .ok_or("the port is not a number from 1 to 65535")?,
         };
@@ -206,6 +208,8 @@ mod tests {
             "http://:80",
             "http://example.com:0",
             "http://example.com:99999",
+            "http://example.com:+80",
+            "http://example.com:",
             "http://[::1",
             "http://exa mple.com",
             "http://evil.com%2f@x",

@@ -9,7 +9,7 @@ use intake::secret::{SecretFields, SecretString};
 use intake::store::{CredentialChoice, CredentialRecord, NewSecrets, NewSource, Store, StoreError};
 use intake_sample_platform::{Fixture, SamplePlatform};
 
-use crate::support::Home;
+use crate::support::{Home, Output, contains_bytes, random_hex};
 
 #[test]
 fn wrong_master_key_refused() {
@@ -197,4 +197,178 @@ fn moved_ciphertext_fails() {
         fields.get("access_token").unwrap().expose(),
         "token-of-alice"
     );
+}
+
+/// Runs `intake --config HOME/intake.toml ARGS…` with the environment
+/// variable INTAKE_TEST_PASSPHRASE set to `passphrase` (or unset).
+fn intake_with_passphrase(home: &Home, args: &[&str], passphrase: Option<&str>) -> Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_intake"));
+    command
+        .arg("--config")
+        .arg(home.config_path())
+        .args(args)
+        .current_dir(home.path())
+        .env_remove("INTAKE_LOG")
+        .env_remove("INTAKE_CONFIG")
+        .env_remove("INTAKE_TEST_PASSPHRASE")
+        .stdin(std::process::Stdio::null());
+    if let Some(p) = passphrase {
+        command.env("INTAKE_TEST_PASSPHRASE", p);
+    }
+    let out = command.output().unwrap();
+    Output {
+        args: args.iter().map(|a| (*a).to_owned()).collect(),
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn passphrase_master_key_round_trip_and_wrong_passphrase_refused() {
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    let token = format!("canary-{}", random_hex(16));
+    platform.add_bearer_token(&token, "acme");
+    let home = Home::new(&platform.base_url());
+    let config = std::fs::read_to_string(home.config_path()).unwrap();
+    let passphrase_config = config.replace(
+        "file = \"intake.key\"",
+        "passphrase_env = \"INTAKE_TEST_PASSPHRASE\"",
+    );
+    assert_ne!(config, passphrase_config);
+    std::fs::write(home.config_path(), &passphrase_config).unwrap();
+    let passphrase = format!("correct horse battery staple {}", random_hex(4));
+    let pass = Some(passphrase.as_str());
+
+    // A new database refuses a short passphrase, and then takes a good one.
+    let out = intake_with_passphrase(&home, &["init"], Some("short")).failed();
+    assert!(out.stderr.contains("too short"), "{}", out.stderr);
+    let out = intake_with_passphrase(&home, &["init"], pass).ok();
+    assert!(
+        out.stdout.contains("derived from your passphrase"),
+        "{}",
+        out.stdout
+    );
+    assert!(!home.key_path().exists(), "a key file was created");
+
+    // Everything works with it: connect, run, verify, sealed secrets.
+    intake_with_passphrase(&home, &["user", "add", "alice"], pass).ok();
+    let public = intake_with_passphrase(&home, &["keys", "public"], pass).ok();
+    let bundle = home
+        .intake_with_stdin(
+            &["seal", "--public-key", public.stdout.trim()],
+            Some(&format!("access_token={token}\n")),
+        )
+        .ok();
+    let bundle_file = home.path().join("token.sealed");
+    std::fs::write(&bundle_file, &bundle.stdout).unwrap();
+    let base = format!("base_url={}", platform.base_url());
+    intake_with_passphrase(
+        &home,
+        &[
+            "connect",
+            "--user",
+            "alice",
+            "--platform",
+            "adsample",
+            "--name",
+            "acme-us",
+            "--set",
+            &base,
+            "--set",
+            "account_id=acme-us",
+            "--sealed",
+            bundle_file.to_str().unwrap(),
+        ],
+        pass,
+    )
+    .ok();
+    intake_with_passphrase(&home, &["run"], pass).ok();
+    assert!(
+        platform
+            .requests()
+            .iter()
+            .any(|r| r.authorization.as_deref() == Some(format!("Bearer {token}").as_str()))
+    );
+    let out = intake_with_passphrase(&home, &["keys", "verify"], pass).ok();
+    assert!(
+        out.stdout.contains("1 credentials decrypt, 0 fail"),
+        "{}",
+        out.stdout
+    );
+
+    // Rotation needs a key file, and says so.
+    let out = intake_with_passphrase(&home, &["keys", "rotate"], pass).failed();
+    assert!(out.stderr.contains("need a key file"), "{}", out.stderr);
+
+    // A wrong passphrase is refused by the key check before anything is read.
+    let db_before = std::fs::read(home.db_path()).unwrap();
+    for args in [&["sources", "list"][..], &["run"], &["keys", "verify"]] {
+        let out =
+            intake_with_passphrase(&home, args, Some("correct horse battery stapler")).failed();
+        assert!(
+            out.stderr.contains("passphrase does not open the database"),
+            "`intake {}`: {}",
+            args.join(" "),
+            out.stderr
+        );
+        assert!(out.stdout.is_empty(), "{}", out.stdout);
+    }
+    // No passphrase at all: says where to put it.
+    let out = intake_with_passphrase(&home, &["sources", "list"], None).failed();
+    assert!(
+        out.stderr.contains("INTAKE_TEST_PASSPHRASE"),
+        "{}",
+        out.stderr
+    );
+    // A key file instead of the passphrase: refused, naming the fix.
+    std::fs::write(home.config_path(), &config).unwrap();
+    Keyring::generate()
+        .unwrap()
+        .create_file(&home.key_path())
+        .unwrap();
+    let out = home.intake(&["sources", "list"]).failed();
+    assert!(
+        out.stderr.contains("protected by a passphrase"),
+        "{}",
+        out.stderr
+    );
+    std::fs::write(home.config_path(), &passphrase_config).unwrap();
+    assert_eq!(
+        std::fs::read(home.db_path()).unwrap().len(),
+        db_before.len(),
+        "a refused open changed the database"
+    );
+
+    // The right passphrase still opens everything, in the library too.
+    assert_eq!(
+        intake_with_passphrase(&home, &["sources", "list", "--json"], pass)
+            .ok()
+            .json()
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    let store =
+        Store::open_with_passphrase(&home.db_path(), &SecretString::new(passphrase.clone()))
+            .unwrap();
+    let record = store.credential(1).unwrap().unwrap();
+    let fields = store.open_fields(&record, None).unwrap();
+    assert_eq!(fields.get("access_token").unwrap().expose(), token);
+    drop(store);
+
+    // Neither the token nor the passphrase is in any file or output.
+    for file in home.all_files() {
+        let bytes = std::fs::read(&file).unwrap();
+        for secret in [&token, &passphrase] {
+            assert!(
+                !contains_bytes(&bytes, secret.as_bytes()),
+                "{} holds a secret",
+                file.display()
+            );
+        }
+    }
+    for out in home.transcript() {
+        assert!(!out.stdout.contains(&token) && !out.stderr.contains(&token));
+    }
 }

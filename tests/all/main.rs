@@ -6,8 +6,12 @@
 
 mod support;
 
-mod canary;
+mod crash;
 mod end_to_end;
+mod format;
+mod hostile;
 mod keys;
 mod lifecycle;
-mod ownership;
+mod rules;
+mod scheduler;
+mod transit;

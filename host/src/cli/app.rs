@@ -10,6 +10,7 @@ use crate::broker::Broker;
 use crate::config::{self, Config};
 use crate::crypto::{KeySource, Keyring};
 use crate::plugin::Runtime;
+use crate::secret::SecretString;
 use crate::store::Store;
 
 /// The loaded configuration and lazily opened resources.
@@ -29,17 +30,34 @@ impl App {
 
     /// Where the master key comes from.
     pub fn key_source(&self) -> KeySource {
-        match &self.config.keys.env {
+        let keys = &self.config.keys;
+        match &keys.env {
             Some(var) => KeySource::Env(var.clone()),
-            None => KeySource::File(self.config.resolve(&self.config.keys.file)),
+            None if keys.uses_passphrase() => KeySource::Passphrase {
+                env: keys.passphrase_env.clone(),
+                prompt: keys.passphrase,
+            },
+            None => KeySource::File(self.config.resolve(&keys.file)),
         }
     }
 
     /// Opens the store with the configured master key (refusing a wrong one).
     pub fn store(&self) -> Result<Store> {
-        let keyring = Keyring::load(&self.key_source())?;
+        self.open_store(false)
+    }
+
+    /// Opens the store; a passphrase asked for on the terminal for a new
+    /// database is asked twice when `confirm_new`.
+    fn open_store(&self, confirm_new: bool) -> Result<Store> {
         let path = self.config.resolve(&self.config.store.path);
-        Ok(Store::open(&path, keyring)?)
+        match self.key_source() {
+            KeySource::Passphrase { env, prompt } => {
+                let new = !std::fs::metadata(&path).is_ok_and(|m| m.len() > 0);
+                let passphrase = read_passphrase(env.as_deref(), prompt, confirm_new && new)?;
+                Ok(Store::open_with_passphrase(&path, &passphrase)?)
+            }
+            source => Ok(Store::open(&path, Keyring::load(&source)?)?),
+        }
     }
 
     /// Loads the plugins (only `platform`'s if given).
@@ -109,7 +127,52 @@ pub fn init(config_path: &Path, db: Option<&Path>, out: &mut dyn Write) -> Resul
             )?;
         }
     }
-    let store = app.store()?;
+    let store = app.open_store(true)?;
     writeln!(out, "database {} is ready", store.path().display())?;
+    if store.keyring().is_from_passphrase() {
+        writeln!(
+            out,
+            "the master key is derived from your passphrase (Argon2id; salt and parameters are in the database): \
+             without the passphrase the database cannot be opened"
+        )?;
+    }
     Ok(())
+}
+
+/// The passphrase from environment variable `env` if it is set, else from a
+/// hidden prompt on the terminal if `prompt` allows one (asked twice when
+/// `confirm`). Never from the command line.
+fn read_passphrase(env: Option<&str>, prompt: bool, confirm: bool) -> Result<SecretString> {
+    use std::io::IsTerminal;
+    if let Some(var) = env
+        && let Some(value) = std::env::var_os(var)
+    {
+        let value = value
+            .into_string()
+            .map_err(|_| anyhow::anyhow!("environment variable {var} is not valid UTF-8"))?;
+        return Ok(SecretString::new(value));
+    }
+    if prompt && std::io::stdin().is_terminal() {
+        let first = SecretString::new(
+            rpassword::prompt_password("intake passphrase: ")
+                .context("cannot read the passphrase from the terminal")?,
+        );
+        if confirm {
+            let again = SecretString::new(
+                rpassword::prompt_password("again, to confirm: ")
+                    .context("cannot read the passphrase from the terminal")?,
+            );
+            if again != first {
+                bail!("the two passphrases differ; nothing was created");
+            }
+        }
+        return Ok(first);
+    }
+    match env {
+        Some(var) => Err(crate::crypto::KeyError::PassphraseMissing(var.to_owned()).into()),
+        None => bail!(
+            "no passphrase: `[keys] passphrase = true` asks for it on a terminal, and standard input \
+             is not one; set `[keys] passphrase_env` to read it from an environment variable"
+        ),
+    }
 }

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use clap::Args;
 
-use crate::store::{CredentialChoice, NewSecrets, NewSource, SourceRecord};
+use crate::secret::{SecretFields, SecretString};
+use crate::store::{CredentialChoice, NewSecrets, NewSource, SourceRecord, UpdatedBy};
 
 use super::App;
 use super::secrets_input;
@@ -20,6 +21,10 @@ pub const EXAMPLES: &str = "Examples:
   # another data source reusing alice's credential 2: no secret needed
   intake connect --user alice --platform adsample --name acme-eu --credential 2 \\
       --set base_url=http://127.0.0.1:8787 --set account_id=acme-eu
+
+  # secrets sealed on the client to this host's public key (`intake keys public`)
+  intake connect --user alice --platform adsample --name acme-us \
+      --set base_url=http://127.0.0.1:8787 --set account_id=acme-us --sealed acme.sealed
 
   # in a terminal, omit --secrets to be prompted (secret fields are not echoed)";
 
@@ -39,11 +44,15 @@ pub struct ConnectArgs {
     #[arg(long = "set", value_name = "NAME=VALUE")]
     pub settings: Vec<String>,
     /// Reuse this credential of the same user and platform instead of entering secrets.
-    #[arg(long, conflicts_with = "secrets")]
+    #[arg(long, conflicts_with_all = ["secrets", "sealed"])]
     pub credential: Option<u64>,
     /// Read secrets (`field=value` lines or a JSON object) from FILE, or `-` for stdin.
     #[arg(long, value_name = "FILE")]
     pub secrets: Option<PathBuf>,
+    /// Read a bundle sealed to this host's public key (`intake seal`) from
+    /// FILE, or `-` for stdin, instead of plaintext secrets.
+    #[arg(long, value_name = "FILE", conflicts_with = "secrets")]
+    pub sealed: Option<PathBuf>,
     /// Title of a new credential, shown in `intake credentials list`.
     #[arg(long)]
     pub title: Option<String>,
@@ -56,7 +65,10 @@ pub const RECONNECT_EXAMPLES: &str = "Examples:
   # a new token for alice's acme-us fixes every data source sharing its credential
   printf 'access_token=%s\\n' \"$NEW_TOKEN\" | intake reconnect acme-us --user alice --secrets - --check
 
-  # only the fields given change; the others are kept";
+  # only the fields given change; the others are kept
+
+  # or with a bundle sealed on the client by `intake seal`
+  intake reconnect acme-us --user alice --sealed new-token.sealed";
 
 /// Arguments of `intake reconnect`.
 #[derive(Debug, Args)]
@@ -69,6 +81,10 @@ pub struct ReconnectArgs {
     /// Read new secrets (`field=value` lines or a JSON object) from FILE, or `-` for stdin.
     #[arg(long, value_name = "FILE")]
     pub secrets: Option<PathBuf>,
+    /// Read a bundle sealed to this host's public key (`intake seal`) from
+    /// FILE, or `-` for stdin, instead of plaintext secrets.
+    #[arg(long, value_name = "FILE", conflicts_with = "secrets")]
+    pub sealed: Option<PathBuf>,
     /// Run the plugin's check against the platform first; save nothing if it fails.
     #[arg(long)]
     pub check: bool,
@@ -93,7 +109,10 @@ pub async fn connect(app: &App, args: ConnectArgs, out: &mut dyn Write) -> Resul
     let credential = match args.credential {
         Some(id) => CredentialChoice::Existing(id),
         None => {
-            let fields = secrets_input::read(args.secrets.as_deref(), &plugin.spec)?;
+            let fields = match &args.sealed {
+                Some(bundle) => secrets_input::read_sealed(bundle, &store)?,
+                None => secrets_input::read(args.secrets.as_deref(), &plugin.spec)?,
+            };
             plugin
                 .spec
                 .validate_secrets(&fields)
@@ -108,6 +127,7 @@ pub async fn connect(app: &App, args: ConnectArgs, out: &mut dyn Write) -> Resul
         }
     };
     let reused = matches!(credential, CredentialChoice::Existing(_));
+    let mut credential = credential;
     if args.check {
         let provisional = SourceRecord {
             id: 0,
@@ -134,13 +154,36 @@ pub async fn connect(app: &App, args: ConnectArgs, out: &mut dyn Write) -> Resul
                 store.open_fields(&record, None)?
             }
         };
-        runtime
-            .check(&provisional, Some(pending))
+        let checked = runtime
+            .check(&provisional, Some(pending.clone()))
             .await
             .map_err(|e| {
                 anyhow::anyhow!("the check against the platform failed, nothing was saved: {e}")
             })?;
         writeln!(out, "check passed")?;
+        // The check may have rotated secrets (an OAuth refresh uses up a
+        // single-use refresh token): save what the platform now expects, not
+        // what was given.
+        if let Some(checked) = checked {
+            match &mut credential {
+                CredentialChoice::New(secrets) => secrets.fields = checked,
+                CredentialChoice::Existing(id) => {
+                    let changes = changed(&pending, &checked);
+                    if !changes.is_empty() {
+                        store.update_credential_by(
+                            *id,
+                            &args.user,
+                            &changes,
+                            &UpdatedBy {
+                                source: None,
+                                plugin: Some(&args.platform),
+                                why: "rotated by the check of a new data source",
+                            },
+                        )?;
+                    }
+                }
+            }
+        }
     }
     let source = store.connect(NewSource {
         name: args.name,
@@ -172,7 +215,10 @@ pub async fn reconnect(app: &App, args: ReconnectArgs, out: &mut dyn Write) -> R
         .ok_or_else(|| crate::store::StoreError::UnknownSource(args.source.clone()))?;
     let runtime = app.runtime(&store, Some(&source.platform))?;
     let plugin = runtime.plugin(&source.platform)?;
-    let changes = secrets_input::read(args.secrets.as_deref(), &plugin.spec)?;
+    let changes = match &args.sealed {
+        Some(bundle) => secrets_input::read_sealed(bundle, &store)?,
+        None => secrets_input::read(args.secrets.as_deref(), &plugin.spec)?,
+    };
     if changes.is_empty() {
         bail!("no secrets given; nothing to change");
     }
@@ -207,7 +253,16 @@ pub async fn reconnect(app: &App, args: ReconnectArgs, out: &mut dyn Write) -> R
     } else {
         changes
     };
-    let version = store.update_credential(credential, &args.user, &to_save)?;
+    let version = store.update_credential_by(
+        credential,
+        &args.user,
+        &to_save,
+        &UpdatedBy {
+            source: Some(source.id),
+            plugin: Some(&source.platform),
+            why: "reconnected",
+        },
+    )?;
     let users = store
         .credentials_of(&args.user)?
         .into_iter()
@@ -225,4 +280,15 @@ pub async fn reconnect(app: &App, args: ReconnectArgs, out: &mut dyn Write) -> R
         "updated credential {credential} to version {version}; data sources using it: {users}"
     )?;
     Ok(())
+}
+
+/// The fields of `after` whose values differ from (or are missing in) `before`.
+fn changed(before: &SecretFields, after: &SecretFields) -> SecretFields {
+    let mut changes = SecretFields::new();
+    for (name, value) in after.iter() {
+        if before.get(name).map(SecretString::expose) != Some(value.expose()) {
+            changes.insert(name, value.clone());
+        }
+    }
+    changes
 }

@@ -1,5 +1,6 @@
 //! `intake keys …` and `intake backup`: master key rotation, verification,
-//! retirement of old versions, and consistent backups.
+//! retirement of old versions, the host's public key for sealed secrets, and
+//! consistent backups.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -28,6 +29,22 @@ pub enum KeysCommand {
         /// The version to remove.
         version: u32,
     },
+    /// Print the host's public key, to which clients seal secrets (`intake seal`).
+    ///
+    /// An X25519 key, printed as `intake-pk-v1:` and base64. Created at first
+    /// use; its private half is kept in the database, sealed under the master
+    /// key, and re-sealed by rotation.
+    #[command(after_help = "Example:
+  intake keys public > host.pub
+
+  # on the client
+  printf 'access_token=%s\\n' \"$TOKEN\" | \\
+      intake seal --public-key \"$(cat host.pub)\" > token.sealed
+
+  # back on the host
+  intake connect --user alice --platform adsample --name acme-us \\
+      --set account_id=acme-us --sealed token.sealed")]
+    Public,
 }
 
 fn key_file(app: &App) -> Result<PathBuf> {
@@ -35,6 +52,10 @@ fn key_file(app: &App) -> Result<PathBuf> {
         KeySource::File(path) => Ok(path),
         KeySource::Env(var) => bail!(
             "the master key comes from environment variable {var}; rotation and retirement edit a key file, so point [keys] file at one"
+        ),
+        KeySource::Passphrase { .. } => bail!(
+            "the master key is derived from a passphrase, which has a single key version: rotation and \
+             retirement need a key file ([keys] file); see docs/security.md"
         ),
     }
 }
@@ -78,6 +99,16 @@ pub fn keys(app: &App, command: KeysCommand, out: &mut dyn Write) -> Result<()> 
             for (id, why) in &report.failed {
                 writeln!(out, "credential {id}: FAILED: {why}")?;
             }
+            match &report.host_key {
+                Some(Ok(version)) => {
+                    writeln!(
+                        out,
+                        "host transit key: opens, sealed by key version {version}"
+                    )?;
+                }
+                Some(Err(why)) => writeln!(out, "host transit key: FAILED: {why}")?,
+                None => {}
+            }
             writeln!(
                 out,
                 "{} credentials decrypt, {} fail",
@@ -86,6 +117,9 @@ pub fn keys(app: &App, command: KeysCommand, out: &mut dyn Write) -> Result<()> 
             )?;
             if !report.failed.is_empty() {
                 bail!("{} credentials failed verification", report.failed.len());
+            }
+            if let Some(Err(_)) = report.host_key {
+                bail!("the host's transit key failed verification");
             }
         }
         KeysCommand::Retire { version } => {
@@ -104,11 +138,20 @@ pub fn keys(app: &App, command: KeysCommand, out: &mut dyn Write) -> Result<()> 
                     "key version {version} still wraps {n} data keys; run `intake keys rotate` first"
                 );
             }
+            if matches!(report.host_key, Some(Ok(v)) if v == version) {
+                bail!(
+                    "key version {version} still seals the host's transit key; run `intake keys rotate` first"
+                );
+            }
             if !keyring.remove_version(version) {
                 bail!("the key file has no version {version}");
             }
             keyring.replace_file(&path)?;
             writeln!(out, "removed key version {version} from {}", path.display())?;
+        }
+        KeysCommand::Public => {
+            let key = app.store()?.host_public_key()?;
+            writeln!(out, "{key}")?;
         }
     }
     Ok(())

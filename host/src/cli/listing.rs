@@ -225,3 +225,63 @@ pub fn plugin_show(app: &App, platform: &str, out: &mut dyn Write) -> Result<()>
     writeln!(out, "{}", serde_json::to_string_pretty(&plugin.spec)?)?;
     Ok(())
 }
+
+pub fn runs(
+    app: &App,
+    source: Option<&str>,
+    limit: usize,
+    as_json: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let store = app.store()?;
+    let source = source.map(|s| store.find_source(s)).transpose()?;
+    let runs = store.runs(source.as_ref().map(|s| s.id), limit)?;
+    if as_json {
+        let list: Vec<_> = runs
+            .iter()
+            .map(|r| {
+                json!({
+                    "id": r.id, "source": r.source, "source_name": r.source_name,
+                    "started_ms": r.started_ms, "duration_ms": r.duration_ms,
+                    "records": r.records, "bytes": r.bytes, "outcome": r.outcome,
+                    "error": r.error, "output": r.output,
+                    "attempts": r.attempts.iter().map(|a| json!({
+                        "started_ms": a.started_ms, "duration_ms": a.duration_ms, "error": a.error,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
+        return Ok(());
+    }
+    if runs.is_empty() {
+        writeln!(out, "no runs yet; `intake run` fetches now")?;
+        return Ok(());
+    }
+    let rows: Vec<_> = runs
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.to_string(),
+                r.source_name.clone(),
+                time(r.started_ms),
+                super::table::duration(std::time::Duration::from_millis(r.duration_ms)),
+                r.records.to_string(),
+                r.attempts.len().to_string(),
+                r.outcome.clone(),
+                r.error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    write!(
+        out,
+        "{}",
+        render(
+            &[
+                "RUN", "SOURCE", "STARTED", "TIME", "RECORDS", "ATTEMPTS", "OUTCOME", "ERROR"
+            ],
+            &rows
+        )
+    )?;
+    Ok(())
+}

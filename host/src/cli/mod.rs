@@ -9,6 +9,7 @@ mod keys;
 mod listing;
 mod manage;
 mod run;
+mod seal;
 mod secrets_input;
 mod table;
 
@@ -61,6 +62,22 @@ pub struct Cli {
     pub command: Command,
 }
 
+const RUN_HELP: &str = "Examples:
+  intake run                 # the due ones (all without a schedule)
+  intake run --all           # every data source
+  intake run acme-us globex  # just these
+
+Ctrl-C (or SIGTERM) lets running data sources finish, up to [scheduler]
+shutdown_grace; a second one cancels them. Exit code 1 if any data source failed.";
+
+const SERVE_HELP: &str = "Examples:
+  intake sources schedule acme-us --every 1h
+  intake serve
+
+SIGHUP reloads intake.toml and the plugins (a broken one is refused and the old
+keeps serving); SIGINT/SIGTERM shut down gracefully. Set [scheduler] metrics =
+\"127.0.0.1:9464\" for a Prometheus endpoint.";
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -98,14 +115,31 @@ pub enum Command {
     #[command(subcommand)]
     Sources(SourcesCommand),
     /// Fetch data sources now and write their records as JSON Lines.
-    #[command(
-        after_help = "Examples:\n  intake run                 # every data source\n  \
-                            intake run acme-us globex  # just these"
-    )]
+    #[command(after_help = RUN_HELP)]
     Run(run::RunArgs),
-    /// Rotate, verify and retire master key versions.
+    /// Keep running: fetch scheduled data sources when they are due.
+    #[command(after_help = SERVE_HELP)]
+    Serve,
+    /// Show the run history: start, duration, records, attempts, outcome, error.
+    #[command(after_help = "Examples:\n  intake runs\n  intake runs --source acme-us --json")]
+    Runs {
+        /// Only this data source's runs (name or id).
+        #[arg(long)]
+        source: Option<String>,
+        /// How many of the latest runs.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rotate, verify and retire master key versions; print the host's public key.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Seal secrets to a host's public key, for `connect`/`reconnect --sealed`.
+    /// The client side: needs no configuration, database or master key.
+    #[command(after_help = seal::EXAMPLES)]
+    Seal(seal::SealArgs),
     /// Write a consistent, still-encrypted snapshot of the database.
     #[command(after_help = "Example:\n  intake backup /backups/intake-$(date +%F).redb")]
     Backup {
@@ -189,6 +223,24 @@ pub enum CredentialsCommand {
 /// `intake sources …`.
 #[derive(Debug, Subcommand)]
 pub enum SourcesCommand {
+    /// Set when a data source runs under `intake serve` (and is due for `intake run`).
+    #[command(after_help = "Examples:
+  intake sources schedule acme-us --every 1h
+  intake sources schedule acme-us --cron '0 6 * * *'   # daily 06:00 UTC
+  intake sources schedule acme-us --clear")]
+    Schedule {
+        /// The data source, by name or id.
+        source: String,
+        /// Run this long after the last run started, e.g. 15m, 1h, 1d.
+        #[arg(long, conflicts_with_all = ["cron", "clear"])]
+        every: Option<String>,
+        /// Run at the times of this cron expression (UTC; seconds optional).
+        #[arg(long, conflicts_with = "clear")]
+        cron: Option<String>,
+        /// Remove the schedule (the data source runs only when asked).
+        #[arg(long)]
+        clear: bool,
+    },
     /// List data sources with their owner, platform, credential and cursor.
     #[command(
         after_help = "Examples:\n  intake sources list\n  intake sources list --user bob --json"
@@ -232,6 +284,7 @@ pub struct UserArgs {
 pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode> {
     match cli.command {
         Command::Init => app::init(&cli.config, cli.db.as_deref(), out).map(|()| ExitCode::SUCCESS),
+        Command::Seal(args) => seal::seal(args, out).map(|()| ExitCode::SUCCESS),
         command => {
             let mut app = App::new(&cli.config)?;
             if let Some(db) = cli.db {
@@ -239,7 +292,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode> {
                 app.config.store.path = std::path::absolute(db)?;
             }
             match command {
-                Command::Init => unreachable!("handled above"),
+                Command::Init | Command::Seal(_) => unreachable!("handled above"),
                 Command::User(UserCommand::Add { name }) => {
                     let user = app.store()?.add_user(&name)?;
                     writeln!(out, "added user `{}`", user.name)?;
@@ -284,6 +337,18 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode> {
                     listing::sources(&app, user.as_deref(), json, out)?;
                 }
                 Command::Run(args) => return run::run(&app, args, out).await,
+                Command::Serve => return run::serve(app, cli.config, out).await,
+                Command::Runs {
+                    source,
+                    limit,
+                    json,
+                } => listing::runs(&app, source.as_deref(), limit, json, out)?,
+                Command::Sources(SourcesCommand::Schedule {
+                    source,
+                    every,
+                    cron,
+                    clear,
+                }) => schedule_source(&app, &source, every, cron, clear, out)?,
                 Command::Plugin(PluginCommand::List) => listing::plugins(&app, out)?,
                 Command::Plugin(PluginCommand::Show { platform }) => {
                     listing::plugin_show(&app, &platform, out)?;
@@ -292,4 +357,27 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn schedule_source(
+    app: &App,
+    source: &str,
+    every: Option<String>,
+    cron: Option<String>,
+    clear: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    use crate::scheduler::schedule;
+    let store = app.store()?;
+    let source = store.find_source(source)?;
+    let parsed = schedule::parse(every.as_deref(), cron.as_deref()).map_err(anyhow::Error::msg)?;
+    if parsed.is_none() && !clear {
+        anyhow::bail!("give --every, --cron or --clear");
+    }
+    store.set_schedule(source.id, parsed.as_ref())?;
+    match parsed {
+        Some(s) => writeln!(out, "`{}` runs {}", source.name, schedule::describe(&s))?,
+        None => writeln!(out, "`{}` runs only when asked", source.name)?,
+    }
+    Ok(())
 }

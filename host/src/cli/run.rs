@@ -1,12 +1,16 @@
-//! `intake run`: fetch data sources now and print a summary per data source.
+//! `intake run` and `intake serve`: fetch now, or keep fetching on schedule.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::mpsc;
 
-use crate::scheduler::Scheduler;
+use crate::scheduler::serve::{Control, Reloader, serve as serve_loop};
+use crate::scheduler::{RunSummary, Scheduler, Stop, schedule};
+use crate::store::now_ms;
 
 use super::App;
 use super::table::{duration, render};
@@ -14,14 +18,46 @@ use super::table::{duration, render};
 /// Arguments of `intake run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Data sources to run, by name or id (default: all).
+    /// Data sources to run, by name or id (default: the due ones).
     pub sources: Vec<String>,
+    /// Run every data source, due or not.
+    #[arg(long, conflicts_with = "sources")]
+    pub all: bool,
+}
+
+/// Waits for SIGINT or SIGTERM.
+async fn terminated() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
 }
 
 pub async fn run(app: &App, args: RunArgs, out: &mut dyn Write) -> Result<ExitCode> {
     let store = app.store()?;
-    let sources = if args.sources.is_empty() {
+    let sources = if args.all {
         store.sources()?
+    } else if args.sources.is_empty() {
+        // Data sources without a schedule run whenever asked; scheduled ones
+        // when they are due.
+        let last = store.last_run_starts()?;
+        let now = now_ms();
+        let mut due = Vec::new();
+        for s in store.sources()? {
+            match store.schedule(s.id)? {
+                Some(sch) if !schedule::is_due(&sch, last.get(&s.id).copied(), now) => {}
+                _ => due.push(s),
+            }
+        }
+        due
     } else {
         args.sources
             .iter()
@@ -29,13 +65,58 @@ pub async fn run(app: &App, args: RunArgs, out: &mut dyn Write) -> Result<ExitCo
             .collect::<Result<Vec<_>, _>>()?
     };
     if sources.is_empty() {
-        writeln!(out, "no data sources to run; `intake connect` adds one")?;
+        writeln!(
+            out,
+            "no data sources are due; `intake run --all` runs every one"
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     let runtime = app.runtime(&store, None)?;
-    let output_dir = app.config.resolve(&app.config.output.dir);
-    let scheduler = Scheduler::new(runtime, store, output_dir, app.config.scheduler.concurrency);
-    let summaries = scheduler.run(sources).await;
+    let scheduler = Scheduler::new(runtime, store, &app.config);
+    scheduler.recover_outputs()?;
+
+    let stop = Stop::default();
+    let grace = app.config.scheduler.shutdown_grace;
+    let stopper = stop.clone();
+    let signals = tokio::spawn(async move {
+        terminated().await;
+        tracing::warn!(
+            "stopping: letting running data sources finish (up to {}); interrupt again to cancel them",
+            humantime::format_duration(grace)
+        );
+        tokio::select! {
+            () = stopper.graceful(grace) => {}
+            () = terminated() => stopper.abort.cancel(),
+        }
+        stopper.drain.cancel();
+    });
+
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(sources.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} data sources {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        Some(bar)
+    } else {
+        None
+    };
+    let progress = |s: &RunSummary| {
+        if let Some(bar) = &bar {
+            bar.inc(1);
+            bar.set_message(s.source.name.clone());
+        }
+    };
+    let summaries = scheduler.run(sources, &stop, &progress).await;
+    signals.abort();
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    write_summary(&summaries, out)
+}
+
+fn write_summary(summaries: &[RunSummary], out: &mut dyn Write) -> Result<ExitCode> {
     let mut failed = 0;
     let rows: Vec<_> = summaries
         .iter()
@@ -61,6 +142,7 @@ pub async fn run(app: &App, args: RunArgs, out: &mut dyn Write) -> Result<ExitCo
                 s.source.owner.clone(),
                 s.source.platform.clone(),
                 records,
+                s.attempts.to_string(),
                 duration(s.duration),
                 result,
             ]
@@ -70,7 +152,9 @@ pub async fn run(app: &App, args: RunArgs, out: &mut dyn Write) -> Result<ExitCo
         out,
         "{}",
         render(
-            &["SOURCE", "OWNER", "PLATFORM", "RECORDS", "TIME", "RESULT"],
+            &[
+                "SOURCE", "OWNER", "PLATFORM", "RECORDS", "ATTEMPTS", "TIME", "RESULT"
+            ],
             &rows
         )
     )?;
@@ -80,4 +164,66 @@ pub async fn run(app: &App, args: RunArgs, out: &mut dyn Write) -> Result<ExitCo
     } else {
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// `intake serve`.
+pub async fn serve(
+    app: App,
+    config_path: std::path::PathBuf,
+    out: &mut dyn Write,
+) -> Result<ExitCode> {
+    let store = app.store()?;
+    let runtime = app.runtime(&store, None)?;
+    for e in runtime.load_errors() {
+        writeln!(out, "warning: {e}")?;
+    }
+    let scheduler = Scheduler::new(runtime, store.clone(), &app.config);
+    let scheduled = store
+        .sources()?
+        .into_iter()
+        .filter(|s| store.schedule(s.id).ok().flatten().is_some())
+        .count();
+    writeln!(
+        out,
+        "serving {scheduled} scheduled data sources{}; SIGHUP reloads intake.toml, Ctrl-C stops",
+        app.config
+            .scheduler
+            .metrics
+            .as_ref()
+            .map(|m| format!(", metrics at http://{m}/metrics"))
+            .unwrap_or_default()
+    )?;
+    out.flush()?;
+    let (tx, rx) = mpsc::channel(4);
+    let signals = tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        loop {
+            let message = tokio::select! {
+                _ = hup.recv() => Control::Reload,
+                () = terminated() => Control::Shutdown,
+            };
+            if tx.send(message).await.is_err() || message == Control::Shutdown {
+                return;
+            }
+        }
+    });
+    let db_override = Some(app.config.store.path.clone());
+    let reload: Reloader = Box::new(move || {
+        let mut fresh = App::new(&config_path).map_err(|e| format!("{e:#}"))?;
+        if let Some(db) = &db_override {
+            fresh.config.store.path = db.clone();
+        }
+        let runtime = fresh.runtime(&store, None).map_err(|e| format!("{e:#}"))?;
+        if let Some(e) = runtime.load_errors().next() {
+            return Err(e.to_string());
+        }
+        Ok((fresh.config, runtime))
+    });
+    serve_loop(scheduler, app.config, reload, rx).await;
+    signals.abort();
+    writeln!(out, "stopped")?;
+    Ok(ExitCode::SUCCESS)
 }

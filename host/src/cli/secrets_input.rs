@@ -2,7 +2,8 @@
 //!
 //! The text is `name=value` lines (blank lines and `#` comments ignored) or a
 //! JSON object of strings. In a terminal with no `--secrets`, each declared
-//! field is prompted for, secret ones without echo.
+//! field is prompted for, secret ones without echo. With `--sealed`, the text
+//! is a bundle sealed to the host's public key (`intake seal`), opened here.
 
 use std::io::{IsTerminal, Read};
 use std::path::Path;
@@ -12,6 +13,7 @@ use zeroize::Zeroizing;
 
 use crate::plugin::PluginSpec;
 use crate::secret::{SecretFields, SecretString};
+use crate::store::Store;
 
 /// Reads secrets from `source` (`-` for stdin), or prompts for them.
 pub fn read(source: Option<&Path>, spec: &PluginSpec) -> Result<SecretFields> {
@@ -37,6 +39,27 @@ pub fn read(source: Option<&Path>, spec: &PluginSpec) -> Result<SecretFields> {
              from the command line)"
         ),
     }
+}
+
+/// Reads a sealed bundle from `source` (`-` for stdin) and opens it with the
+/// host's transit key. Only ciphertext passes through files and pipes.
+pub fn read_sealed(source: &Path, store: &Store) -> Result<SecretFields> {
+    let mut text = String::new();
+    let shown = if source == Path::new("-") {
+        std::io::stdin()
+            .take(2 << 20)
+            .read_to_string(&mut text)
+            .context("cannot read the sealed bundle from standard input")?;
+        "standard input".to_owned()
+    } else {
+        std::fs::File::open(source)
+            .and_then(|f| f.take(2 << 20).read_to_string(&mut text))
+            .with_context(|| format!("cannot read the sealed bundle {}", source.display()))?;
+        source.display().to_string()
+    };
+    store
+        .open_sealed(&text)
+        .with_context(|| format!("the sealed bundle from {shown} was refused"))
 }
 
 /// Parses `name=value` lines or a JSON object of strings.

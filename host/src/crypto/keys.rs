@@ -2,8 +2,11 @@
 //!
 //! A keyring holds one or more versions of the master key; the highest version
 //! wraps new data keys, older ones still unwrap what they wrapped. The keyring
-//! comes from a key file (mode 0600, refused if others can read it) or from an
-//! environment variable. The file holds one line per version:
+//! comes from a key file (mode 0600, refused if others can read it), from an
+//! environment variable, or from a passphrase stretched with Argon2id under
+//! the salt and parameters stored in the database (see
+//! [`Keyring::from_passphrase`]; such a keyring has only version 1). The file
+//! holds one line per version:
 //!
 //! ```text
 //! intake-master-key 1 <base64 of 32 random bytes>
@@ -20,7 +23,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use zeroize::Zeroizing;
 
 use super::envelope::{open_with, seal_with};
-use super::{Aad, CryptoError, Sealed, random_bytes};
+use super::{Aad, CryptoError, PassphraseKdf, Sealed, random_bytes};
+use crate::secret::SecretString;
 
 const LINE_TAG: &str = "intake-master-key";
 const CHECK_PLAINTEXT: &[u8] = b"intake master key check";
@@ -33,6 +37,16 @@ pub enum KeySource {
     /// An environment variable holding the key file's text, or just the
     /// base64 key (taken as version 1).
     Env(String),
+    /// A passphrase, stretched with Argon2id under the salt and parameters
+    /// stored in the database: from the environment variable `env` if set,
+    /// else (when `prompt`) asked for on the terminal by the command line.
+    /// Open the database with [`crate::store::Store::open_with_passphrase`].
+    Passphrase {
+        /// The environment variable holding the passphrase.
+        env: Option<String>,
+        /// Whether the command line may prompt for it on a terminal.
+        prompt: bool,
+    },
 }
 
 impl std::fmt::Display for KeySource {
@@ -40,6 +54,10 @@ impl std::fmt::Display for KeySource {
         match self {
             KeySource::File(p) => write!(f, "key file {}", p.display()),
             KeySource::Env(v) => write!(f, "environment variable {v}"),
+            KeySource::Passphrase { env: Some(v), .. } => {
+                write!(f, "passphrase (environment variable {v})")
+            }
+            KeySource::Passphrase { env: None, .. } => f.write_str("passphrase (prompt)"),
         }
     }
 }
@@ -85,7 +103,28 @@ pub enum KeyError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// Randomness failed.
+    /// No passphrase was given.
+    #[error(
+        "no passphrase: set the environment variable {0}, or set `[keys] passphrase = true` and run in a terminal to be asked"
+    )]
+    PassphraseMissing(String),
+    /// The passphrase is too short for a new database.
+    #[error(
+        "the passphrase is too short: a new database needs at least {min} characters (a long sentence is best)"
+    )]
+    PassphraseTooShort {
+        /// The minimum.
+        min: usize,
+    },
+    /// A passphrase keyring was asked for without the database's salt.
+    #[error(
+        "a passphrase key is derived with the salt stored in the database; open the database with its passphrase"
+    )]
+    PassphraseNeedsDatabase,
+    /// The stored key derivation parameters are not usable.
+    #[error("the database's passphrase parameters are not usable: {0}")]
+    BadKdf(String),
+    /// Randomness or key derivation failed.
     #[error(transparent)]
     Crypto(#[from] CryptoError),
 }
@@ -118,12 +157,14 @@ impl MasterKey {
 #[derive(Clone)]
 pub struct Keyring {
     keys: BTreeMap<u32, MasterKey>,
+    from_passphrase: bool,
 }
 
 impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Keyring")
             .field("versions", &self.versions())
+            .field("from_passphrase", &self.from_passphrase)
             .finish()
     }
 }
@@ -133,6 +174,7 @@ impl Keyring {
     pub fn generate() -> Result<Self, CryptoError> {
         let mut keyring = Self {
             keys: BTreeMap::new(),
+            from_passphrase: false,
         };
         keyring.add_version()?;
         Ok(keyring)
@@ -181,7 +223,34 @@ impl Keyring {
                 );
                 Self::parse(&text, &source.to_string())
             }
+            KeySource::Passphrase { .. } => Err(KeyError::PassphraseNeedsDatabase),
         }
+    }
+
+    /// The keyring of one key (version 1) derived from `passphrase` with
+    /// Argon2id under `kdf` (the database's stored salt and parameters).
+    pub fn from_passphrase(
+        passphrase: &SecretString,
+        kdf: &PassphraseKdf,
+    ) -> Result<Self, KeyError> {
+        if passphrase.is_empty() {
+            return Err(KeyError::PassphraseTooShort {
+                min: super::MIN_PASSPHRASE_CHARS,
+            });
+        }
+        kdf.check().map_err(KeyError::BadKdf)?;
+        let key = kdf.derive(passphrase)?;
+        let mut keys = BTreeMap::new();
+        keys.insert(1, MasterKey { version: 1, key });
+        Ok(Self {
+            keys,
+            from_passphrase: true,
+        })
+    }
+
+    /// Whether this keyring was derived from a passphrase.
+    pub fn is_from_passphrase(&self) -> bool {
+        self.from_passphrase
     }
 
     fn load_file(path: &Path) -> Result<Self, KeyError> {
@@ -248,7 +317,10 @@ impl Keyring {
         if keys.is_empty() {
             return Err(malformed("it holds no key".into()));
         }
-        Ok(Self { keys })
+        Ok(Self {
+            keys,
+            from_passphrase: false,
+        })
     }
 
     /// The key file text for this keyring. Secret: write it only to a 0600 file.

@@ -5,12 +5,20 @@
 //! by a versioned master key, the key-encryption key. Associated data binds each
 //! ciphertext to the record it belongs to, so a ciphertext copied to another
 //! record fails to open instead of decrypting as someone else's secret.
+//!
+//! The master key comes from a key file, an environment variable, or a
+//! passphrase stretched with Argon2id ([`PassphraseKdf`]). Secrets travelling
+//! to the host are sealed to its X25519 key with HPKE ([`transit`]).
 
 mod envelope;
 mod keys;
+mod passphrase;
+pub mod transit;
 
 pub use envelope::{Aad, DataKey, Sealed, WrappedKey};
 pub use keys::{KeyError, KeySource, Keyring, MasterKey};
+pub use passphrase::{MIN_PASSPHRASE_CHARS, PassphraseKdf};
+pub use transit::{HostKey, HostPublicKey, TransitError};
 
 /// A failure to encrypt or decrypt. Never carries key or plaintext bytes.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +39,9 @@ pub enum CryptoError {
         /// The missing version.
         version: u32,
     },
+    /// Deriving a key from a passphrase failed.
+    #[error("deriving the master key from the passphrase failed: {0}")]
+    Kdf(String),
     /// The operating system's random number generator failed.
     #[error("the system random number generator failed: {0}")]
     Random(String),

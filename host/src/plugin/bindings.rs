@@ -16,5 +16,5 @@ wasmtime::component::bindgen!({
     },
 });
 
+pub use self::intake::connector::{credentials, log, types};
 pub use exports::intake::connector::connector;
-pub use intake::connector::{credentials, log, types};

@@ -1,5 +1,6 @@
 //! Host side of `intake:connector/credentials`: every call goes to the broker,
-//! bound to the invocation's data source.
+//! bound to the invocation's data source. `fields`, `reveal` and `update` are
+//! audited, and so bounded per invocation (`MAX_CREDENTIAL_CALLS`).
 
 use crate::broker::{Denial, Use};
 use crate::secret::SecretString;
@@ -28,6 +29,7 @@ fn unbound() -> CredentialError {
 
 impl Host for InvocationState {
     fn fields(&mut self) -> Answer<Vec<String>> {
+        self.guest.count_credential_call()?;
         let (Some(binding), Some(broker)) = (&self.guest.binding, &self.guest.broker) else {
             return Ok(Err(unbound()));
         };
@@ -45,6 +47,7 @@ impl Host for InvocationState {
     }
 
     fn reveal(&mut self, fields: Vec<String>) -> Answer<Vec<String>> {
+        self.guest.count_credential_call()?;
         let (Some(binding), Some(broker)) = (&self.guest.binding, &self.guest.broker) else {
             return Ok(Err(unbound()));
         };
@@ -65,6 +68,7 @@ impl Host for InvocationState {
     }
 
     fn update(&mut self, field: String, value: String) -> Answer<()> {
+        self.guest.count_credential_call()?;
         let (Some(binding), Some(broker)) = (&self.guest.binding, &self.guest.broker) else {
             return Ok(Err(unbound()));
         };

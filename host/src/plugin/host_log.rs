@@ -1,10 +1,12 @@
 //! Host side of `intake:connector/log`: plugin log lines into the host's log.
 //!
-//! Lines are attributed to the data source, truncated, rate-limited, and
-//! scrubbed of any secret value revealed to the plugin.
+//! Lines are attributed to the data source, truncated, kept to one line with
+//! control characters escaped, rate-limited (the number dropped is logged when
+//! the invocation ends), and scrubbed of any secret value revealed to the
+//! plugin.
 
 use super::bindings::log::{Host, Level};
-use super::state::InvocationState;
+use super::state::{InvocationState, one_line};
 
 const MAX_LINE: usize = 4096;
 
@@ -13,15 +15,9 @@ impl Host for InvocationState {
         if !self.guest.log_budget.take() {
             return Ok(());
         }
-        let mut message = self.guest.scrub(&message);
-        if message.len() > MAX_LINE {
-            let mut cut = MAX_LINE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push('…');
-        }
+        // One line each: a plugin cannot forge log lines or send terminal
+        // escapes.
+        let message = one_line(&self.guest.scrub(&message), MAX_LINE);
         let source = self.guest.label.as_str();
         match level {
             Level::Trace => tracing::trace!(target: "intake::plugin", %source, "{message}"),

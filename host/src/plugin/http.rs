@@ -3,9 +3,11 @@
 //! Every request a plugin sends passes [`HttpPolicy::send_request`]. It is
 //! refused (and the body never sent) unless its origin is one the plugin's
 //! spec declares for this data source *and* the operator allows, and unless
-//! the invocation still has request budget. Placeholders for credential
-//! fields are then replaced, through the broker, only for fields allowed to
-//! go to that origin. Response bodies are cut off at the configured size.
+//! the invocation still has request budget (every attempt counts, refused or
+//! not). Placeholders for credential fields are then replaced, through the
+//! broker, only for fields allowed to go to that origin. Response bodies are cut off at the configured size. A
+//! refused request that carries placeholders in its URI or headers is audited
+//! as a denied injection of those fields.
 
 use std::sync::{Arc, Mutex};
 
@@ -54,47 +56,87 @@ impl std::fmt::Debug for HttpPolicy {
 
 impl HttpPolicy {
     fn refuse(&self, why: String) -> Error {
-        tracing::warn!(target: "intake::http", source = %self.label, "refused a request: {why}");
-        if let Ok(mut notes) = self.notes.lock()
-            && notes.len() < 20
-        {
-            notes.push(why);
-        }
-        Error::HttpRequestDenied
+        note_refusal(&self.notes, &self.label, why)
     }
 
-    /// Checks the destination and the budget; returns the origin.
+    /// Checks the destination and the budget; returns the origin. A refused
+    /// request that carries placeholders is audited as a denied injection of
+    /// their fields.
     fn admit(&mut self, request: &http::Request<WasiBody>) -> Result<Origin, Error> {
+        self.check(request).map_err(|(why, more)| {
+            self.audit_refused(request, &why);
+            self.refuse(format!("{why}{more}"))
+        })
+    }
+
+    /// The origin of an admissible request, or why not (and more for people).
+    /// Every attempt, refused or not, counts against the request budget.
+    fn check(&mut self, request: &http::Request<WasiBody>) -> Result<Origin, (String, String)> {
+        if self.requests_left == 0 {
+            return Err((
+                "the limit of HTTP requests per invocation is reached".into(),
+                String::new(),
+            ));
+        }
+        self.requests_left -= 1;
         let uri = request.uri();
         let scheme = match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
             Some("http") => Scheme::Http,
             Some("https") => Scheme::Https,
-            _ => return Err(self.refuse(format!("{uri}: only http and https are allowed"))),
+            _ => {
+                return Err((
+                    format!("{uri}: only http and https are allowed"),
+                    String::new(),
+                ));
+            }
         };
         let Some(authority) = uri.authority() else {
-            return Err(self.refuse("a request without a host".into()));
+            return Err(("a request without a host".into(), String::new()));
         };
         let origin = Origin::from_authority(scheme, authority.as_str())
-            .map_err(|why| self.refuse(format!("{authority}: {why}")))?;
+            .map_err(|why| (format!("{authority}: {why}"), String::new()))?;
         if !self.allowed.contains(&origin) {
-            return Err(self.refuse(format!(
-                "{origin} is not allowed for this plugin (allowed: {})",
-                if self.allowed.is_empty() {
-                    "none".to_owned()
-                } else {
-                    self.allowed
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                }
-            )));
+            let allowed = if self.allowed.is_empty() {
+                "none".to_owned()
+            } else {
+                self.allowed
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err((
+                format!("{origin} is not allowed for this plugin"),
+                format!(" (allowed: {allowed})"),
+            ));
         }
-        if self.requests_left == 0 {
-            return Err(self.refuse("the limit of HTTP requests per invocation is reached".into()));
-        }
-        self.requests_left -= 1;
         Ok(origin)
+    }
+
+    /// Audits the credential fields whose placeholders stand in the URI or
+    /// headers of a request refused for `why` (the body of a refused request
+    /// is never read).
+    fn audit_refused(&self, request: &http::Request<WasiBody>, why: &str) {
+        let (Some(binding), Some(broker)) = (&self.binding, &self.broker) else {
+            return;
+        };
+        let uri = request.uri().to_string();
+        let found = std::iter::once(uri.as_bytes())
+            .chain(request.headers().values().map(http::HeaderValue::as_bytes))
+            .filter_map(|text| placeholder::find(text, "request").ok())
+            .flatten()
+            .collect::<Vec<_>>();
+        let mut fields: Vec<&str> = Vec::new();
+        for (_, _, p) in &found {
+            for f in p.fields() {
+                if !fields.contains(&f) {
+                    fields.push(f);
+                }
+            }
+        }
+        if !fields.is_empty() {
+            broker.record_refused_inject(binding, &fields, &format!("request refused: {why}"));
+        }
     }
 }
 
@@ -140,13 +182,7 @@ struct Injector {
 
 impl Injector {
     fn refuse(&self, why: String) -> Error {
-        tracing::warn!(target: "intake::http", source = %self.label, "refused a request: {why}");
-        if let Ok(mut notes) = self.notes.lock()
-            && notes.len() < 20
-        {
-            notes.push(why);
-        }
-        Error::HttpRequestDenied
+        note_refusal(&self.notes, &self.label, why)
     }
 
     async fn inject(
@@ -234,6 +270,22 @@ impl Injector {
         };
         Ok(http::Request::from_parts(parts, full(body)))
     }
+}
+
+/// The most refusals logged and noted per invocation.
+const MAX_NOTES: usize = 20;
+
+/// Logs and notes (for the run's error) why a request was refused, the first
+/// [`MAX_NOTES`] times in an invocation: a plugin retrying in a loop cannot
+/// flood the host's log.
+fn note_refusal(notes: &Mutex<Vec<String>>, label: &str, why: String) -> Error {
+    if let Ok(mut notes) = notes.lock()
+        && notes.len() < MAX_NOTES
+    {
+        tracing::warn!(target: "intake::http", source = %label, "refused a request: {why}");
+        notes.push(why);
+    }
+    Error::HttpRequestDenied
 }
 
 fn full(body: Bytes) -> WasiBody {

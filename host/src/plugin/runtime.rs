@@ -27,7 +27,19 @@ use super::cache::CompileCache;
 use super::engine::{EngineSettings, new_engine};
 use super::http::HttpPolicy;
 use super::spec::PluginSpec;
-use super::state::{GuestContext, InvocationState, LogBudget, scrub};
+use super::state::{
+    GuestContext, InvocationState, LimitExceeded, LogBudget, StderrTail, one_line, scrub,
+};
+
+/// The `intake:connector` package version this host implements.
+const PACKAGE_VERSION: &str = "0.1.0";
+
+/// The longest cursor a plugin may return, in bytes; it is stored with the
+/// data source.
+const MAX_CURSOR_BYTES: usize = 64 * 1024;
+
+/// The longest error text kept from a plugin (or about one), in bytes.
+const MAX_ERROR_BYTES: usize = 4096;
 
 /// Why a plugin could not be loaded, naming the file and the fix.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -75,6 +87,9 @@ pub enum RunError {
     /// owner reconnects it.
     #[error("needs reconnecting: {0}")]
     NeedsReconnect(String),
+    /// The run was cancelled (shutdown).
+    #[error("cancelled: intake was shutting down")]
+    Cancelled,
     /// No plugin is loaded for the platform.
     #[error("{0}")]
     NoPlugin(String),
@@ -217,7 +232,7 @@ impl Runtime {
                     let err = LoadError {
                         platform: plugin.platform.clone(),
                         path: path.display().to_string(),
-                        reason,
+                        reason: one_line(&reason, MAX_ERROR_BYTES),
                     };
                     tracing::error!("{err}");
                     runtime.failed.insert(plugin.platform.clone(), err);
@@ -244,6 +259,12 @@ impl Runtime {
             None => wasmtime::component::Component::new(&self.engine, &wasm).map(|c| (c, false)),
         }
         .map_err(|e| format!("it is not a valid component: {e:#}"))?;
+        if let Some(version) = foreign_package_version(&self.engine, &component) {
+            return Err(format!(
+                "it was built for intake:connector@{version}, but this host implements \
+                 intake:connector@{PACKAGE_VERSION}; rebuild it with this host's WIT and plugin SDK"
+            ));
+        }
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
             format!("it needs an import the host does not provide (intake plugins may import only intake:connector, wasi:http and basic WASI): {e:#}")
         })?;
@@ -291,6 +312,7 @@ impl Runtime {
 
     fn call_spec(&self, plugin: &LoadedPlugin) -> Result<PluginSpec, String> {
         let mut store = self.new_store(plugin, None, Vec::new(), "loading".into());
+        let stderr = store.data().guest.stderr.clone();
         let fut = async {
             let instance = plugin.pre.instantiate_async(&mut store).await?;
             instance
@@ -302,7 +324,10 @@ impl Runtime {
             block_on_or_spawn(async { tokio::time::timeout(Duration::from_secs(10), fut).await });
         match result {
             Ok(Ok(spec)) => Ok(spec.into()),
-            Ok(Err(e)) => Err(format!("calling its `spec` failed: {e:#}")),
+            Ok(Err(e)) => Err(format!(
+                "calling its `spec` failed: {}",
+                trap(&e, &plugin.limits, &stderr)
+            )),
             Err(_) => Err("its `spec` did not return within 10 s".into()),
         }
     }
@@ -331,6 +356,8 @@ impl Runtime {
             revealed: Vec::new(),
             log_budget: LogBudget::new(),
             notes,
+            stderr: StderrTail::default(),
+            credential_calls: 0,
         };
         let state = InvocationState::new(hooks, store_limits(&plugin.limits), guest);
         let mut store = Store::new(&self.engine, state);
@@ -405,12 +432,13 @@ impl Runtime {
         let label = format!("{} ({})", source.name, source.platform);
         let mut store = self.new_store(&plugin, Some(binding), hosts, label);
         let limits = plugin.limits.clone();
+        let stderr = store.data().guest.stderr.clone();
         let run = async {
             let instance = plugin
                 .pre
                 .instantiate_async(&mut store)
                 .await
-                .map_err(|e| trap(&e, &limits))?;
+                .map_err(|e| trap(&e, &limits, &stderr))?;
             let connector = instance.intake_connector_connector();
             let mut outcome = FetchOutcome {
                 cursor: cursor.clone(),
@@ -424,8 +452,15 @@ impl Runtime {
                 let page = connector
                     .call_fetch(&mut store, &request)
                     .await
-                    .map_err(|e| trap(&e, &limits))?
+                    .map_err(|e| trap(&e, &limits, &stderr))?
                     .map_err(connector_error)?;
+                if let Some(cursor) = page.cursor.as_ref().filter(|c| c.len() > MAX_CURSOR_BYTES) {
+                    return Err(RunError::Limit(format!(
+                        "the plugin returned a cursor of {} bytes; at most {} KiB are stored",
+                        cursor.len(),
+                        MAX_CURSOR_BYTES >> 10
+                    )));
+                }
                 outcome.pages += 1;
                 outcome.bytes += page.records.len() as u64;
                 if outcome.bytes > limits.output_mib << 20 {
@@ -462,6 +497,7 @@ impl Runtime {
             ))),
         };
         let guest = &store.data().guest;
+        report_dropped_logs(guest);
         let result = result.map_err(|e| finish_error(e, &guest.revealed, &guest.notes));
         if let Err(e) = self.broker.flush() {
             tracing::error!("cannot write the audit log: {e}");
@@ -485,17 +521,18 @@ impl Runtime {
         let label = format!("{} ({}, check)", source.name, source.platform);
         let mut store = self.new_store(&plugin, Some(binding), hosts, label);
         let limits = plugin.limits.clone();
+        let stderr = store.data().guest.stderr.clone();
         let run = async {
             let instance = plugin
                 .pre
                 .instantiate_async(&mut store)
                 .await
-                .map_err(|e| trap(&e, &limits))?;
+                .map_err(|e| trap(&e, &limits, &stderr))?;
             instance
                 .intake_connector_connector()
                 .call_check(&mut store, &config)
                 .await
-                .map_err(|e| trap(&e, &limits))?
+                .map_err(|e| trap(&e, &limits, &stderr))?
                 .map_err(connector_error)
         };
         let result = match tokio::time::timeout(limits.wall_time, run).await {
@@ -506,6 +543,7 @@ impl Runtime {
             ))),
         };
         let guest = &store.data().guest;
+        report_dropped_logs(guest);
         let result = result.map_err(|e| finish_error(e, &guest.revealed, &guest.notes));
         if let Err(e) = self.broker.flush() {
             tracing::error!("cannot write the audit log: {e}");
@@ -515,7 +553,21 @@ impl Runtime {
     }
 }
 
-/// Adds what the host refused to the error, and scrubs revealed values.
+/// Logs how many of the plugin's log lines the rate limit dropped.
+fn report_dropped_logs(guest: &GuestContext) {
+    let dropped = guest.log_budget.dropped;
+    if dropped > 0 {
+        tracing::warn!(
+            target: "intake::plugin",
+            source = %guest.label,
+            "{dropped} log lines dropped: the plugin logged faster than {} a second",
+            LogBudget::PER_SECOND
+        );
+    }
+}
+
+/// Adds what the host refused to the error, scrubs revealed values, and keeps
+/// plugin-controlled text to one bounded line.
 fn finish_error(
     err: RunError,
     revealed: &[crate::secret::SecretString],
@@ -527,7 +579,7 @@ fn finish_error(
     } else {
         format!(" (the host refused: {})", notes.join("; "))
     };
-    let fix = |s: String| scrub(&format!("{s}{extra}"), revealed);
+    let fix = |s: String| one_line(&scrub(&format!("{s}{extra}"), revealed), MAX_ERROR_BYTES);
     match err {
         RunError::AuthFailed(s) => RunError::AuthFailed(fix(s)),
         RunError::RateLimited {
@@ -558,7 +610,13 @@ fn connector_error(e: ConnectorError) -> RunError {
     }
 }
 
-fn trap(e: &wasmtime::Error, limits: &Limits) -> RunError {
+/// What a trap (or another error out of wasm) means for people: a memory
+/// limit, or a one-line crash report with the plugin's panic message or the
+/// function it was in.
+fn trap(e: &wasmtime::Error, limits: &Limits, stderr: &StderrTail) -> RunError {
+    if let Some(LimitExceeded(what)) = e.downcast_ref::<LimitExceeded>() {
+        return RunError::Limit(what.clone());
+    }
     let text = format!("{e:#}");
     if text.contains("growing memory")
         || text.contains("memory.grow")
@@ -569,8 +627,91 @@ fn trap(e: &wasmtime::Error, limits: &Limits) -> RunError {
             limits.memory_mib
         ));
     }
-    let first = text.lines().take(12).collect::<Vec<_>>().join("\n");
-    RunError::Trap(first)
+    let cause = match e.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::StackOverflow) => {
+            "its call stack overflowed (unbounded recursion?)".to_owned()
+        }
+        Some(wasmtime::Trap::UnreachableCodeReached) => {
+            "it aborted (wasm `unreachable` executed)".to_owned()
+        }
+        Some(other) => other.to_string(),
+        // A host call failed: the whole chain, without the backtrace.
+        None => e
+            .chain()
+            .map(ToString::to_string)
+            .filter(|cause| !cause.starts_with("error while executing at wasm backtrace"))
+            .collect::<Vec<_>>()
+            .join(": "),
+    };
+    let message = match stderr.panic_message() {
+        Some(panic) => panic,
+        None => match e
+            .downcast_ref::<wasmtime::WasmBacktrace>()
+            .and_then(|bt| bt.frames().iter().find_map(|f| f.func_name()))
+        {
+            Some(function) => format!("{cause} in `{}`", demangle(function)),
+            None => cause,
+        },
+    };
+    RunError::Trap(one_line(&message, MAX_ERROR_BYTES))
+}
+
+/// `crate::module::function` for a legacy-mangled Rust symbol
+/// (`_ZN5crate6module8function17h0123456789abcdefE`); any other name as is.
+fn demangle(name: &str) -> String {
+    let Some(mut rest) = name.strip_prefix("_ZN").and_then(|r| r.strip_suffix('E')) else {
+        return name.to_owned();
+    };
+    let mut parts = Vec::new();
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let Some(part) = rest[..digits]
+            .parse::<usize>()
+            .ok()
+            .and_then(|len| rest.get(digits..digits + len))
+        else {
+            return name.to_owned();
+        };
+        parts.push(part);
+        rest = &rest[digits + part.len()..];
+    }
+    if parts
+        .last()
+        .is_some_and(|p| p.len() == 17 && p.starts_with('h'))
+    {
+        parts.pop();
+    }
+    parts.join("::")
+}
+
+/// The first `intake:connector` version among the component's imports and
+/// exports that this host cannot serve (semver: same major, or the same minor
+/// for 0.x).
+fn foreign_package_version(
+    engine: &Engine,
+    component: &wasmtime::component::Component,
+) -> Option<String> {
+    let ty = component.component_type();
+    let compatible = |v: &str| {
+        let key = |v: &str| -> Vec<String> {
+            let mut parts = v.split(['.', '-', '+']).map(str::to_owned);
+            let major = parts.next().unwrap_or_default();
+            if major == "0" {
+                vec![major, parts.next().unwrap_or_default()]
+            } else {
+                vec![major]
+            }
+        };
+        key(v) == key(PACKAGE_VERSION)
+    };
+    ty.imports(engine)
+        .map(|(name, _)| name.to_owned())
+        .chain(ty.exports(engine).map(|(name, _)| name.to_owned()))
+        .filter_map(|name| {
+            let (_, version) = name.strip_prefix("intake:connector/")?.split_once('@')?;
+            Some(version.to_owned())
+        })
+        .find(|v| !compatible(v))
 }
 
 /// Runs `fut` to completion from sync code, on the current tokio runtime if
@@ -583,5 +724,44 @@ fn block_on_or_spawn<F: Future>(fut: F) -> F::Output {
             .build()
             .expect("a tokio runtime for plugin loading")
             .block_on(fut),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demangles_legacy_rust_names() {
+        assert_eq!(
+            demangle("_ZN7hostile7recurse17hd895f4a6734b931bE"),
+            "hostile::recurse"
+        );
+        assert_eq!(demangle("abort"), "abort");
+        assert_eq!(demangle("_ZN99shortE"), "_ZN99shortE");
+    }
+
+    #[test]
+    fn finds_incompatible_package_versions() {
+        let engine = Engine::default();
+        let exporting = |version: &str| {
+            let wat = format!(
+                r#"(component (instance $c) (export "intake:connector/connector@{version}" (instance $c)))"#
+            );
+            let wasm = wat::parse_str(&wat).expect("valid WAT");
+            wasmtime::component::Component::new(&engine, wasm).expect("a component")
+        };
+        for (version, foreign) in [
+            ("0.1.0", false),
+            ("0.1.7", false),
+            ("0.2.0", true),
+            ("1.0.0", true),
+        ] {
+            assert_eq!(
+                foreign_package_version(&engine, &exporting(version)),
+                foreign.then(|| version.to_owned()),
+                "{version}"
+            );
+        }
     }
 }

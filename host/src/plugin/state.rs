@@ -3,14 +3,22 @@
 //!
 //! WASI is linked so that components built with a standard library load, but
 //! its context is empty: no preopened directories, no environment, no
-//! arguments, closed stdin, discarded stdout and stderr, and no sockets. HTTP
-//! goes through [`super::http::HttpPolicy`]; secrets through the broker.
+//! arguments, closed stdin, discarded stdout, and no sockets. Of stderr only
+//! the last few KiB are kept in memory ([`StderrTail`]), so that a crash can
+//! say what the plugin's panic message was. HTTP goes through
+//! [`super::http::HttpPolicy`]; secrets through the broker.
 
+use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
+use bytes::Bytes;
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -18,6 +26,17 @@ use crate::broker::{Binding, Broker};
 use crate::secret::SecretString;
 
 use super::http::HttpPolicy;
+
+/// Credential calls (`fields`, `reveal`, `update`) one invocation may make.
+/// Each is audited, so without a bound a plugin calling in a loop would grow
+/// the audit buffer (host memory) and the audit log without end.
+pub(super) const MAX_CREDENTIAL_CALLS: u32 = 10_000;
+
+/// A per-invocation limit that a plugin exceeded in a host call: the call
+/// traps, which ends the invocation with [`super::RunError::Limit`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(super) struct LimitExceeded(pub String);
 
 /// Store data of one invocation.
 pub struct InvocationState {
@@ -52,12 +71,27 @@ pub(super) struct GuestContext {
     pub log_budget: LogBudget,
     /// Notes on what the host refused, added to the error if the run fails.
     pub notes: Arc<Mutex<Vec<String>>>,
+    /// The end of what the plugin wrote to stderr.
+    pub stderr: StderrTail,
+    /// Credential calls made so far.
+    pub credential_calls: u32,
 }
 
 impl GuestContext {
     /// Replaces every revealed value in `text` with `[redacted]`.
     pub fn scrub(&self, text: &str) -> String {
         scrub(text, &self.revealed)
+    }
+
+    /// Counts a credential call; past [`MAX_CREDENTIAL_CALLS`] it traps.
+    pub fn count_credential_call(&mut self) -> wasmtime::Result<()> {
+        self.credential_calls = self.credential_calls.saturating_add(1);
+        if self.credential_calls > MAX_CREDENTIAL_CALLS {
+            return Err(wasmtime::Error::new(LimitExceeded(format!(
+                "the plugin made more than {MAX_CREDENTIAL_CALLS} credential calls in one invocation"
+            ))));
+        }
+        Ok(())
     }
 }
 
@@ -72,6 +106,119 @@ pub(super) fn scrub(text: &str, secrets: &[SecretString]) -> String {
     out
 }
 
+/// Makes plugin-controlled text safe to show on one line of a table or log:
+/// line breaks and tabs become spaces, other control characters (terminal
+/// escapes) and invisible direction overrides are escaped, and the text is
+/// cut after about `max` bytes.
+pub(super) fn one_line(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max) + 32);
+    for (at, c) in text.char_indices() {
+        if out.len() >= max {
+            out.push_str(&format!("… ({} more bytes)", text.len() - at));
+            break;
+        }
+        match c {
+            '\n' | '\t' => out.push(' '),
+            '\r' => {}
+            c if c.is_control()
+                || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') =>
+            {
+                out.extend(c.escape_unicode());
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The last [`StderrTail::KEEP`] bytes a plugin wrote to its stderr. Writes
+/// always succeed; older bytes are dropped.
+#[derive(Debug, Clone, Default)]
+pub(super) struct StderrTail(Arc<Mutex<VecDeque<u8>>>);
+
+impl StderrTail {
+    const KEEP: usize = 4096;
+
+    fn push(&self, bytes: &[u8]) {
+        let mut tail = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let bytes = &bytes[bytes.len().saturating_sub(Self::KEEP)..];
+        let excess = (tail.len() + bytes.len()).saturating_sub(Self::KEEP);
+        tail.drain(..excess);
+        tail.extend(bytes);
+    }
+
+    /// The panic message in what was kept (`panicked at FILE:LINE:COL: MESSAGE`),
+    /// if the plugin panicked the way Rust's standard library reports it.
+    pub fn panic_message(&self) -> Option<String> {
+        let bytes: Vec<u8> = {
+            let tail = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            tail.iter().copied().collect()
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        let at = text.rfind("panicked at ")?;
+        let message = &text[at..];
+        let message = message
+            .find("\nnote: ")
+            .map_or(message, |end| &message[..end]);
+        Some(message.trim().to_owned())
+    }
+}
+
+impl IsTerminal for StderrTail {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for StderrTail {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for StderrTail {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for StderrTail {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 * 1024)
+    }
+}
+
+impl tokio::io::AsyncWrite for StderrTail {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.push(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
 /// A token bucket for plugin log lines.
 #[derive(Debug)]
 pub(super) struct LogBudget {
@@ -82,7 +229,7 @@ pub(super) struct LogBudget {
 
 impl LogBudget {
     const BURST: f64 = 200.0;
-    const PER_SECOND: f64 = 50.0;
+    pub const PER_SECOND: f64 = 50.0;
 
     pub fn new() -> Self {
         Self {
@@ -111,6 +258,7 @@ impl LogBudget {
 impl InvocationState {
     pub(super) fn new(hooks: HttpPolicy, limits: StoreLimits, guest: GuestContext) -> Self {
         let wasi = WasiCtxBuilder::new()
+            .stderr(guest.stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
@@ -142,5 +290,38 @@ impl WasiHttpView for InvocationState {
             table: &mut self.table,
             hooks: &mut self.hooks,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_neutralises_control_characters() {
+        assert_eq!(
+            one_line("a\r\nb\tc \u{1b}[31mred \u{202e}x", 100),
+            "a b c \\u{1b}[31mred \\u{202e}x"
+        );
+        let long = "é".repeat(1000);
+        let cut = one_line(&long, 100);
+        assert!(cut.len() < 130, "{cut}");
+        assert!(cut.ends_with("… (1900 more bytes)"), "{cut}");
+    }
+
+    #[test]
+    fn stderr_keeps_the_tail_and_finds_the_panic() {
+        let tail = StderrTail::default();
+        tail.push(&vec![b'x'; 10_000]);
+        tail.push(b"\nthread '<unnamed>' panicked at src/lib.rs:3:5:\nboom\nnote: run with `RUST_BACKTRACE=1`\n");
+        assert_eq!(
+            tail.panic_message().as_deref(),
+            Some("panicked at src/lib.rs:3:5:\nboom")
+        );
+        assert_eq!(
+            tail.0.lock().map(|t| t.len()).unwrap_or(0),
+            StderrTail::KEEP
+        );
+        assert_eq!(StderrTail::default().panic_message(), None);
     }
 }

@@ -1,82 +1,180 @@
-//! The scheduler: runs data sources concurrently and writes their records.
+//! The scheduler: runs data sources concurrently, retries what is worth
+//! retrying, and writes their records exactly once.
 //!
-//! Each data source runs as its own tokio task, at most `concurrency` at
-//! once. A run fetches from the saved cursor, writes records to a JSON Lines
-//! file, and saves the new cursor only after the file is safely on disk. A
-//! failure stays with its data source: the others carry on. An
+//! Each data source runs as its own tokio task, within a global concurrency
+//! limit and an optional per-platform limit (platforms rate-limit per
+//! account), started in an order that interleaves users so that one user's
+//! many data sources do not starve another's. A run is one or more attempts
+//! (see [`retry`]); a successful one commits its output file and cursor
+//! together (see [`output`]); every run is kept in the run history. An
 //! authentication failure marks the credential broken.
+//!
+//! [`Scheduler::run_one`] is the entry point for an outside scheduler: it
+//! runs one data source's fetch, with cancellation.
 
+mod metrics;
 mod output;
+pub mod retry;
+pub mod schedule;
+pub mod serve;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
+use crate::config::Config;
 use crate::plugin::{FetchOutcome, RunError, Runtime};
-use crate::store::{SourceRecord, Store};
+use crate::store::{Attempt, RunRecord, SourceRecord, Store, now_ms};
 
-pub use output::OutputFile;
+pub use metrics::Metrics;
+pub use output::{OutputFile, recover};
+pub use retry::RetryPolicy;
 
 /// How one data source's run went.
 #[derive(Debug, Clone)]
 pub struct RunSummary {
     /// The data source.
     pub source: SourceRecord,
-    /// Records and cursor, or the error.
+    /// Records and cursor, or the final error.
     pub outcome: Result<FetchOutcome, RunError>,
-    /// How long it took.
+    /// How long it took, with retries.
     pub duration: Duration,
+    /// Attempts made.
+    pub attempts: u32,
     /// The output file of a successful run.
     pub output: Option<PathBuf>,
+}
+
+/// How a run is stopped: `drain` stops starting new data sources (those
+/// not yet started end as cancelled); `abort` also cancels the ones in
+/// flight. A graceful shutdown drains, waits a grace period, then aborts.
+#[derive(Debug, Clone, Default)]
+pub struct Stop {
+    /// Start nothing new.
+    pub drain: CancellationToken,
+    /// Cancel what is running.
+    pub abort: CancellationToken,
+}
+
+impl Stop {
+    /// Drains now; aborts after `grace` unless everything finished first
+    /// (the caller stops waiting on this future then).
+    pub async fn graceful(&self, grace: Duration) {
+        self.drain.cancel();
+        tokio::time::sleep(grace).await;
+        self.abort.cancel();
+    }
 }
 
 /// Runs data sources.
 #[derive(Debug, Clone)]
 pub struct Scheduler {
-    runtime: Arc<Runtime>,
+    runtime: Arc<RwLock<Arc<Runtime>>>,
     store: Store,
     output_dir: PathBuf,
-    concurrency: usize,
+    global: Arc<Semaphore>,
+    platforms: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+    policy: RetryPolicy,
+    metrics: Arc<Metrics>,
 }
 
 impl Scheduler {
-    /// A scheduler writing under `output_dir`, running `concurrency` at once.
-    pub fn new(
-        runtime: Arc<Runtime>,
-        store: Store,
-        output_dir: PathBuf,
-        concurrency: usize,
-    ) -> Self {
-        Self {
-            runtime,
+    /// A scheduler for `config`'s output directory, limits and retry policy.
+    pub fn new(runtime: Arc<Runtime>, store: Store, config: &Config) -> Self {
+        let this = Self {
+            runtime: Arc::new(RwLock::new(runtime)),
             store,
-            output_dir,
-            concurrency: concurrency.max(1),
+            output_dir: config.resolve(&config.output.dir),
+            global: Arc::new(Semaphore::new(config.scheduler.concurrency.max(1))),
+            platforms: Arc::default(),
+            policy: RetryPolicy::from(&config.scheduler),
+            metrics: Arc::default(),
+        };
+        this.set_platform_limits(config);
+        this
+    }
+
+    fn set_platform_limits(&self, config: &Config) {
+        let mut platforms = self.platforms.lock().unwrap_or_else(|p| p.into_inner());
+        platforms.clear();
+        for p in &config.plugins {
+            if let Some(n) = p.concurrency {
+                platforms.insert(p.platform.clone(), Arc::new(Semaphore::new(n.max(1))));
+            }
         }
     }
 
-    /// Runs every data source in `sources` and returns their summaries, in
-    /// the order given.
-    pub async fn run(&self, sources: Vec<SourceRecord>) -> Vec<RunSummary> {
-        let run_id = run_id();
-        let permits = Arc::new(Semaphore::new(self.concurrency));
+    /// Swaps in new plugins (hot reload); runs in flight keep the old ones.
+    pub fn replace_runtime(&self, runtime: Arc<Runtime>, config: &Config) {
+        *self.runtime.write().unwrap_or_else(|p| p.into_inner()) = runtime;
+        self.set_platform_limits(config);
+    }
+
+    /// The plugins in use.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Counters for the metrics endpoint.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Finishes or removes output files a crash left behind; call at start.
+    pub fn recover_outputs(&self) -> std::io::Result<(usize, usize)> {
+        recover(&self.output_dir, &self.store)
+    }
+
+    /// The data sources whose schedule says they are due now.
+    pub fn due(&self, now_ms: u64) -> crate::store::Result<Vec<SourceRecord>> {
+        let last = self.store.last_run_starts()?;
+        let mut out = Vec::new();
+        for source in self.store.sources()? {
+            if let Some(s) = self.store.schedule(source.id)?
+                && schedule::is_due(&s, last.get(&source.id).copied(), now_ms)
+            {
+                out.push(source);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs every data source in `sources`, calling `progress` as each
+    /// finishes, and returns their summaries in the order given.
+    pub async fn run(
+        &self,
+        sources: Vec<SourceRecord>,
+        stop: &Stop,
+        progress: &(dyn Fn(&RunSummary) + Sync),
+    ) -> Vec<RunSummary> {
+        let batch = run_id();
         let mut tasks = JoinSet::new();
-        for (index, source) in sources.iter().cloned().enumerate() {
+        for (index, source) in fair_order(&sources) {
             let this = self.clone();
-            let permits = permits.clone();
-            let run_id = run_id.clone();
-            tasks.spawn(async move {
-                let _permit = permits.acquire_owned().await;
-                (index, this.run_one(source, &run_id).await)
-            });
+            let batch = batch.clone();
+            let stop = stop.clone();
+            tasks.spawn(async move { (index, this.run_limited(source, &batch, &stop).await) });
         }
         let mut out: Vec<Option<RunSummary>> = vec![None; sources.len()];
         while let Some(joined) = tasks.join_next().await {
             match joined {
-                Ok((index, summary)) => out[index] = Some(summary),
+                Ok((index, summary)) => {
+                    progress(&summary);
+                    out[index] = Some(summary);
+                }
                 Err(e) => tracing::error!("a data source task failed: {e}"),
             }
         }
@@ -87,22 +185,146 @@ impl Scheduler {
                     source,
                     outcome: Err(RunError::Host("the run's task panicked".into())),
                     duration: Duration::ZERO,
+                    attempts: 0,
                     output: None,
                 })
             })
             .collect()
     }
 
-    /// Runs one data source.
-    pub async fn run_one(&self, source: SourceRecord, run_id: &str) -> RunSummary {
-        let started = Instant::now();
-        let (outcome, output) = match self.fetch(&source, run_id).await {
-            Ok((outcome, path)) => (Ok(outcome), Some(path)),
-            Err(e) => (Err(e), None),
+    /// Runs one data source within the global and per-platform limits,
+    /// unless the scheduler is draining by the time it gets its turn.
+    pub async fn run_limited(&self, source: SourceRecord, batch: &str, stop: &Stop) -> RunSummary {
+        let platform = self
+            .platforms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&source.platform)
+            .cloned();
+        let _platform_permit = match platform {
+            Some(s) => s.acquire_owned().await.ok(),
+            None => None,
         };
-        if let Err(RunError::AuthFailed(message)) = &outcome {
-            self.mark_broken(&source, message);
+        let _permit = self.global.clone().acquire_owned().await;
+        if stop.drain.is_cancelled() {
+            return RunSummary {
+                source,
+                outcome: Err(RunError::Cancelled),
+                duration: Duration::ZERO,
+                attempts: 0,
+                output: None,
+            };
         }
+        self.run_one(source, batch, &stop.abort).await
+    }
+
+    /// Runs one data source now: attempts with retries, output committed
+    /// with the cursor, recorded in the run history. Cancelling `cancel`
+    /// stops it (an unfinished output file is removed, the cursor kept).
+    pub async fn run_one(
+        &self,
+        source: SourceRecord,
+        batch: &str,
+        cancel: &CancellationToken,
+    ) -> RunSummary {
+        let started = Instant::now();
+        let started_ms = now_ms();
+        let mut attempts = Vec::new();
+        let outcome = loop {
+            if cancel.is_cancelled() {
+                break Err(RunError::Cancelled);
+            }
+            let attempt_ms = now_ms();
+            let t0 = Instant::now();
+            self.metrics.started();
+            let result = tokio::select! {
+                r = self.attempt(&source, batch) => r,
+                () = cancel.cancelled() => Err(RunError::Cancelled),
+            };
+            self.metrics.ended();
+            attempts.push(Attempt {
+                started_ms: attempt_ms,
+                duration_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
+                error: result.as_ref().err().map(ToString::to_string),
+            });
+            let err = match result {
+                Ok(done) => break Ok(done),
+                Err(e) => e,
+            };
+            let attempt = u32::try_from(attempts.len()).unwrap_or(u32::MAX);
+            match self.policy.next_delay(attempt, &err, retry::jitter()) {
+                Some(delay) => {
+                    tracing::info!(source = %source.name, attempt, "retrying in {delay:?}: {err}");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = cancel.cancelled() => break Err(err),
+                    }
+                }
+                None => break Err(err),
+            }
+        };
+        let duration = started.elapsed();
+        let mut record = RunRecord {
+            id: 0,
+            source: source.id,
+            source_name: source.name.clone(),
+            started_ms,
+            duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+            records: 0,
+            bytes: 0,
+            attempts,
+            outcome: String::new(),
+            error: None,
+            output: None,
+        };
+        let attempts_made = u32::try_from(record.attempts.len()).unwrap_or(u32::MAX);
+        let (outcome, output) = match outcome {
+            Ok((fetched, file)) => {
+                record.records = fetched.records;
+                record.bytes = fetched.bytes;
+                record.outcome = "ok".into();
+                record.output = Some(file.final_path().display().to_string());
+                match self
+                    .store
+                    .commit_run(record.clone(), fetched.cursor.as_deref())
+                {
+                    Ok(_) => match file.publish() {
+                        Ok(path) => (Ok(fetched), Some(path)),
+                        Err(e) => (
+                            Err(RunError::Host(format!(
+                                "the run was committed but its file could not be renamed (it is recovered at the next start): {e}"
+                            ))),
+                            None,
+                        ),
+                    },
+                    Err(e) => (
+                        Err(RunError::Host(format!(
+                            "cannot save the run and cursor: {e}"
+                        ))),
+                        None,
+                    ),
+                }
+            }
+            Err(e) => {
+                record.outcome = retry::kind(&e).into();
+                record.error = Some(e.to_string());
+                if let Err(err) = self.store.record_run(record.clone()) {
+                    tracing::error!("cannot record the run of {}: {err}", source.name);
+                }
+                if let RunError::AuthFailed(message) = &e {
+                    let attempt_ms = record.attempts.last().map_or(started_ms, |a| a.started_ms);
+                    self.mark_broken(&source, message, attempt_ms);
+                }
+                (Err(e), None)
+            }
+        };
+        let records = outcome.as_ref().map_or(0, |o| o.records);
+        self.metrics.finished(
+            outcome.is_ok(),
+            records,
+            duration,
+            outcome.as_ref().err().map(retry::kind),
+        );
         match &outcome {
             Ok(o) => tracing::info!(source = %source.name, records = o.records, "run finished"),
             Err(e) => tracing::warn!(source = %source.name, "run failed: {e}"),
@@ -110,7 +332,8 @@ impl Scheduler {
         RunSummary {
             source,
             outcome,
-            duration: started.elapsed(),
+            duration,
+            attempts: attempts_made,
             output,
         }
     }
@@ -118,12 +341,17 @@ impl Scheduler {
     /// Marks the data source's credential broken, after checking again that
     /// the link is legitimate (the owner's credential of this platform), so
     /// that a tampered record cannot get another user's credential marked.
-    fn mark_broken(&self, source: &SourceRecord, message: &str) {
+    /// A credential updated after the failing attempt started (a reconnect
+    /// that fixed it meanwhile) is left alone.
+    fn mark_broken(&self, source: &SourceRecord, message: &str, attempt_ms: u64) {
         match self.store.source_with_credential(source.id) {
             Ok(Some((current, Some(credential))))
                 if credential.owner == current.owner && credential.platform == current.platform =>
             {
-                if let Err(e) = self.store.mark_broken(credential.id, message) {
+                if let Err(e) =
+                    self.store
+                        .mark_broken_unless_updated(credential.id, message, attempt_ms)
+                {
                     tracing::error!("cannot mark credential {} broken: {e}", credential.id);
                 }
             }
@@ -132,11 +360,12 @@ impl Scheduler {
         }
     }
 
-    async fn fetch(
+    /// One attempt: fetch into a synced partial file (not yet committed).
+    async fn attempt(
         &self,
         source: &SourceRecord,
-        run_id: &str,
-    ) -> Result<(FetchOutcome, PathBuf), RunError> {
+        batch: &str,
+    ) -> Result<(FetchOutcome, OutputFile), RunError> {
         let host = |what: &str, e: &dyn std::fmt::Display| RunError::Host(format!("{what}: {e}"));
         let Some(credential) = source.credential else {
             return Err(RunError::NeedsReconnect(
@@ -157,24 +386,35 @@ impl Scheduler {
             .store
             .cursor(source.id)
             .map_err(|e| host("cannot read the cursor", &e))?;
-        let mut file = OutputFile::create(&self.output_dir, &source.name, run_id)
+        let mut file = OutputFile::create(&self.output_dir, &source.name, batch)
             .map_err(|e| host("cannot create the output file", &e))?;
-        match self.runtime.fetch(source, cursor, &mut file).await {
-            Ok(outcome) => {
-                let path = file
-                    .commit()
-                    .map_err(|e| host("cannot finish the output file", &e))?;
-                self.store
-                    .save_cursor(source.id, outcome.cursor.as_deref())
-                    .map_err(|e| host("cannot save the cursor", &e))?;
-                Ok((outcome, path))
-            }
-            Err(e) => {
-                file.discard();
-                Err(e)
+        let runtime = self.runtime();
+        let fetched = runtime.fetch(source, cursor, &mut file).await?;
+        file.sync()
+            .map_err(|e| host("cannot write the output file", &e))?;
+        Ok((fetched, file))
+    }
+}
+
+/// Interleaves data sources by owner (round robin, keeping each owner's
+/// order), so that work is fair across users. Returns original indices.
+pub fn fair_order(sources: &[SourceRecord]) -> Vec<(usize, SourceRecord)> {
+    let mut by_owner: Vec<(String, std::collections::VecDeque<usize>)> = Vec::new();
+    for (i, s) in sources.iter().enumerate() {
+        match by_owner.iter_mut().find(|(o, _)| *o == s.owner) {
+            Some((_, q)) => q.push_back(i),
+            None => by_owner.push((s.owner.clone(), [i].into())),
+        }
+    }
+    let mut out = Vec::with_capacity(sources.len());
+    while out.len() < sources.len() {
+        for (_, q) in &mut by_owner {
+            if let Some(i) = q.pop_front() {
+                out.push((i, sources[i].clone()));
             }
         }
     }
+    out
 }
 
 /// A run id from the current time, e.g. `20261203T164512Z-123`, sortable.
@@ -187,4 +427,37 @@ pub fn run_id() -> String {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_millis());
     format!("{stamp}-{millis:03}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(id: u64, owner: &str) -> SourceRecord {
+        SourceRecord {
+            id,
+            name: format!("s{id}"),
+            owner: owner.into(),
+            platform: "p".into(),
+            credential: Some(1),
+            config: Vec::new(),
+            created_ms: 0,
+        }
+    }
+
+    #[test]
+    fn fair_order_interleaves_users() {
+        let sources = vec![
+            source(1, "big"),
+            source(2, "big"),
+            source(3, "big"),
+            source(4, "small"),
+            source(5, "other"),
+        ];
+        let order: Vec<u64> = fair_order(&sources)
+            .into_iter()
+            .map(|(_, s)| s.id)
+            .collect();
+        assert_eq!(order, [1, 4, 5, 2, 3]);
+    }
 }

@@ -1,22 +1,26 @@
-//! Output files: one JSON Lines file per data source and run.
+//! Output files: one JSON Lines file per data source and run, exactly once.
 //!
-//! Records go to `DIR/SOURCE/RUN.jsonl.partial` while a run is in flight; only
-//! a successful run renames it to `RUN.jsonl` (after syncing it to disk), and
-//! only then is the cursor saved. A failed or killed run never leaves a file
-//! that looks complete.
+//! Records go to `DIR/SOURCE/RUN.jsonl.partial` while a run is in flight.
+//! When it succeeds the file is synced, the run and its cursor are committed
+//! to the database in one transaction, and only then is the file renamed to
+//! `RUN.jsonl`. At start, [`recover`] finishes the rename of a partial file
+//! whose run was committed and removes any other partial file. So the records
+//! of a run appear if and only if its cursor was saved: a crash never skips
+//! or duplicates data.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::plugin::PageSink;
+use crate::store::Store;
 
-/// A run's output file being written.
+/// A run's output file being written. Dropped unfinished, it is removed.
 #[derive(Debug)]
 pub struct OutputFile {
     partial: PathBuf,
     done: PathBuf,
-    writer: BufWriter<File>,
+    writer: Option<BufWriter<File>>,
 }
 
 impl OutputFile {
@@ -30,26 +34,83 @@ impl OutputFile {
         Ok(Self {
             partial,
             done,
-            writer,
+            writer: Some(writer),
         })
     }
 
-    /// Syncs and renames the file to its final name; returns it.
-    pub fn commit(mut self) -> std::io::Result<PathBuf> {
-        self.writer.flush()?;
-        self.writer.get_ref().sync_all()?;
-        fs::rename(&self.partial, &self.done)?;
-        Ok(self.done)
+    /// The final name the file gets once its run is committed.
+    pub fn final_path(&self) -> &Path {
+        &self.done
     }
 
-    /// Removes the partial file.
-    pub fn discard(self) {
-        let _ = fs::remove_file(&self.partial);
+    /// Flushes and syncs the records to disk (before the run is committed).
+    pub fn sync(&mut self) -> std::io::Result<()> {
+        if let Some(w) = &mut self.writer {
+            w.flush()?;
+            w.get_ref().sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Renames the synced file to its final name (after the run is committed).
+    pub fn publish(mut self) -> std::io::Result<PathBuf> {
+        self.writer = None;
+        fs::rename(&self.partial, &self.done)?;
+        if let Some(dir) = self.done.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(self.done.clone())
     }
 }
 
 impl PageSink for OutputFile {
     fn write_page(&mut self, records: &[u8]) -> std::io::Result<()> {
-        self.writer.write_all(records)
+        match &mut self.writer {
+            Some(w) => w.write_all(records),
+            None => Err(std::io::Error::other("the output file is closed")),
+        }
     }
+}
+
+impl Drop for OutputFile {
+    fn drop(&mut self) {
+        if self.writer.is_some() {
+            let _ = fs::remove_file(&self.partial);
+        }
+    }
+}
+
+/// Finishes or removes the partial files a crash left under `dir`.
+/// Returns (published, removed).
+pub fn recover(dir: &Path, store: &Store) -> std::io::Result<(usize, usize)> {
+    let mut counts = (0, 0);
+    let Ok(sources) = fs::read_dir(dir) else {
+        return Ok(counts);
+    };
+    for source in sources.flatten() {
+        let Ok(files) = fs::read_dir(source.path()) else {
+            continue;
+        };
+        for file in files.flatten() {
+            let path = file.path();
+            let Some(done) = path
+                .to_str()
+                .and_then(|p| p.strip_suffix(".partial"))
+                .map(PathBuf::from)
+            else {
+                continue;
+            };
+            let committed = store
+                .run_wrote(&done.display().to_string())
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            if committed {
+                fs::rename(&path, &done)?;
+                counts.0 += 1;
+            } else {
+                fs::remove_file(&path)?;
+                counts.1 += 1;
+            }
+        }
+    }
+    Ok(counts)
 }

@@ -11,9 +11,10 @@ use redb::{ReadableDatabase, ReadableTable};
 use crate::crypto::{Aad, DataKey, Keyring};
 use crate::secret::{SecretFields, SecretString};
 
+use super::audit::append_in;
 use super::model::{
-    Broken, CredentialId, CredentialRecord, CredentialState, SealedField, SourceId, SourceRecord,
-    decode, encode,
+    AuditAction, AuditRecord, Broken, CredentialId, CredentialRecord, CredentialState, SealedField,
+    SourceId, SourceRecord, decode, encode,
 };
 use super::{CREDENTIAL_STATE, CREDENTIALS, Result, SOURCES, Store, StoreError, now_ms};
 
@@ -24,6 +25,18 @@ pub struct NewSecrets {
     pub title: String,
     /// The field values.
     pub fields: SecretFields,
+}
+
+/// Who changes a credential through [`Store::update_credential_by`], for the
+/// audit log.
+#[derive(Debug, Clone, Copy)]
+pub struct UpdatedBy<'a> {
+    /// The data source it was done through, if it exists yet.
+    pub source: Option<SourceId>,
+    /// The platform's plugin involved (e.g. the one that ran a check).
+    pub plugin: Option<&'a str>,
+    /// Why, e.g. `reconnected`.
+    pub why: &'a str,
 }
 
 /// What "my credentials" shows of one credential. Never values.
@@ -223,6 +236,30 @@ impl Store {
         owner: &str,
         changes: &SecretFields,
     ) -> Result<u32> {
+        self.update_credential_audited(id, owner, changes, None)
+    }
+
+    /// [`Store::update_credential`] by a person (reconnecting), recorded in the
+    /// audit log in the same transaction: one `manage` record per field
+    /// changed (its name, never its value), naming the data source and
+    /// plugin of `by` and saying why.
+    pub fn update_credential_by(
+        &self,
+        id: CredentialId,
+        owner: &str,
+        changes: &SecretFields,
+        by: &UpdatedBy<'_>,
+    ) -> Result<u32> {
+        self.update_credential_audited(id, owner, changes, Some(by))
+    }
+
+    fn update_credential_audited(
+        &self,
+        id: CredentialId,
+        owner: &str,
+        changes: &SecretFields,
+        by: Option<&UpdatedBy<'_>>,
+    ) -> Result<u32> {
         let txn = self.db().begin_write()?;
         let version = {
             let mut creds = txn.open_table(CREDENTIALS)?;
@@ -251,6 +288,24 @@ impl Store {
             states.insert(id, encode(&state)?.as_slice())?;
             rec.version
         };
+        if let Some(by) = by {
+            let at_ms = now_ms();
+            let records: Vec<AuditRecord> = changes
+                .names()
+                .map(|field| AuditRecord {
+                    at_ms,
+                    user: owner.to_owned(),
+                    source: by.source,
+                    plugin: by.plugin.map(str::to_owned),
+                    credential: Some(id),
+                    field: Some(field.to_owned()),
+                    action: AuditAction::Manage,
+                    granted: true,
+                    detail: format!("{}: version {version}", by.why),
+                })
+                .collect();
+            append_in(&txn, &records)?;
+        }
         txn.commit()?;
         Ok(version)
     }
@@ -287,6 +342,45 @@ impl Store {
         self.update_states(std::iter::once((id, move |s: &mut CredentialState| {
             s.broken = Some(broken.clone());
         })))
+    }
+
+    /// Marks a credential broken because an attempt that started at
+    /// `attempt_ms` was rejected, unless a newer version was written since
+    /// (a reconnect fixed it meanwhile). Checked and written in one
+    /// transaction. Returns whether it was marked.
+    pub fn mark_broken_unless_updated(
+        &self,
+        id: CredentialId,
+        message: &str,
+        attempt_ms: u64,
+    ) -> Result<bool> {
+        let txn = self.db().begin_write()?;
+        let marked = {
+            let creds = txn.open_table(CREDENTIALS)?;
+            let record: Option<CredentialRecord> = creds
+                .get(id)?
+                .map(|v| decode(v.value(), "credential"))
+                .transpose()?;
+            match record {
+                Some(r) if r.updated_ms <= attempt_ms => {
+                    let mut states = txn.open_table(CREDENTIAL_STATE)?;
+                    let mut state: CredentialState = states
+                        .get(id)?
+                        .map(|v| decode(v.value(), "credential state"))
+                        .transpose()?
+                        .unwrap_or_default();
+                    state.broken = Some(Broken {
+                        at_ms: now_ms(),
+                        message: message.chars().take(500).collect(),
+                    });
+                    states.insert(id, encode(&state)?.as_slice())?;
+                    true
+                }
+                _ => false,
+            }
+        };
+        txn.commit()?;
+        Ok(marked)
     }
 
     fn update_states<F: FnMut(&mut CredentialState)>(

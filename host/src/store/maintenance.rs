@@ -6,7 +6,8 @@
 //! are re-wrapped in small transactions, and the marker is cleared. At every
 //! point each data key is wrapped by a version the key file holds, so every
 //! credential stays readable; running the rotation again finishes an
-//! interrupted one instead of starting another.
+//! interrupted one instead of starting another. The host's transit key is
+//! re-sealed in the same transaction that clears the marker.
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -42,6 +43,9 @@ pub struct Verification {
     pub failed: Vec<(CredentialId, String)>,
     /// How many data keys each master key version wraps.
     pub by_version: Vec<(u32, usize)>,
+    /// The host's transit key, if one was created: the master key version
+    /// sealing it, or why it does not open.
+    pub host_key: Option<std::result::Result<u32, String>>,
 }
 
 impl Store {
@@ -90,6 +94,7 @@ impl Store {
                 }
             }
             if done == 0 {
+                super::transit::rewrap_host_key(&txn, self.keyring())?;
                 txn.open_table(META)?.remove(META_ROTATION)?;
                 txn.commit()?;
                 return Ok(Rotation {
@@ -124,6 +129,7 @@ impl Store {
             }
         }
         out.by_version = versions.into_iter().collect();
+        out.host_key = super::transit::check_host_key(&txn, self.keyring())?;
         Ok(out)
     }
 
@@ -152,6 +158,8 @@ impl Store {
         copy(&read, &write, SOURCE_NAMES)?;
         copy(&read, &write, CURSORS)?;
         copy(&read, &write, AUDIT)?;
+        copy(&read, &write, super::RUNS)?;
+        copy(&read, &write, super::SCHEDULES)?;
         write.open_table(META)?.remove(META_ROTATION)?;
         write.commit()?;
         Ok(())

@@ -7,13 +7,21 @@
 //!
 //! Opening checks the on-disk format version and that the master key is the
 //! one the database was created with, before anything is read or written.
+//!
+//! The `meta` table holds, besides the format version and id counters, one
+//! key check value per master key version (`key_check:N`), the Argon2id salt
+//! and parameters of a passphrase database (`passphrase_kdf`), the host's
+//! transit key sealed under the master key (`host_key`), and the marker of an
+//! unfinished rotation.
 
 mod audit;
 mod credentials;
 mod maintenance;
 mod manage;
 mod model;
+mod runs;
 mod sources;
+mod transit;
 mod users;
 
 use std::fs;
@@ -24,16 +32,18 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::{ConcurrencyMode, Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::crypto::{CryptoError, Keyring, Sealed};
+use crate::crypto::{CryptoError, KeyError, Keyring, PassphraseKdf, Sealed, TransitError};
+use crate::secret::SecretString;
 
 pub use audit::AuditFilter;
-pub use credentials::{CredentialSummary, NewSecrets};
+pub use credentials::{CredentialSummary, NewSecrets, UpdatedBy};
 pub use maintenance::{Rotation, Verification};
 pub use manage::Deleted;
 pub use model::{
     AuditAction, AuditRecord, Broken, CredentialId, CredentialRecord, CredentialState, SealedField,
     SourceId, SourceRecord, User,
 };
+pub use runs::{Attempt, RunRecord, Schedule};
 pub use sources::{CredentialChoice, NewSource};
 
 /// The on-disk format this build writes. Bumped on incompatible changes.
@@ -48,9 +58,12 @@ pub(crate) const SOURCES: TableDefinition<u64, &[u8]> = TableDefinition::new("so
 pub(crate) const SOURCE_NAMES: TableDefinition<&str, u64> = TableDefinition::new("source_names");
 pub(crate) const CURSORS: TableDefinition<u64, &str> = TableDefinition::new("cursors");
 pub(crate) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+pub(crate) const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("runs");
+pub(crate) const SCHEDULES: TableDefinition<u64, &[u8]> = TableDefinition::new("schedules");
 
 const META_FORMAT: &str = "format_version";
 const META_NEXT_ID: &str = "next_id";
+const META_PASSPHRASE_KDF: &str = "passphrase_kdf";
 
 /// A store error. Messages say what to do; none carries a secret value.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +86,38 @@ pub enum StoreError {
         /// The failing version.
         version: u32,
     },
+    /// The passphrase does not open the database.
+    #[error(
+        "the passphrase does not open the database {path} (it fails the key check); nothing was read or written"
+    )]
+    WrongPassphrase {
+        /// The database file.
+        path: String,
+    },
+    /// The database is protected by a passphrase, but a key was given.
+    #[error(
+        "the database {path} is protected by a passphrase, not a key file: set `[keys] passphrase_env` \
+         (or `passphrase = true`) in intake.toml"
+    )]
+    PassphraseRequired {
+        /// The database file.
+        path: String,
+    },
+    /// The database was created with a key, but a passphrase was given.
+    #[error(
+        "the database {path} was created with a key file (or key variable), not a passphrase: \
+         set `[keys] file` (or `env`) in intake.toml"
+    )]
+    KeyFileRequired {
+        /// The database file.
+        path: String,
+    },
+    /// The master key or passphrase cannot be used.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// A sealed bundle or public key was refused.
+    #[error(transparent)]
+    Transit(#[from] TransitError),
     /// The database was written by a newer intake.
     #[error(
         "the database {path} has format version {found}, newer than this intake understands ({FORMAT_VERSION}); upgrade intake"
@@ -207,26 +252,61 @@ impl Store {
     /// Opens the database at `path`, creating it (mode 0600) if it does not
     /// exist. Refuses a master key that does not match the database.
     pub fn open(path: &Path, keyring: Keyring) -> Result<Self> {
+        let db = open_db(path)?;
+        Self::with_db(db, path, keyring)
+    }
+
+    /// Opens (or creates) a database protected by a passphrase: reads the
+    /// Argon2id salt and parameters from its meta table (creating them for a
+    /// new database), derives the master key, and checks it like any other.
+    /// A wrong passphrase is refused before anything else is read or written.
+    pub fn open_with_passphrase(path: &Path, passphrase: &SecretString) -> Result<Self> {
+        let db = open_db(path)?;
         let shown = path.display().to_string();
-        let open_err = |reason: String| StoreError::Open {
-            path: shown.clone(),
-            reason,
+        let stored = {
+            let txn = db.begin_read()?;
+            match txn.open_table(META) {
+                Ok(meta) => stored_kdf(&meta)?,
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(e.into()),
+            }
         };
-        // Create the file ourselves so that it is never readable by others.
-        match fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-        {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(open_err(e.to_string())),
-        }
-        let db = Database::builder()
-            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
-            .create(path)
-            .map_err(|e| open_err(e.to_string()))?;
+        let kdf = match stored {
+            Some(kdf) => kdf,
+            None => {
+                // A new database (or one made with a key): decide in one write
+                // transaction, so that two first opens agree on one salt.
+                let txn = db.begin_write()?;
+                let kdf = {
+                    let mut meta = txn.open_table(META)?;
+                    match stored_kdf(&meta)? {
+                        Some(kdf) => kdf,
+                        None => {
+                            if meta.range("key_check:"..="key_check;")?.next().is_some() {
+                                return Err(StoreError::KeyFileRequired { path: shown });
+                            }
+                            let min = crate::crypto::MIN_PASSPHRASE_CHARS;
+                            if passphrase.expose().chars().count() < min {
+                                return Err(KeyError::PassphraseTooShort { min }.into());
+                            }
+                            let kdf = PassphraseKdf::generate()?;
+                            meta.insert(META_PASSPHRASE_KDF, model::encode(&kdf)?.as_slice())?;
+                            kdf
+                        }
+                    }
+                };
+                txn.commit()?;
+                kdf
+            }
+        };
+        let keyring = Keyring::from_passphrase(passphrase, &kdf)?;
+        Self::with_db(db, path, keyring).map_err(|e| match e {
+            StoreError::WrongKey { path, .. } => StoreError::WrongPassphrase { path },
+            other => other,
+        })
+    }
+
+    fn with_db(db: Database, path: &Path, keyring: Keyring) -> Result<Self> {
         let store = Self {
             inner: Arc::new(Inner {
                 db,
@@ -254,6 +334,12 @@ impl Store {
                 }
             } else {
                 meta.insert(META_FORMAT, FORMAT_VERSION.to_be_bytes().as_slice())?;
+            }
+            let passphrase_db = meta.get(META_PASSPHRASE_KDF)?.is_some();
+            if passphrase_db && !self.keyring().is_from_passphrase() {
+                return Err(StoreError::PassphraseRequired {
+                    path: self.path_shown(),
+                });
             }
             let mut any_check = false;
             for version in self.keyring().versions() {
@@ -296,6 +382,8 @@ impl Store {
             txn.open_table(SOURCE_NAMES)?;
             txn.open_table(CURSORS)?;
             txn.open_table(AUDIT)?;
+            txn.open_table(RUNS)?;
+            txn.open_table(SCHEDULES)?;
         }
         txn.commit()?;
         Ok(())
@@ -325,6 +413,39 @@ impl Store {
         let meta = txn.open_table(META)?;
         Ok(meta.get(META_FORMAT)?.map_or(0, |v| u32_from(v.value())))
     }
+}
+
+/// The passphrase salt and parameters stored in `meta`, if any.
+fn stored_kdf(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<Option<PassphraseKdf>> {
+    meta.get(META_PASSPHRASE_KDF)?
+        .map(|v| model::decode::<PassphraseKdf>(v.value(), "passphrase parameters"))
+        .transpose()
+}
+
+/// Opens the redb file at `path` for many processes, creating it with mode
+/// 0600 first so that it is never readable by others.
+fn open_db(path: &Path) -> Result<Database> {
+    let shown = path.display().to_string();
+    let open_err = |reason: String| StoreError::Open {
+        path: shown.clone(),
+        reason,
+    };
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(open_err(e.to_string())),
+    }
+    Database::builder()
+        .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+        .create(path)
+        .map_err(|e| open_err(e.to_string()))
 }
 
 /// Allocates the next id of a kind of record (`"source"`, `"credential"`).

@@ -17,6 +17,12 @@
 //!   `authorization: Basic {{intake:basic:username:password}}`;
 //! * else `refresh_token` and `client_id`: refresh first (`POST /oauth/token`),
 //!   then bearer with the new access token.
+//!
+//! Refresh tokens are single use and data sources sharing a credential run at
+//! once, so two of them may refresh together and the platform refuse one
+//! (`invalid_grant`). That one then waits briefly for the other's new access
+//! token to be saved in the shared credential and retries with it, instead of
+//! failing (which would mark a working credential broken).
 
 mod logic;
 
@@ -215,47 +221,117 @@ struct TokenAnswer {
     refresh_token: Option<String>,
 }
 
+/// How long to wait, one wait after the other, for a data source sharing the
+/// credential to save the tokens of a refresh that used up the refresh token
+/// this one sent (about 1.3 s in all).
+const SHARED_REFRESH_WAITS_MS: [u64; 6] = [20, 40, 80, 160, 320, 640];
+
+/// What became of a refresh.
+enum Refresh {
+    /// The new tokens are saved in the credential.
+    Saved,
+    /// The platform refused the refresh token (`invalid_grant`), with its message.
+    Refused(String),
+}
+
 /// Sends the request `make` builds with the credential's authentication,
 /// refreshing the OAuth access token first if there is none yet, or once after
 /// a 401 if the credential can be refreshed. Returns the answer of any status.
+///
+/// Data sources sharing a credential run at once, and refresh tokens are
+/// single use: when two refresh together, the platform refuses one of them.
+/// The refused one does not give up: the other has just saved (or is saving)
+/// a new access token in the shared credential, which the access-token
+/// placeholder resolves to, so it retries its request with that for a short
+/// while ([`SHARED_REFRESH_WAITS_MS`]) before reporting the refusal.
 fn send_authenticated(
     base_url: &str,
     make: impl Fn() -> Request,
 ) -> Result<Response, ConnectorError> {
     let fields = credentials::fields()?;
     let mode = auth_mode(&fields)?;
-    let mut can_refresh = match mode {
+    let can_refresh = match mode {
         AuthMode::Bearer { can_refresh } => can_refresh,
         AuthMode::Basic => false,
         AuthMode::OAuth => {
-            refresh_access_token(base_url)?;
-            false
+            if let Refresh::Refused(message) = refresh_access_token(base_url)? {
+                return wait_for_shared_refresh(&make, &refused(&message));
+            }
+            // Another data source may refresh right after (invalidating this
+            // access token): one more refresh after a 401 is allowed.
+            true
         }
     };
-    loop {
-        let authorization = match mode {
-            AuthMode::Basic => format!("Basic {}", basic_auth_placeholder("username", "password")),
-            AuthMode::Bearer { .. } | AuthMode::OAuth => {
-                format!("Bearer {}", credentials::placeholder("access_token")?)
-            }
-        };
-        let response = make()
-            .header("accept", "application/json")
-            .header("authorization", authorization)
-            .send()?;
-        if response.status == 401 && can_refresh {
-            can_refresh = false;
-            info!("AdSample rejected the access token; refreshing it");
-            refresh_access_token(base_url)?;
-            continue;
-        }
+    let response = send(&make, mode)?;
+    if response.status != 401 || !can_refresh {
         return Ok(response);
     }
+    info!("AdSample rejected the access token; refreshing it");
+    if let Refresh::Refused(message) = refresh_access_token(base_url)? {
+        return wait_for_shared_refresh(&make, &refused(&message));
+    }
+    let response = send(&make, AuthMode::OAuth)?;
+    if response.status == 401 {
+        // Another data source sharing the credential refreshed right after
+        // this one, which invalidated the access token just saved.
+        return wait_for_shared_refresh(
+            &make,
+            &format!(
+                "the access token just refreshed was rejected: {}",
+                platform_message(response.status, &response.body)
+            ),
+        );
+    }
+    Ok(response)
+}
+
+/// Why a refresh failed when the platform refused the refresh token.
+fn refused(message: &str) -> String {
+    format!("the refresh token was rejected (it is single use): {message}")
+}
+
+/// Sends the request `make` builds, authenticated for `mode` with placeholders.
+fn send(make: &impl Fn() -> Request, mode: AuthMode) -> Result<Response, ConnectorError> {
+    let authorization = match mode {
+        AuthMode::Basic => format!("Basic {}", basic_auth_placeholder("username", "password")),
+        AuthMode::Bearer { .. } | AuthMode::OAuth => {
+            format!("Bearer {}", credentials::placeholder("access_token")?)
+        }
+    };
+    Ok(make()
+        .header("accept", "application/json")
+        .header("authorization", authorization)
+        .send()?)
+}
+
+/// After a refresh lost a race with another data source sharing the
+/// credential (`why`): waits for that one to save the access token of its
+/// refresh, and sends the request with it. Fails with `why` if none comes.
+fn wait_for_shared_refresh(
+    make: &impl Fn() -> Request,
+    why: &str,
+) -> Result<Response, ConnectorError> {
+    info!("waiting for a data source sharing the credential to save a new access token");
+    for wait_ms in SHARED_REFRESH_WAITS_MS {
+        std::thread::sleep(std::time::Duration::from_millis(wait_ms));
+        if !credentials::has_field("access_token")? {
+            continue;
+        }
+        let response = send(make, AuthMode::OAuth)?;
+        if response.status != 401 {
+            info!("using the access token another data source sharing the credential refreshed");
+            return Ok(response);
+        }
+    }
+    Err(ConnectorError::AuthFailed(format!(
+        "{why}; no data source sharing the credential saved a new access token either: \
+         reconnect the credential"
+    )))
 }
 
 /// Exchanges the refresh token for a new access token (and a new, single-use
 /// refresh token) and stores both in the credential, the refresh token first.
-fn refresh_access_token(base_url: &str) -> Result<(), ConnectorError> {
+fn refresh_access_token(base_url: &str) -> Result<Refresh, ConnectorError> {
     let refresh_token = credentials::placeholder("refresh_token")?;
     let client_id = credentials::placeholder("client_id")?;
     let response = Request::post(format!("{base_url}/oauth/token"))
@@ -275,9 +351,9 @@ fn refresh_access_token(base_url: &str) -> Result<(), ConnectorError> {
             )));
         }
         400 if platform_error_code(&response.body).as_deref() == Some("invalid_grant") => {
-            return Err(ConnectorError::AuthFailed(format!(
-                "the refresh token was rejected (it is single use); reconnect the credential: {}",
-                platform_message(response.status, &response.body)
+            return Ok(Refresh::Refused(platform_message(
+                response.status,
+                &response.body,
             )));
         }
         status => {
@@ -295,5 +371,5 @@ fn refresh_access_token(base_url: &str) -> Result<(), ConnectorError> {
     }
     credentials::update("access_token", &tokens.access_token)?;
     info!("refreshed the AdSample access token");
-    Ok(())
+    Ok(Refresh::Saved)
 }

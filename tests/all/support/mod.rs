@@ -17,43 +17,55 @@ pub fn repo_root() -> &'static Path {
         .expect("host/ has a parent directory")
 }
 
-/// The component file of the guest plugin `name`, building every guest
-/// plugin (once per test process) for `wasm32-wasip2` in release mode.
+/// The component file of the guest plugin `name`: a crate of the `plugins/`
+/// workspace (real connectors) or, failing that, of `tests/plugins/` (hostile
+/// and broken test plugins). Each workspace is built once per test process,
+/// for `wasm32-wasip2` in release mode, into `target/wasm-guests`.
 pub fn guest(name: &str) -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
-        let root = repo_root();
-        let target_dir = root.join("target").join("wasm-guests");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-        let output = Command::new(cargo)
-            .current_dir(root.join("plugins"))
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--manifest-path",
-            ])
-            .arg(root.join("plugins").join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target_dir)
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .env_remove("CARGO_BUILD_TARGET")
-            .env_remove("CARGO_TARGET_DIR")
-            .output()
-            .expect("cannot run cargo to build the guest plugins");
-        assert!(
-            output.status.success(),
-            "building the guest plugins failed ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        target_dir.join("wasm32-wasip2").join("release")
-    });
-    let path = dir.join(format!("{name}.wasm"));
+    static PLUGINS: OnceLock<PathBuf> = OnceLock::new();
+    static TEST_PLUGINS: OnceLock<PathBuf> = OnceLock::new();
+    let root = repo_root();
+    let (cell, workspace) = if root.join("plugins").join(name).is_dir() {
+        (&PLUGINS, root.join("plugins"))
+    } else {
+        (&TEST_PLUGINS, root.join("tests").join("plugins"))
+    };
+    let dir = cell.get_or_init(|| build_guests(&workspace));
+    let path = dir.join(format!("{}.wasm", name.replace('-', "_")));
     assert!(path.is_file(), "no guest plugin at {}", path.display());
     path
+}
+
+/// Builds the guest workspace at `workspace`; returns where its components are.
+fn build_guests(workspace: &Path) -> PathBuf {
+    let target_dir = repo_root().join("target").join("wasm-guests");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    let output = Command::new(cargo)
+        .current_dir(workspace)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
+        .arg(workspace.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .expect("cannot run cargo to build the guest plugins");
+    assert!(
+        output.status.success(),
+        "building the guest plugins of {} failed ({}):\n{}",
+        workspace.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    target_dir.join("wasm32-wasip2").join("release")
 }
 
 /// What one run of the `intake` binary did.
@@ -114,6 +126,20 @@ impl Output {
     }
 }
 
+/// An `intake` command running in the background (see [`Home::spawn`]).
+#[derive(Debug)]
+pub struct Running {
+    args: Vec<String>,
+    child: std::process::Child,
+}
+
+impl Running {
+    /// Whether it has ended.
+    pub fn finished(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+}
+
 /// An intake home: a temporary directory with `intake.toml` loading the
 /// AdSample plugin for one sample platform, and the key, database, output
 /// and compile cache next to it. Keeps every command's output.
@@ -149,6 +175,28 @@ impl Home {
             base_url: base_url.to_owned(),
             transcript: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Appends a `[[plugin]]` entry for `platform` loading `component`,
+    /// allowed to reach `allow`, to `intake.toml`.
+    pub fn add_plugin(&self, platform: &str, component: &Path, allow: &[&str]) {
+        let quote = |s: &str| serde_json::to_string(s).expect("a string encodes");
+        let allow: Vec<String> = allow.iter().map(|a| quote(a)).collect();
+        let entry = format!(
+            "\n[[plugin]]\nplatform = {}\npath = {}\nallow = [{}]\n",
+            quote(platform),
+            quote(&component.display().to_string()),
+            allow.join(", ")
+        );
+        let path = self.config_path();
+        let mut config = std::fs::read_to_string(&path).expect("read intake.toml");
+        config.push_str(&entry);
+        std::fs::write(&path, config).expect("write intake.toml");
+    }
+
+    /// The base URL of the platform the home's `adsample` plugin may reach.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
     }
 
     /// The directory.
@@ -199,6 +247,44 @@ impl Home {
         let out = child.wait_with_output().expect("wait for intake");
         let output = Output {
             args: args.iter().map(|a| (*a).to_owned()).collect(),
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        self.transcript
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(output.clone());
+        output
+    }
+
+    /// Starts `intake --config HOME/intake.toml ARGS…` in the background,
+    /// with an empty standard input; [`Home::wait`] collects its output.
+    pub fn spawn(&self, args: &[&str]) -> Running {
+        let child = Command::new(env!("CARGO_BIN_EXE_intake"))
+            .arg("--config")
+            .arg(self.config_path())
+            .args(args)
+            .current_dir(self.path())
+            .env_remove("INTAKE_LOG")
+            .env_remove("INTAKE_CONFIG")
+            .env_remove("INTAKE_MASTER_KEY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start the intake binary");
+        Running {
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            child,
+        }
+    }
+
+    /// Waits for a command started with [`Home::spawn`] to end.
+    pub fn wait(&self, running: Running) -> Output {
+        let out = running.child.wait_with_output().expect("wait for intake");
+        let output = Output {
+            args: running.args,
             status: out.status,
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),

@@ -129,6 +129,10 @@ async fn log_and_inject(State(shared): State<Shared>, request: Request, next: Ne
         .get(AUTHORIZATION)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let is_v1 = uri.path().starts_with("/v1/");
+    let delay = lock(&shared).delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
 
     let mut body = None;
     let response = if request.method() == Method::POST {

@@ -126,6 +126,13 @@ impl SamplePlatform {
             .set_limit(RateLimit { per_second, burst });
     }
 
+    /// Makes every request (any path) wait `delay` before it is answered; requests
+    /// wait concurrently. `Duration::ZERO` (the default) answers at once. Tests use it
+    /// to keep a run in flight, or to make concurrent requests overlap.
+    pub fn set_delay(&self, delay: Duration) {
+        lock(&self.shared).delay = delay;
+    }
+
     /// Extends every account's data by `n` more days.
     pub fn add_days(&self, n: u32) {
         let mut state = lock(&self.shared);

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -43,6 +44,9 @@ pub(crate) struct State {
     pub days: u32,
     /// Statuses the next `/v1/*` requests answer, front first.
     pub failures: VecDeque<u16>,
+    /// How long every request waits before it is answered (tests slow the platform
+    /// down to catch a run in flight).
+    pub delay: Duration,
     pub log: Vec<RequestRecord>,
 }
 
@@ -85,6 +89,7 @@ impl State {
             first_day: fixture.first_day,
             days: fixture.days,
             failures: VecDeque::new(),
+            delay: Duration::ZERO,
             log: Vec::new(),
         }
     }

@@ -1,0 +1,149 @@
+//! `intake serve`: the scheduler as a daemon.
+//!
+//! Every tick it starts the data sources whose schedule is due and that are
+//! not already running. A reload (SIGHUP) swaps in a new configuration and
+//! plugins only if they load cleanly; otherwise the old ones keep serving.
+//! Shutdown (SIGINT, SIGTERM) stops starting runs, lets the ones in flight
+//! finish within the grace period, then cancels the rest. Metrics are served
+//! in Prometheus format if an address is configured.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::plugin::Runtime;
+use crate::store::{SourceId, now_ms};
+
+use super::{Scheduler, Stop, fair_order, run_id};
+
+/// What the daemon is told to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Reload the configuration and plugins.
+    Reload,
+    /// Shut down gracefully.
+    Shutdown,
+}
+
+/// Loads a new configuration and its plugins, or says why it cannot.
+pub type Reloader = Box<dyn FnMut() -> Result<(Config, Arc<Runtime>), String> + Send>;
+
+/// Serves until told to shut down.
+pub async fn serve(
+    scheduler: Scheduler,
+    mut config: Config,
+    mut reload: Reloader,
+    mut control: mpsc::Receiver<Control>,
+) {
+    match scheduler.recover_outputs() {
+        Ok((0, 0)) => {}
+        Ok((published, removed)) => tracing::warn!(
+            "recovered output of an interrupted run: {published} files finished, {removed} partial files removed"
+        ),
+        Err(e) => tracing::error!("cannot recover output files: {e}"),
+    }
+    if let Some(addr) = config.scheduler.metrics.clone() {
+        match tokio::net::TcpListener::bind(&addr).await {
+            Ok(listener) => {
+                tracing::info!("metrics at http://{addr}/metrics");
+                tokio::spawn(serve_metrics(listener, scheduler.clone()));
+            }
+            Err(e) => tracing::error!("cannot serve metrics on {addr}: {e}"),
+        }
+    }
+    let stop = Stop::default();
+    let running: Arc<Mutex<HashSet<SourceId>>> = Arc::default();
+    let mut tasks = JoinSet::new();
+    let mut tick = tokio::time::interval(config.scheduler.tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let due = match scheduler.due(now_ms()) {
+                    Ok(due) => due,
+                    Err(e) => {
+                        tracing::error!("cannot read schedules: {e}");
+                        continue;
+                    }
+                };
+                let due: Vec<_> = {
+                    let mut running = running.lock().unwrap_or_else(|p| p.into_inner());
+                    due.into_iter().filter(|s| running.insert(s.id)).collect()
+                };
+                if due.is_empty() {
+                    continue;
+                }
+                let batch = run_id();
+                for (_, source) in fair_order(&due) {
+                    let (this, stop, running, batch) =
+                        (scheduler.clone(), stop.clone(), running.clone(), batch.clone());
+                    tasks.spawn(async move {
+                        let id = source.id;
+                        let summary = this.run_limited(source, &batch, &stop).await;
+                        running.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                        summary
+                    });
+                }
+            }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            message = control.recv() => match message {
+                Some(Control::Reload) => match reload() {
+                    Ok((new_config, runtime)) => {
+                        scheduler.replace_runtime(runtime, &new_config);
+                        config = new_config;
+                        tracing::warn!("reloaded the configuration and plugins");
+                    }
+                    Err(e) => tracing::error!("reload refused, the previous configuration keeps serving: {e}"),
+                },
+                Some(Control::Shutdown) | None => break,
+            },
+        }
+    }
+    let in_flight = tasks.len();
+    if in_flight > 0 {
+        tracing::warn!(
+            "shutting down: letting {in_flight} runs finish (up to {})",
+            humantime::format_duration(config.scheduler.shutdown_grace)
+        );
+    }
+    let grace = stop.graceful(config.scheduler.shutdown_grace);
+    tokio::pin!(grace);
+    loop {
+        tokio::select! {
+            joined = tasks.join_next() => if joined.is_none() { break },
+            () = &mut grace => {}
+        }
+    }
+    if let Err(e) = scheduler.runtime().broker().flush() {
+        tracing::error!("cannot write the audit log: {e}");
+    }
+}
+
+async fn serve_metrics(listener: tokio::net::TcpListener, scheduler: Scheduler) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let scheduler = scheduler.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let n = stream.read(&mut buf).await.unwrap_or(0);
+            let request = String::from_utf8_lossy(&buf[..n]);
+            let (status, body) = if request.starts_with("GET /metrics ") {
+                let (granted, denied) = scheduler.runtime().broker().decisions();
+                ("200 OK", scheduler.metrics().render(granted, denied))
+            } else {
+                ("404 Not Found", "see /metrics\n".to_owned())
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+        });
+    }
+}

@@ -1,0 +1,418 @@
+//! Backward compatibility of the on-disk format: a database written by format
+//! version 1 (committed under `tests/fixtures/`, with its TEST master key) is
+//! opened by the current code, and every record and secret value in it is
+//! checked, including data keys wrapped by two master key versions, the
+//! host's transit key, a bundle sealed to it, and a passphrase database.
+//!
+//! The fixture is re-created (only when the format changes on purpose, and
+//! then as a new `format-vN` fixture beside the old ones) by:
+//!
+//! ```sh
+//! cargo test --test all format::regenerate_format_v1_fixture -- --ignored
+//! ```
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use intake::crypto::{KeySource, Keyring};
+use intake::secret::{SecretFields, SecretString};
+use intake::store::{
+    AuditAction, AuditFilter, AuditRecord, CredentialChoice, NewSecrets, NewSource, Store,
+};
+
+use crate::support::repo_root;
+
+const DB: &str = "format-v1.redb";
+const KEY: &str = "format-v1.key";
+const SEALED: &str = "format-v1.sealed";
+const PASSPHRASE_DB: &str = "format-v1-passphrase.redb";
+/// The passphrase of the passphrase fixture. A TEST value, not a secret.
+const PASSPHRASE: &str = "fixture passphrase, not a secret";
+const LAST_USED_MS: u64 = 1_700_000_000_000;
+
+fn fixtures() -> PathBuf {
+    repo_root().join("tests").join("fixtures")
+}
+
+fn fields(pairs: &[(&str, &str)]) -> SecretFields {
+    let mut out = SecretFields::new();
+    for (name, value) in pairs {
+        out.insert(*name, SecretString::from(*value));
+    }
+    out
+}
+
+fn new_source(owner: &str, name: &str, credential: CredentialChoice) -> NewSource {
+    NewSource {
+        name: Some(name.into()),
+        owner: owner.into(),
+        platform: "adsample".into(),
+        config: vec![
+            ("account_id".into(), name.into()),
+            ("base_url".into(), "http://127.0.0.1:8787".into()),
+        ],
+        credential,
+    }
+}
+
+fn new_secrets(title: &str, pairs: &[(&str, &str)]) -> CredentialChoice {
+    CredentialChoice::New(NewSecrets {
+        title: title.into(),
+        fields: fields(pairs),
+    })
+}
+
+fn audit_record(user: &str, action: AuditAction, granted: bool, detail: &str) -> AuditRecord {
+    AuditRecord {
+        at_ms: LAST_USED_MS,
+        user: user.into(),
+        source: Some(1),
+        plugin: Some("adsample".into()),
+        credential: Some(1),
+        field: Some("access_token".into()),
+        action,
+        granted,
+        detail: detail.into(),
+    }
+}
+
+/// Writes the fixture files into `tests/fixtures/` (replacing them).
+#[test]
+#[ignore = "re-creates the committed fixture; run by hand when the format changes"]
+fn regenerate_format_v1_fixture() {
+    let work = tempfile::tempdir().unwrap();
+    let db = work.path().join("work.redb");
+
+    // Master key version 1: credentials 1, 2 and 4.
+    let mut keyring = Keyring::generate().unwrap();
+    let store = Store::open(&db, keyring.clone()).unwrap();
+    for user in ["alice", "bob", "carol"] {
+        store.add_user(user).unwrap();
+    }
+    let acme_us = store
+        .connect(new_source(
+            "alice",
+            "acme-us",
+            new_secrets(
+                "Acme agency token",
+                &[("access_token", "fixture-token-acme-v1")],
+            ),
+        ))
+        .unwrap();
+    assert_eq!(acme_us.credential, Some(1));
+    store
+        .connect(new_source(
+            "alice",
+            "acme-eu",
+            CredentialChoice::Existing(1),
+        ))
+        .unwrap();
+    store
+        .update_credential(
+            1,
+            "alice",
+            &fields(&[("access_token", "fixture-token-acme-v2")]),
+        )
+        .unwrap();
+    let globex = store
+        .connect(new_source(
+            "bob",
+            "globex",
+            new_secrets(
+                "Globex login",
+                &[
+                    ("username", "bob@globex.example"),
+                    ("password", "fixture-password-globex ünïcode"),
+                ],
+            ),
+        ))
+        .unwrap();
+    assert_eq!(globex.credential, Some(2));
+    store.save_cursor(acme_us.id, Some("2026-01-02")).unwrap();
+    store.touch_credentials(&[(1, LAST_USED_MS)]).unwrap();
+    store.mark_broken(2, "401 from the platform").unwrap();
+    let old = store
+        .connect(new_source(
+            "alice",
+            "old-src",
+            new_secrets("Old token", &[("access_token", "fixture-token-old")]),
+        ))
+        .unwrap();
+    assert_eq!(old.credential, Some(3));
+    store.delete_credential(3, "alice", true).unwrap();
+    store
+        .append_audit(&[
+            audit_record("alice", AuditAction::Inject, true, "http://127.0.0.1:8787"),
+            audit_record("bob", AuditAction::Reveal, false, "not granted"),
+        ])
+        .unwrap();
+    let host_key = store.host_key().unwrap();
+    let bundle = host_key
+        .public()
+        .seal(&fields(&[("access_token", "fixture-sealed-token")]))
+        .unwrap();
+    drop(store);
+
+    // Master key version 2 (a rotation that re-wrapped nothing yet): credential 4.
+    keyring.add_version().unwrap();
+    let store = Store::open(&db, keyring.clone()).unwrap();
+    let apac = store
+        .connect(new_source(
+            "alice",
+            "acme-apac",
+            new_secrets("APAC token", &[("access_token", "fixture-token-apac")]),
+        ))
+        .unwrap();
+    assert_eq!(apac.credential, Some(4));
+
+    let dir = fixtures();
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in [DB, KEY, SEALED, PASSPHRASE_DB] {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+    store.backup(&dir.join(DB)).unwrap();
+    keyring.create_file(&dir.join(KEY)).unwrap();
+    std::fs::write(dir.join(SEALED), format!("{bundle}\n")).unwrap();
+    drop(store);
+
+    // A passphrase database: one user, one credential.
+    let pass_work = work.path().join("pass.redb");
+    let store = Store::open_with_passphrase(&pass_work, &SecretString::from(PASSPHRASE)).unwrap();
+    store.add_user("dora").unwrap();
+    store
+        .connect(new_source(
+            "dora",
+            "dora-src",
+            new_secrets("Dora token", &[("access_token", "fixture-token-dora")]),
+        ))
+        .unwrap();
+    store.backup(&dir.join(PASSPHRASE_DB)).unwrap();
+}
+
+/// Copies the fixture files into a temporary directory (the key with mode
+/// 0600, which git does not keep).
+fn copy_fixture() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("intake.redb");
+    let key = dir.path().join("intake.key");
+    for (from, to) in [(DB, &db), (KEY, &key)] {
+        std::fs::copy(fixtures().join(from), to)
+            .unwrap_or_else(|e| panic!("cannot copy fixture {from}: {e}"));
+    }
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600)).unwrap();
+    (dir, db, key)
+}
+
+#[track_caller]
+fn assert_fields(store: &Store, id: u64, expected: &[(&str, &str)]) {
+    let record = store.credential(id).unwrap().expect("credential exists");
+    let opened = store.open_fields(&record, None).unwrap();
+    assert_eq!(opened, fields(expected), "credential {id}");
+}
+
+#[test]
+fn format_v1_fixture_opens_with_every_record() {
+    let (_dir, db, key) = copy_fixture();
+    let keyring = Keyring::load(&KeySource::File(key.clone())).unwrap();
+    assert_eq!(keyring.versions(), [1, 2]);
+    let store = Store::open(&db, keyring).unwrap();
+    assert_eq!(store.format_version().unwrap(), 1);
+
+    // Users.
+    let users: Vec<String> = store.users().unwrap().into_iter().map(|u| u.name).collect();
+    assert_eq!(users, ["alice", "bob", "carol"]);
+    assert!(store.users().unwrap().iter().all(|u| u.created_ms > 0));
+
+    // Data sources, their links, settings and cursors.
+    let sources = store.sources().unwrap();
+    let summary: Vec<(String, String, Option<u64>)> = sources
+        .iter()
+        .map(|s| (s.name.clone(), s.owner.clone(), s.credential))
+        .collect();
+    let expected = [
+        ("acme-us", "alice", Some(1)),
+        ("acme-eu", "alice", Some(1)),
+        ("globex", "bob", Some(2)),
+        ("old-src", "alice", None),
+        ("acme-apac", "alice", Some(4)),
+    ];
+    assert_eq!(summary.len(), expected.len(), "{summary:?}");
+    for (name, owner, credential) in expected {
+        assert!(
+            summary.contains(&(name.to_owned(), owner.to_owned(), credential)),
+            "{name} missing from {summary:?}"
+        );
+        let source = store.find_source(name).unwrap();
+        assert_eq!(source.platform, "adsample");
+        assert!(
+            source
+                .config
+                .contains(&("account_id".to_owned(), name.to_owned())),
+            "{:?}",
+            source.config
+        );
+    }
+    let acme_us = store.find_source("acme-us").unwrap();
+    assert_eq!(
+        store.cursor(acme_us.id).unwrap().as_deref(),
+        Some("2026-01-02")
+    );
+    assert_eq!(
+        store
+            .cursor(store.find_source("globex").unwrap().id)
+            .unwrap(),
+        None
+    );
+
+    // Credentials: metadata, versions, wrapping key versions and values.
+    let acme = store.credential(1).unwrap().unwrap();
+    assert_eq!(
+        (
+            acme.owner.as_str(),
+            acme.platform.as_str(),
+            acme.title.as_str()
+        ),
+        ("alice", "adsample", "Acme agency token")
+    );
+    assert_eq!(acme.version, 2);
+    assert_eq!(acme.wrapped_key.kek_version, 1);
+    assert!(acme.created_ms > 0 && acme.created_ms <= acme.updated_ms);
+    assert_fields(&store, 1, &[("access_token", "fixture-token-acme-v2")]);
+    let globex = store.credential(2).unwrap().unwrap();
+    assert_eq!(
+        (globex.owner.as_str(), globex.title.as_str(), globex.version),
+        ("bob", "Globex login", 1)
+    );
+    assert_fields(
+        &store,
+        2,
+        &[
+            ("password", "fixture-password-globex ünïcode"),
+            ("username", "bob@globex.example"),
+        ],
+    );
+    assert!(store.credential(3).unwrap().is_none(), "deleted credential");
+    let apac = store.credential(4).unwrap().unwrap();
+    assert_eq!(apac.wrapped_key.kek_version, 2);
+    assert_fields(&store, 4, &[("access_token", "fixture-token-apac")]);
+
+    // "My credentials" and credential state.
+    let mine = store.credentials_of("alice").unwrap();
+    let ids: Vec<u64> = mine.iter().map(|c| c.id).collect();
+    assert_eq!(ids, [1, 4]);
+    assert_eq!(mine[0].sources.len(), 2);
+    assert_eq!(mine[0].field_names, ["access_token"]);
+    assert_eq!(
+        store.credential_state(1).unwrap().last_used_ms,
+        Some(LAST_USED_MS)
+    );
+    let broken = store.credential_state(2).unwrap().broken.unwrap();
+    assert_eq!(broken.message, "401 from the platform");
+    assert!(store.credentials_of("carol").unwrap().is_empty());
+
+    // Audit: links and management by the store, and the appended decisions.
+    let audit = store.audit(&AuditFilter::default()).unwrap();
+    let link_count = audit
+        .iter()
+        .filter(|r| r.action == AuditAction::Link && r.granted)
+        .count();
+    assert_eq!(link_count, 5, "{audit:?}");
+    assert!(audit.iter().any(|r| r.action == AuditAction::Manage));
+    assert!(audit.contains(&audit_record(
+        "alice",
+        AuditAction::Inject,
+        true,
+        "http://127.0.0.1:8787"
+    )));
+    assert!(audit.contains(&audit_record(
+        "bob",
+        AuditAction::Reveal,
+        false,
+        "not granted"
+    )));
+
+    // Verification, the host key, and a bundle sealed to it back then.
+    let report = store.verify_all().unwrap();
+    assert_eq!(report.ok, 3);
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(report.by_version, [(1, 2), (2, 1)]);
+    assert_eq!(report.host_key, Some(Ok(1)));
+    let bundle = std::fs::read_to_string(fixtures().join(SEALED)).unwrap();
+    let opened = store.open_sealed(&bundle).unwrap();
+    assert_eq!(opened, fields(&[("access_token", "fixture-sealed-token")]));
+
+    // The current code keeps working on it: write, rotate, read back.
+    store.add_user("erin").unwrap();
+    drop(store);
+    let mut keyring = Keyring::load(&KeySource::File(key)).unwrap();
+    keyring.add_version().unwrap();
+    let store = Store::open(&db, keyring).unwrap();
+    assert_eq!(store.rewrap_all().unwrap().rewrapped, 3);
+    let report = store.verify_all().unwrap();
+    assert_eq!((report.ok, report.host_key), (3, Some(Ok(3))));
+    assert_fields(
+        &store,
+        2,
+        &[
+            ("password", "fixture-password-globex ünïcode"),
+            ("username", "bob@globex.example"),
+        ],
+    );
+    assert_eq!(store.open_sealed(&bundle).unwrap().len(), 1);
+}
+
+#[test]
+fn format_v1_fixture_through_the_cli() {
+    let (dir, _db, _key) = copy_fixture();
+    std::fs::write(
+        dir.path().join("intake.toml"),
+        "[store]\npath = \"intake.redb\"\n[keys]\nfile = \"intake.key\"\n",
+    )
+    .unwrap();
+    let intake = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_intake"))
+            .arg("--config")
+            .arg(dir.path().join("intake.toml"))
+            .args(args)
+            .env_remove("INTAKE_DB")
+            .env_remove("INTAKE_CONFIG")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "`intake {}`: {stdout}\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let verify = intake(&["keys", "verify"]);
+    assert!(verify.contains("3 credentials decrypt, 0 fail"), "{verify}");
+    let listed = intake(&["credentials", "list", "--user", "alice", "--json"]);
+    assert!(listed.contains("Acme agency token"), "{listed}");
+    assert!(!listed.contains("fixture-token"), "{listed}");
+    let public = intake(&["keys", "public"]);
+    assert!(public.starts_with("intake-pk-v1:"), "{public}");
+}
+
+#[test]
+fn format_v1_passphrase_fixture_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("intake.redb");
+    std::fs::copy(fixtures().join(PASSPHRASE_DB), &db).unwrap();
+    let store = Store::open_with_passphrase(&db, &SecretString::from(PASSPHRASE)).unwrap();
+    assert!(store.keyring().is_from_passphrase());
+    assert_eq!(store.users().unwrap()[0].name, "dora");
+    assert_fields(&store, 1, &[("access_token", "fixture-token-dora")]);
+    drop(store);
+    let err =
+        Store::open_with_passphrase(&db, &SecretString::from("not the passphrase")).unwrap_err();
+    assert!(
+        matches!(err, intake::store::StoreError::WrongPassphrase { .. }),
+        "{err}"
+    );
+    // A fixture path must be a file, not a directory (guards against a bad checkout).
+    assert!(Path::new(&fixtures().join(PASSPHRASE_DB)).is_file());
+}

@@ -1,0 +1,268 @@
+//! The scheduler for real: retry classes against the sample platform's
+//! 429/5xx/401, schedules and due-ness, exactly-once output under SIGKILL,
+//! graceful shutdown, hot reload of a good and a bad configuration, and the
+//! metrics endpoint.
+
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use intake_sample_platform::{Fixture, SamplePlatform};
+
+use crate::support::{Home, read_jsonl};
+
+fn home_with(platform: &SamplePlatform, scheduler: &str) -> Home {
+    let home = Home::new(&platform.base_url());
+    let mut config = std::fs::read_to_string(home.config_path()).unwrap();
+    config.push_str(&format!("\n[scheduler]\n{scheduler}\n"));
+    std::fs::write(home.config_path(), config).unwrap();
+    home.init().ok();
+    home.user_add("alice").ok();
+    home
+}
+
+fn connect(home: &Home, name: &str, account: &str, token: &str) {
+    home.connect(
+        "alice",
+        name,
+        account,
+        Some(&format!("access_token={token}\n")),
+        None,
+    )
+    .ok();
+}
+
+fn runs(home: &Home, source: &str) -> Vec<serde_json::Value> {
+    match home
+        .intake(&["runs", "--source", source, "--json"])
+        .ok()
+        .json()
+    {
+        serde_json::Value::Array(a) => a,
+        other => panic!("{other}"),
+    }
+}
+
+fn spawn(home: &Home, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_intake"))
+        .arg("--config")
+        .arg(home.config_path())
+        .args(args)
+        .current_dir(home.path())
+        .env_remove("INTAKE_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn retries_follow_the_error_class() {
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    let home = home_with(&platform, "retry_base = \"20ms\"\nmax_attempts = 3");
+    connect(&home, "acme-us", "acme-us", "adsample-token-acme");
+    connect(&home, "globex", "globex", "adsample-token-globex");
+
+    // Two 503s, then success: transient errors are retried with backoff.
+    platform.fail_next(2, 503);
+    home.run(&["acme-us"]).ok();
+    let history = runs(&home, "acme-us");
+    let last = history.last().unwrap();
+    assert_eq!(last["outcome"], "ok");
+    assert_eq!(last["attempts"].as_array().unwrap().len(), 3, "{last}");
+    assert!(
+        last["attempts"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("transient")
+    );
+
+    // Three 503s exhaust the attempts.
+    platform.fail_next(3, 503);
+    let out = home.run(&["acme-us"]).failed();
+    assert!(
+        out.summary_line("acme-us").contains("transient"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        runs(&home, "acme-us").last().unwrap()["outcome"],
+        "transient"
+    );
+
+    // A 429 waits for the platform's retry-after (1 s), then succeeds.
+    platform.fail_next(1, 429);
+    let started = Instant::now();
+    home.run(&["globex"]).ok();
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "retry-after was not honoured"
+    );
+    let last = runs(&home, "globex").pop().unwrap();
+    assert_eq!(last["attempts"].as_array().unwrap().len(), 2);
+    assert!(
+        last["attempts"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("rate limited")
+    );
+
+    // A 401 is not retried and marks the credential broken.
+    platform.revoke_token("adsample-token-globex");
+    let before = platform.requests().len();
+    home.run(&["globex"]).failed();
+    let last = runs(&home, "globex").pop().unwrap();
+    assert_eq!(last["outcome"], "auth-failed");
+    assert_eq!(last["attempts"].as_array().unwrap().len(), 1);
+    assert!(
+        platform.requests().len() - before <= 2,
+        "an auth failure was retried"
+    );
+
+    // `intake runs` shows the history for people too.
+    let table = home.intake(&["runs"]).ok();
+    assert!(table.stdout.contains("ATTEMPTS") && table.stdout.contains("auth-failed"));
+}
+
+#[test]
+fn schedules_decide_what_is_due() {
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    let home = home_with(&platform, "");
+    connect(&home, "hourly", "acme-us", "adsample-token-acme");
+    connect(&home, "manual", "globex", "adsample-token-globex");
+    home.intake(&["sources", "schedule", "hourly", "--every", "1h"])
+        .ok();
+    let bad = home
+        .intake(&["sources", "schedule", "hourly", "--cron", "99 * * * *"])
+        .failed();
+    assert!(bad.stderr.contains("cron"), "{}", bad.stderr);
+
+    // Never run: due. Unscheduled: always runs when asked.
+    let out = home.run(&[]).ok();
+    assert!(out.stdout.contains("hourly") && out.stdout.contains("manual"));
+    // Ran a moment ago: not due for an hour; `manual` still runs.
+    let out = home.run(&[]).ok();
+    assert!(!out.stdout.contains("hourly"), "{}", out.stdout);
+    assert!(out.stdout.contains("manual"));
+    // --all runs everything.
+    let out = home.intake(&["run", "--all"]).ok();
+    assert!(out.stdout.contains("hourly"));
+}
+
+#[test]
+fn killed_runs_never_skip_or_duplicate_records() {
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    platform.set_delay(Duration::from_millis(15));
+    let home = home_with(&platform, "");
+    home.connect(
+        "alice",
+        "acme-us",
+        "acme-us",
+        Some("access_token=adsample-token-acme\n"),
+        None,
+    )
+    .ok();
+    // Small pages: many chances to be killed between pages and commits.
+    let store = home.store();
+    let mut source = store.find_source("acme-us").unwrap();
+    source.config.push(("page_size".into(), "7".into()));
+    store.put_source_record_unchecked(&source).unwrap();
+    drop(store);
+
+    let mut seed = 0x9e37_79b9_u64;
+    for round in 0..12 {
+        platform.add_days(1);
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let mut child = spawn(&home, &["run", "acme-us"]);
+        std::thread::sleep(Duration::from_millis(seed % 400));
+        signal(&child, "KILL");
+        let _ = child.wait();
+        let _ = round;
+    }
+    // A run that completes recovers what the kills left behind.
+    platform.set_delay(Duration::ZERO);
+    home.run(&["acme-us"]).ok();
+    let mut rows = Vec::new();
+    for file in home.outputs("acme-us") {
+        rows.extend(read_jsonl(&file));
+    }
+    let expected = platform.expected_rows("acme-us", None);
+    assert_eq!(
+        rows.len(),
+        expected.len(),
+        "records were skipped or duplicated"
+    );
+    assert_eq!(rows, expected);
+    let leftovers: Vec<_> = home
+        .all_files()
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn serve_reloads_good_config_refuses_bad_and_shuts_down_gracefully() {
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let home = home_with(
+        &platform,
+        &format!("tick = \"100ms\"\nmetrics = \"127.0.0.1:{port}\""),
+    );
+    connect(&home, "acme-us", "acme-us", "adsample-token-acme");
+    home.intake(&["sources", "schedule", "acme-us", "--every", "1h"])
+        .ok();
+    let good = std::fs::read_to_string(home.config_path()).unwrap();
+
+    let serve = spawn(&home, &["-v", "serve"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while home.outputs("acme-us").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "serve did not run the due data source"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Metrics.
+    let mut metrics = String::new();
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    conn.read_to_string(&mut metrics).unwrap();
+    assert!(
+        metrics.contains("intake_runs_total{outcome=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("intake_secret_requests_total{decision=\"granted\"}"));
+
+    // A broken configuration is refused; the old one keeps serving.
+    std::fs::write(home.config_path(), "this is [not toml").unwrap();
+    signal(&serve, "HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(home.config_path(), &good).unwrap();
+    signal(&serve, "HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&serve, "TERM");
+    let out = serve.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("reload refused"), "{stderr}");
+    assert!(stderr.contains("reloaded the configuration"), "{stderr}");
+    assert!(stdout.contains("stopped"), "{stdout}");
+}
