@@ -13,8 +13,10 @@
 //!   reveal, the operator granted that field to the plugin.
 //!
 //! Every decision, granted or denied, is audited (never the value). Audit
-//! records and last-use times are buffered and written in one transaction by
-//! [`Broker::flush`], which the runtime calls when an invocation ends.
+//! records and last-use times are buffered and written by [`Broker::flush`],
+//! which the runtime calls when an invocation ends. Flushes are a group
+//! commit: one at a time, each writing everything buffered so far, so that
+//! invocations ending together share one durable write.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -93,6 +95,8 @@ pub struct Granted {
 pub struct Broker {
     store: Store,
     pending: Arc<Mutex<Pending>>,
+    /// Held while a flush writes; see [`Broker::flush`].
+    flushing: Arc<Mutex<()>>,
     granted: Arc<AtomicU64>,
     denied: Arc<AtomicU64>,
 }
@@ -109,6 +113,7 @@ impl Broker {
         Self {
             store,
             pending: Arc::default(),
+            flushing: Arc::default(),
             granted: Arc::default(),
             denied: Arc::default(),
         }
@@ -398,8 +403,17 @@ impl Broker {
         });
     }
 
-    /// Writes buffered audit records and last-use times to the store.
+    /// Writes buffered audit records and last-use times to the store; when it
+    /// returns, everything buffered before the call is written.
+    ///
+    /// One flush writes at a time. A caller that waits for another's write
+    /// finds its records written by it, or writes everything buffered
+    /// meanwhile, its own and other invocations', in one go: concurrent
+    /// flushes share durable commits instead of queueing one commit each.
+    /// Records a failed write could not store stay buffered for the next.
     pub fn flush(&self) -> Result<(), StoreError> {
+        // The same reasoning as `lock` for a poisoned lock.
+        let _flushing = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
         let (audit, used) = {
             let mut pending = self.lock();
             (
@@ -407,9 +421,54 @@ impl Broker {
                 std::mem::take(&mut pending.used),
             )
         };
-        self.store.append_audit(&audit)?;
+        if let Err(e) = self.store.append_audit(&audit) {
+            let mut pending = self.lock();
+            pending.audit.splice(0..0, audit);
+            for (id, at) in used {
+                let last = pending.used.entry(id).or_insert(at);
+                *last = (*last).max(at);
+            }
+            return Err(e);
+        }
         let used: Vec<_> = used.into_iter().collect();
-        self.store.touch_credentials(&used)
+        if let Err(e) = self.store.touch_credentials(&used) {
+            let mut pending = self.lock();
+            for (id, at) in used {
+                let last = pending.used.entry(id).or_insert(at);
+                *last = (*last).max(at);
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// [`Broker::flush`] for async code: the write runs on tokio's blocking
+    /// pool, so that no worker thread waits for a durable commit (other
+    /// invocations' I/O goes on meanwhile). Returns at once when nothing is
+    /// buffered and no flush is under way, as after a plugin that asked for
+    /// no secret.
+    pub async fn flush_async(&self) -> Result<(), StoreError> {
+        if self.idle() {
+            return Ok(());
+        }
+        let broker = self.clone();
+        match tokio::task::spawn_blocking(move || broker.flush()).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Cancelled: the runtime is shutting down; write here.
+            Err(_) => self.flush(),
+        }
+    }
+
+    /// Nothing buffered and no flush under way: everything buffered so far
+    /// is written (a flush in progress holds what it took until it is
+    /// written or put back).
+    fn idle(&self) -> bool {
+        let Ok(_flushing) = self.flushing.try_lock() else {
+            return false;
+        };
+        let pending = self.lock();
+        pending.audit.is_empty() && pending.used.is_empty()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {

@@ -4,7 +4,9 @@
 //! fails to load is recorded with its error and fails only its own data
 //! sources. [`Runtime::fetch`] runs one data source: a fresh store with its
 //! limits, a binding to that data source, `fetch` called page by page until
-//! the plugin says there is no more.
+//! the plugin says there is no more. The broker's audit records are written
+//! when the invocation ends, on tokio's blocking pool (see
+//! [`Broker::flush_async`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -499,7 +501,10 @@ impl Runtime {
         let guest = &store.data().guest;
         report_dropped_logs(guest);
         let result = result.map_err(|e| finish_error(e, &guest.revealed, &guest.notes));
-        if let Err(e) = self.broker.flush() {
+        // The instance's pool slot is free for the next invocation while the
+        // audit records are written.
+        drop(store);
+        if let Err(e) = self.broker.flush_async().await {
             tracing::error!("cannot write the audit log: {e}");
         }
         result
@@ -545,7 +550,10 @@ impl Runtime {
         let guest = &store.data().guest;
         report_dropped_logs(guest);
         let result = result.map_err(|e| finish_error(e, &guest.revealed, &guest.notes));
-        if let Err(e) = self.broker.flush() {
+        // The instance's pool slot is free for the next invocation while the
+        // audit records are written.
+        drop(store);
+        if let Err(e) = self.broker.flush_async().await {
             tracing::error!("cannot write the audit log: {e}");
         }
         result?;

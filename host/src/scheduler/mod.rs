@@ -6,12 +6,14 @@
 //! account), started in an order that interleaves users so that one user's
 //! many data sources do not starve another's. A run is one or more attempts
 //! (see [`retry`]); a successful one commits its output file and cursor
-//! together (see [`output`]); every run is kept in the run history. An
-//! authentication failure marks the credential broken.
+//! together (see [`output`]), in a group commit with the other runs that
+//! finish meanwhile (see [`commit`]); every run is kept in the run history.
+//! An authentication failure marks the credential broken.
 //!
 //! [`Scheduler::run_one`] is the entry point for an outside scheduler: it
 //! runs one data source's fetch, with cancellation.
 
+mod commit;
 mod metrics;
 mod output;
 pub mod retry;
@@ -30,6 +32,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::plugin::{FetchOutcome, RunError, Runtime};
 use crate::store::{Attempt, RunRecord, SourceRecord, Store, now_ms};
+
+use commit::{Committer, Finished};
 
 pub use metrics::Metrics;
 pub use output::{OutputFile, recover};
@@ -81,6 +85,15 @@ pub struct Scheduler {
     platforms: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
     policy: RetryPolicy,
     metrics: Arc<Metrics>,
+    committer: Committer,
+}
+
+/// The attempts of one run, before the run is committed.
+struct Attempted {
+    started: Instant,
+    started_ms: u64,
+    attempts: Vec<Attempt>,
+    outcome: Result<(FetchOutcome, OutputFile), RunError>,
 }
 
 impl Scheduler {
@@ -88,12 +101,13 @@ impl Scheduler {
     pub fn new(runtime: Arc<Runtime>, store: Store, config: &Config) -> Self {
         let this = Self {
             runtime: Arc::new(RwLock::new(runtime)),
-            store,
+            store: store.clone(),
             output_dir: config.resolve(&config.output.dir),
             global: Arc::new(Semaphore::new(config.scheduler.concurrency.max(1))),
             platforms: Arc::default(),
             policy: RetryPolicy::from(&config.scheduler),
             metrics: Arc::default(),
+            committer: Committer::start(store.clone()),
         };
         this.set_platform_limits(config);
         this
@@ -201,11 +215,11 @@ impl Scheduler {
             .unwrap_or_else(|p| p.into_inner())
             .get(&source.platform)
             .cloned();
-        let _platform_permit = match platform {
+        let platform_permit = match platform {
             Some(s) => s.acquire_owned().await.ok(),
             None => None,
         };
-        let _permit = self.global.clone().acquire_owned().await;
+        let permit = self.global.clone().acquire_owned().await;
         if stop.drain.is_cancelled() {
             return RunSummary {
                 source,
@@ -215,7 +229,11 @@ impl Scheduler {
                 output: None,
             };
         }
-        self.run_one(source, batch, &stop.abort).await
+        let attempted = self.attempt_all(&source, batch, &stop.abort).await;
+        // The limits are on fetching; committing the run does not touch the
+        // platform, and waits for the next group commit without a slot.
+        drop((permit, platform_permit));
+        self.finish(source, attempted).await
     }
 
     /// Runs one data source now: attempts with retries, output committed
@@ -227,6 +245,18 @@ impl Scheduler {
         batch: &str,
         cancel: &CancellationToken,
     ) -> RunSummary {
+        let attempted = self.attempt_all(&source, batch, cancel).await;
+        self.finish(source, attempted).await
+    }
+
+    /// Attempts a run, with retries, until it succeeds, fails for good or
+    /// is cancelled.
+    async fn attempt_all(
+        &self,
+        source: &SourceRecord,
+        batch: &str,
+        cancel: &CancellationToken,
+    ) -> Attempted {
         let started = Instant::now();
         let started_ms = now_ms();
         let mut attempts = Vec::new();
@@ -238,7 +268,7 @@ impl Scheduler {
             let t0 = Instant::now();
             self.metrics.started();
             let result = tokio::select! {
-                r = self.attempt(&source, batch) => r,
+                r = self.attempt(source, batch) => r,
                 () = cancel.cancelled() => Err(RunError::Cancelled),
             };
             self.metrics.ended();
@@ -263,6 +293,23 @@ impl Scheduler {
                 None => break Err(err),
             }
         };
+        Attempted {
+            started,
+            started_ms,
+            attempts,
+            outcome,
+        }
+    }
+
+    /// Commits a run (its file, cursor and record, see [`commit`]) and
+    /// reports it.
+    async fn finish(&self, source: SourceRecord, attempted: Attempted) -> RunSummary {
+        let Attempted {
+            started,
+            started_ms,
+            attempts,
+            outcome,
+        } = attempted;
         let duration = started.elapsed();
         let mut record = RunRecord {
             id: 0,
@@ -284,35 +331,28 @@ impl Scheduler {
                 record.bytes = fetched.bytes;
                 record.outcome = "ok".into();
                 record.output = Some(file.final_path().display().to_string());
+                let cursor = fetched.cursor.clone();
                 match self
-                    .store
-                    .commit_run(record.clone(), fetched.cursor.as_deref())
+                    .committer
+                    .commit(Finished::Ok {
+                        record,
+                        cursor,
+                        file,
+                    })
+                    .await
                 {
-                    Ok(_) => match file.publish() {
-                        Ok(path) => (Ok(fetched), Some(path)),
-                        Err(e) => (
-                            Err(RunError::Host(format!(
-                                "the run was committed but its file could not be renamed (it is recovered at the next start): {e}"
-                            ))),
-                            None,
-                        ),
-                    },
-                    Err(e) => (
-                        Err(RunError::Host(format!(
-                            "cannot save the run and cursor: {e}"
-                        ))),
-                        None,
-                    ),
+                    Ok(path) => (Ok(fetched), path),
+                    Err(e) => (Err(RunError::Host(e.to_string())), None),
                 }
             }
             Err(e) => {
                 record.outcome = retry::kind(&e).into();
                 record.error = Some(e.to_string());
-                if let Err(err) = self.store.record_run(record.clone()) {
+                let attempt_ms = record.attempts.last().map_or(started_ms, |a| a.started_ms);
+                if let Err(err) = self.committer.commit(Finished::Failed { record }).await {
                     tracing::error!("cannot record the run of {}: {err}", source.name);
                 }
                 if let RunError::AuthFailed(message) = &e {
-                    let attempt_ms = record.attempts.last().map_or(started_ms, |a| a.started_ms);
                     self.mark_broken(&source, message, attempt_ms);
                 }
                 (Err(e), None)
@@ -360,7 +400,8 @@ impl Scheduler {
         }
     }
 
-    /// One attempt: fetch into a synced partial file (not yet committed).
+    /// One attempt: fetch into a partial file, written and closed (synced
+    /// and committed by [`commit`]).
     async fn attempt(
         &self,
         source: &SourceRecord,
@@ -390,7 +431,7 @@ impl Scheduler {
             .map_err(|e| host("cannot create the output file", &e))?;
         let runtime = self.runtime();
         let fetched = runtime.fetch(source, cursor, &mut file).await?;
-        file.sync()
+        file.close()
             .map_err(|e| host("cannot write the output file", &e))?;
         Ok((fetched, file))
     }
@@ -399,16 +440,20 @@ impl Scheduler {
 /// Interleaves data sources by owner (round robin, keeping each owner's
 /// order), so that work is fair across users. Returns original indices.
 pub fn fair_order(sources: &[SourceRecord]) -> Vec<(usize, SourceRecord)> {
-    let mut by_owner: Vec<(String, std::collections::VecDeque<usize>)> = Vec::new();
+    let mut by_owner: Vec<std::collections::VecDeque<usize>> = Vec::new();
+    let mut owners: HashMap<&str, usize> = HashMap::new();
     for (i, s) in sources.iter().enumerate() {
-        match by_owner.iter_mut().find(|(o, _)| *o == s.owner) {
-            Some((_, q)) => q.push_back(i),
-            None => by_owner.push((s.owner.clone(), [i].into())),
+        match owners.get(s.owner.as_str()) {
+            Some(&q) => by_owner[q].push_back(i),
+            None => {
+                owners.insert(&s.owner, by_owner.len());
+                by_owner.push([i].into());
+            }
         }
     }
     let mut out = Vec::with_capacity(sources.len());
     while out.len() < sources.len() {
-        for (_, q) in &mut by_owner {
+        for q in &mut by_owner {
             if let Some(i) = q.pop_front() {
                 out.push((i, sources[i].clone()));
             }

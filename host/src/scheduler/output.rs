@@ -2,11 +2,12 @@
 //!
 //! Records go to `DIR/SOURCE/RUN.jsonl.partial` while a run is in flight.
 //! When it succeeds the file is synced, the run and its cursor are committed
-//! to the database in one transaction, and only then is the file renamed to
-//! `RUN.jsonl`. At start, [`recover`] finishes the rename of a partial file
-//! whose run was committed and removes any other partial file. So the records
-//! of a run appear if and only if its cursor was saved: a crash never skips
-//! or duplicates data.
+//! to the database, and only then is the file renamed to `RUN.jsonl` (the
+//! scheduler does the syncing, committing and renaming for many runs at once,
+//! see [`super::commit`]). At start, [`recover`] finishes the rename of a
+//! partial file whose run was committed and removes any other partial file.
+//! So the records of a run appear if and only if its cursor was saved: a
+//! crash never skips or duplicates data.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
@@ -15,12 +16,20 @@ use std::path::{Path, PathBuf};
 use crate::plugin::PageSink;
 use crate::store::Store;
 
-/// A run's output file being written. Dropped unfinished, it is removed.
+/// Bytes buffered before a write; pages this large or larger go straight to
+/// the file.
+const BUFFER: usize = 64 * 1024;
+
+/// A run's output file being written. Dropped before its run is committed,
+/// it is removed.
 #[derive(Debug)]
 pub struct OutputFile {
     partial: PathBuf,
     done: PathBuf,
     writer: Option<BufWriter<File>>,
+    /// The run is committed: the partial file must stay (to be renamed, or
+    /// recovered at the next start).
+    keep: bool,
 }
 
 impl OutputFile {
@@ -30,17 +39,23 @@ impl OutputFile {
         fs::create_dir_all(&dir)?;
         let done = dir.join(format!("{run}.jsonl"));
         let partial = dir.join(format!("{run}.jsonl.partial"));
-        let writer = BufWriter::with_capacity(256 * 1024, File::create(&partial)?);
+        let writer = BufWriter::with_capacity(BUFFER, File::create(&partial)?);
         Ok(Self {
             partial,
             done,
             writer: Some(writer),
+            keep: false,
         })
     }
 
     /// The final name the file gets once its run is committed.
     pub fn final_path(&self) -> &Path {
         &self.done
+    }
+
+    /// The name it has until then.
+    pub fn partial_path(&self) -> &Path {
+        &self.partial
     }
 
     /// Flushes and syncs the records to disk (before the run is committed).
@@ -52,13 +67,33 @@ impl OutputFile {
         Ok(())
     }
 
-    /// Renames the synced file to its final name (after the run is committed).
+    /// Flushes the records and closes the file, which keeps its partial name
+    /// until [`OutputFile::publish`] (the caller syncs it before the run is
+    /// committed). Further pages are refused.
+    pub fn close(&mut self) -> std::io::Result<()> {
+        if let Some(mut w) = self.writer.take() {
+            w.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Renames the synced file to its final name and syncs its directory
+    /// (after the run is committed).
     pub fn publish(mut self) -> std::io::Result<PathBuf> {
-        self.writer = None;
-        fs::rename(&self.partial, &self.done)?;
-        if let Some(dir) = self.done.parent() {
+        let path = self.rename_into_place()?;
+        if let Some(dir) = path.parent() {
             File::open(dir)?.sync_all()?;
         }
+        Ok(path)
+    }
+
+    /// Renames the synced file to its final name (after the run is
+    /// committed), without syncing the directory; the caller does. Should the
+    /// rename fail, the partial file stays for [`recover`].
+    pub(super) fn rename_into_place(&mut self) -> std::io::Result<PathBuf> {
+        self.keep = true;
+        self.writer = None;
+        fs::rename(&self.partial, &self.done)?;
         Ok(self.done.clone())
     }
 }
@@ -74,7 +109,8 @@ impl PageSink for OutputFile {
 
 impl Drop for OutputFile {
     fn drop(&mut self) {
-        if self.writer.is_some() {
+        if !self.keep {
+            self.writer = None;
             let _ = fs::remove_file(&self.partial);
         }
     }

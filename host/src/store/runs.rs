@@ -82,6 +82,39 @@ impl Store {
         Ok(run)
     }
 
+    /// Records many finished runs in one transaction (one durable commit),
+    /// in order: each with its data source's new cursor if it succeeded
+    /// (`Some(cursor)`, `Some(None)` clearing it), or leaving the cursor as
+    /// it is (`None`, a failed run). Returns the runs with their ids. The
+    /// scheduler's group commit; all or nothing.
+    pub fn commit_runs(
+        &self,
+        runs: Vec<(RunRecord, Option<Option<String>>)>,
+    ) -> Result<Vec<RunRecord>> {
+        let txn = self.db().begin_write()?;
+        let mut out = Vec::with_capacity(runs.len());
+        {
+            let mut cursors = txn.open_table(CURSORS)?;
+            let mut table = txn.open_table(RUNS)?;
+            for (mut run, cursor) in runs {
+                run.id = next_id(&txn, "run")?;
+                match cursor {
+                    Some(Some(c)) => {
+                        cursors.insert(run.source, c.as_str())?;
+                    }
+                    Some(None) => {
+                        cursors.remove(run.source)?;
+                    }
+                    None => {}
+                }
+                table.insert(run.id, encode(&run)?.as_slice())?;
+                out.push(run);
+            }
+        }
+        txn.commit()?;
+        Ok(out)
+    }
+
     /// Records a failed run (no cursor change).
     pub fn record_run(&self, mut run: RunRecord) -> Result<RunRecord> {
         let txn = self.db().begin_write()?;
