@@ -266,3 +266,34 @@ fn serve_reloads_good_config_refuses_bad_and_shuts_down_gracefully() {
     assert!(stderr.contains("reloaded the configuration"), "{stderr}");
     assert!(stdout.contains("stopped"), "{stdout}");
 }
+
+#[test]
+fn recovery_leaves_a_live_writers_partial_files_alone() {
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    let home = home_with(&platform, "");
+    connect(&home, "acme-us", "acme-us", "adsample-token-acme");
+    let out = home.path().join("output");
+    std::fs::create_dir_all(out.join("other")).unwrap();
+    let partial = out.join("other").join("20261203T000000Z-000.jsonl.partial");
+    std::fs::write(&partial, b"{\"in\":\"flight\"}\n").unwrap();
+
+    // Another intake process writing there holds a shared lock.
+    let writer = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(out.join(".intake.lock"))
+        .unwrap();
+    writer.lock_shared().unwrap();
+    home.run(&["acme-us"]).ok();
+    assert!(
+        partial.exists(),
+        "an in-flight partial file of another process was removed"
+    );
+
+    // Once no other writer is left, a crash's leftover is cleaned up.
+    drop(writer);
+    home.run(&["acme-us"]).ok();
+    assert!(!partial.exists(), "a crash's partial file was left behind");
+    assert_eq!(home.outputs("acme-us").len(), 2);
+}

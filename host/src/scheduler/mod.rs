@@ -86,6 +86,9 @@ pub struct Scheduler {
     policy: RetryPolicy,
     metrics: Arc<Metrics>,
     committer: Committer,
+    /// A shared lock on `OUTPUT/.intake.lock`, held while this process may
+    /// write partial files there (see [`Scheduler::recover_outputs`]).
+    output_lock: Arc<Mutex<Option<std::fs::File>>>,
 }
 
 /// The attempts of one run, before the run is committed.
@@ -108,6 +111,7 @@ impl Scheduler {
             policy: RetryPolicy::from(&config.scheduler),
             metrics: Arc::default(),
             committer: Committer::start(store.clone()),
+            output_lock: Arc::default(),
         };
         this.set_platform_limits(config);
         this
@@ -147,9 +151,43 @@ impl Scheduler {
         &self.store
     }
 
-    /// Finishes or removes output files a crash left behind; call at start.
+    /// Finishes or removes output files a crash left behind; call before
+    /// the first run.
+    ///
+    /// Every process that writes under the output directory holds a shared
+    /// lock on `OUTPUT/.intake.lock` from then on. Recovery needs that lock
+    /// exclusively, so it runs only when no other `intake run` or `intake
+    /// serve` is writing there: their in-flight partial files are never
+    /// mistaken for a crash's leftovers.
     pub fn recover_outputs(&self) -> std::io::Result<(usize, usize)> {
-        recover(&self.output_dir, &self.store)
+        std::fs::create_dir_all(&self.output_dir)?;
+        let mut held = self.output_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if held.is_some() {
+            return Ok((0, 0));
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.output_dir.join(".intake.lock"))?;
+        let counts = match file.try_lock() {
+            Ok(()) => {
+                let counts = recover(&self.output_dir, &self.store);
+                file.unlock()?;
+                counts?
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                tracing::info!(
+                    "another intake process is writing to {}; leaving partial files to it",
+                    self.output_dir.display()
+                );
+                (0, 0)
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        };
+        file.lock_shared()?;
+        *held = Some(file);
+        Ok(counts)
     }
 
     /// The data sources whose schedule says they are due now.
