@@ -8,6 +8,25 @@ use intake::cli::{Cli, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    // A panic is a bug in intake or a library (a damaged database can make
+    // redb panic): say so plainly, without a backtrace full of internals.
+    std::panic::set_hook(Box::new(|info| {
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        eprintln!(
+            "error: intake hit an internal error{place}: {what}\n\
+             If the database file was damaged, restore it from a backup (`intake backup`) \
+             and check it with `intake keys verify`; otherwise please report this."
+        );
+    }));
     let cli = Cli::parse();
     let default = match cli.verbose {
         0 => "warn",

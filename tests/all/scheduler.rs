@@ -297,3 +297,28 @@ fn recovery_leaves_a_live_writers_partial_files_alone() {
     assert!(!partial.exists(), "a crash's partial file was left behind");
     assert_eq!(home.outputs("acme-us").len(), 2);
 }
+
+#[test]
+fn two_runs_at_once_never_write_a_data_source_twice() {
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    platform.set_delay(Duration::from_millis(20));
+    let home = home_with(&platform, "");
+    connect(&home, "acme-us", "acme-us", "adsample-token-acme");
+    let a = spawn(&home, &["run", "acme-us"]);
+    let b = spawn(&home, &["run", "acme-us"]);
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&a.stdout),
+        String::from_utf8_lossy(&b.stdout)
+    );
+    assert!(
+        said.contains("another run of this data source is in progress"),
+        "{said}"
+    );
+    let mut rows = Vec::new();
+    for file in home.outputs("acme-us") {
+        rows.extend(read_jsonl(&file));
+    }
+    assert_eq!(rows, platform.expected_rows("acme-us", None), "{said}");
+}

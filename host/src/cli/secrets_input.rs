@@ -15,21 +15,36 @@ use crate::plugin::PluginSpec;
 use crate::secret::{SecretFields, SecretString};
 use crate::store::Store;
 
+/// The most secret input read, in bytes: far above any real credential.
+const MAX_INPUT: u64 = 1 << 20;
+
+fn check_size(text: &str) -> Result<()> {
+    if text.len() as u64 > MAX_INPUT {
+        bail!(
+            "the secrets input is larger than 1 MiB; a credential's fields are at most 16 KiB each"
+        );
+    }
+    Ok(())
+}
+
 /// Reads secrets from `source` (`-` for stdin), or prompts for them.
 pub fn read(source: Option<&Path>, spec: &PluginSpec) -> Result<SecretFields> {
     match source {
         Some(p) if p == Path::new("-") => {
             let mut text = Zeroizing::new(String::new());
             std::io::stdin()
+                .take(MAX_INPUT + 1)
                 .read_to_string(&mut text)
                 .context("cannot read secrets from standard input")?;
+            check_size(&text)?;
             parse(&text)
         }
         Some(p) => {
-            let text = Zeroizing::new(
-                std::fs::read_to_string(p)
-                    .with_context(|| format!("cannot read secrets from {}", p.display()))?,
-            );
+            let mut text = Zeroizing::new(String::new());
+            std::fs::File::open(p)
+                .and_then(|f| f.take(MAX_INPUT + 1).read_to_string(&mut text))
+                .with_context(|| format!("cannot read secrets from {}", p.display()))?;
+            check_size(&text)?;
             parse(&text)
         }
         None if std::io::stdin().is_terminal() => prompt(spec),

@@ -89,6 +89,10 @@ pub enum RunError {
     /// owner reconnects it.
     #[error("needs reconnecting: {0}")]
     NeedsReconnect(String),
+    /// Another run of the same data source is in progress (in this or
+    /// another intake process); this one was skipped.
+    #[error("skipped: {0}")]
+    Busy(String),
     /// The run was cancelled (shutdown).
     #[error("cancelled: intake was shutting down")]
     Cancelled,

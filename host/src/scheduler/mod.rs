@@ -267,11 +267,56 @@ impl Scheduler {
                 output: None,
             };
         }
+        let _running = match self.lock_source(&source) {
+            Ok(lock) => lock,
+            Err(summary) => return *summary,
+        };
         let attempted = self.attempt_all(&source, batch, &stop.abort).await;
         // The limits are on fetching; committing the run does not touch the
         // platform, and waits for the next group commit without a slot.
         drop((permit, platform_permit));
         self.finish(source, attempted).await
+    }
+
+    /// Takes the data source's run lock (`OUTPUT/SOURCE/.lock`, exclusive),
+    /// held until its run is committed, so that two runs of one data source
+    /// (in this or another intake process) never fetch from the same cursor
+    /// and write its records twice.
+    fn lock_source(&self, source: &SourceRecord) -> Result<std::fs::File, Box<RunSummary>> {
+        let skipped = |e: RunError| {
+            Box::new(RunSummary {
+                source: source.clone(),
+                outcome: Err(e),
+                duration: Duration::ZERO,
+                attempts: 0,
+                output: None,
+            })
+        };
+        let dir = self.output_dir.join(&source.name);
+        let file = std::fs::create_dir_all(&dir)
+            .and_then(|()| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(dir.join(".lock"))
+            })
+            .map_err(|e| {
+                skipped(RunError::Host(format!(
+                    "cannot lock {}: {e}",
+                    dir.display()
+                )))
+            })?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => Err(skipped(RunError::Busy(
+                "another run of this data source is in progress".into(),
+            ))),
+            Err(std::fs::TryLockError::Error(e)) => Err(skipped(RunError::Host(format!(
+                "cannot lock {}: {e}",
+                dir.display()
+            )))),
+        }
     }
 
     /// Runs one data source now: attempts with retries, output committed
@@ -283,6 +328,10 @@ impl Scheduler {
         batch: &str,
         cancel: &CancellationToken,
     ) -> RunSummary {
+        let _running = match self.lock_source(&source) {
+            Ok(lock) => lock,
+            Err(summary) => return *summary,
+        };
         let attempted = self.attempt_all(&source, batch, cancel).await;
         self.finish(source, attempted).await
     }

@@ -44,6 +44,7 @@ pub fn kind(err: &RunError) -> &'static str {
         RunError::NeedsReconnect(_) => "needs-reconnect",
         RunError::NoPlugin(_) => "no-plugin",
         RunError::Cancelled => "cancelled",
+        RunError::Busy(_) => "busy",
         _ => "host-error",
     }
 }
