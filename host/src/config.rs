@@ -21,12 +21,12 @@ pub const DEFAULT_CONFIG: &str = "intake.toml";
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file cannot be read.
-    #[error("cannot read the configuration {path}: {source}; create one with `intake init`")]
+    #[error("cannot read the configuration {path}: {error}; create one with `intake init`")]
     Read {
         /// The file.
         path: String,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not valid.
     #[error("the configuration {path} is invalid: {message}")]
@@ -277,9 +277,9 @@ mod humantime_serde_compat {
 impl Config {
     /// Reads and checks the configuration at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         let base = path.parent().unwrap_or(Path::new(".")).to_owned();
         Self::parse(&text, &path.display().to_string(), base)

@@ -96,12 +96,12 @@ pub enum KeyError {
         reason: String,
     },
     /// Reading or writing the file failed.
-    #[error("cannot access {path}: {source}")]
+    #[error("cannot access {path}: {error}")]
     Io {
         /// The file.
         path: String,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// No passphrase was given.
     #[error(
@@ -256,7 +256,7 @@ impl Keyring {
     fn load_file(path: &Path) -> Result<Self, KeyError> {
         let io = |source| KeyError::Io {
             path: path.display().to_string(),
-            source,
+            error: source,
         };
         let meta = match fs::metadata(path) {
             Ok(meta) => meta,
@@ -351,7 +351,7 @@ impl Keyring {
                 } else {
                     KeyError::Io {
                         path: path.display().to_string(),
-                        source: e,
+                        error: e,
                     }
                 }
             })?;
@@ -359,7 +359,7 @@ impl Keyring {
             .and_then(|()| file.sync_all())
             .map_err(|source| KeyError::Io {
                 path: path.display().to_string(),
-                source,
+                error: source,
             })
     }
 
@@ -383,7 +383,7 @@ impl Keyring {
     pub fn replace_file(&self, path: &Path) -> Result<(), KeyError> {
         let io = |source| KeyError::Io {
             path: path.display().to_string(),
-            source,
+            error: source,
         };
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         let _ = fs::remove_file(&tmp);

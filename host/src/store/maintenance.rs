@@ -143,11 +143,18 @@ impl Store {
             .create_new(true)
             .mode(0o600)
             .open(path)
-            .map_err(|e| super::StoreError::Open {
+            .map_err(|e| super::StoreError::Backup {
                 path: shown.clone(),
-                reason: e.to_string(),
+                reason: if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    "it exists already; intake never overwrites a file with a backup".into()
+                } else {
+                    format!("{e}; give a new file in an existing directory")
+                },
             })?;
-        let target = Database::create(path)?;
+        let target = Database::create(path).map_err(|e| super::StoreError::Backup {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
         let read = self.db().begin_read()?;
         let write = target.begin_write()?;
         copy(&read, &write, META)?;

@@ -136,6 +136,14 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// The backup file cannot be written.
+    #[error("cannot write the backup {path}: {reason}")]
+    Backup {
+        /// The backup file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
     /// A record cannot be decoded.
     #[error("the database holds a damaged record ({0}); restore it from a backup")]
     Corrupt(String),
