@@ -1956,6 +1956,27 @@ fn rule_6_delete_detaches_and_removes_the_ciphertext() {
         "{}",
         out.stdout
     );
+    // A reconnect with secrets gives the disconnected data source a new
+    // credential of its owner; the old one stays deleted.
+    let out = home
+        .intake_with_stdin(
+            &[
+                "reconnect",
+                "acme-us",
+                "--user",
+                "alice",
+                "--secrets",
+                "-",
+                "--check",
+            ],
+            Some("access_token=adsample-token-acme\n"),
+        )
+        .ok();
+    assert!(out.stdout.contains("created credential"), "{}", out.stdout);
+    let fresh = home.credential_of("acme-us");
+    assert_ne!(fresh, cred);
+    assert_eq!(home.credentials_json("alice").len(), 1);
+    home.run(&["acme-us"]).ok();
     // Removing a user with data needs --purge, and leaves nothing behind.
     home.intake(&["user", "remove", "alice"]).failed();
     home.intake(&["user", "remove", "alice", "--purge"]).ok();

@@ -223,11 +223,37 @@ pub async fn reconnect(app: &App, args: ReconnectArgs, out: &mut dyn Write) -> R
         bail!("no secrets given; nothing to change");
     }
     let Some(credential) = source.credential else {
-        bail!(
-            "data source `{}` has no credential (it was detached); connect a new data source, or \
-             delete and reconnect this one",
+        // Its credential was deleted: these secrets become a new one.
+        plugin
+            .spec
+            .validate_secrets(&changes)
+            .map_err(|e| anyhow::anyhow!("invalid secrets: {e}"))?;
+        let fields = if args.check {
+            let checked = runtime
+                .check(&source, Some(changes.clone()))
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("the check against the platform failed, nothing was saved: {e}")
+                })?;
+            writeln!(out, "check passed")?;
+            checked.unwrap_or(changes)
+        } else {
+            changes
+        };
+        let id = store.relink_new(
+            source.id,
+            &args.user,
+            &NewSecrets {
+                title: format!("{} credential", plugin.spec.display_name),
+                fields,
+            },
+        )?;
+        writeln!(
+            out,
+            "data source `{}` had no credential; created credential {id} for it",
             source.name
-        );
+        )?;
+        return Ok(());
     };
     let record = store
         .credential(credential)?

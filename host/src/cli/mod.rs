@@ -100,7 +100,8 @@ pub enum Command {
     #[command(after_help = connect::EXAMPLES)]
     Connect(connect::ConnectArgs),
     /// Give a data source new secrets: updates its credential in place, for
-    /// every data source sharing it.
+    /// every data source sharing it (or gives a disconnected data source a
+    /// new credential).
     #[command(after_help = connect::RECONNECT_EXAMPLES)]
     Reconnect(connect::ReconnectArgs),
     /// List and manage a user's credentials ("my credentials"); never their values.

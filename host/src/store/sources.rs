@@ -61,29 +61,7 @@ impl Store {
             .unwrap_or_else(|| format!("{}-{id}", new.platform));
         let credential = match &new.credential {
             CredentialChoice::New(secrets) => {
-                super::check_title(&secrets.title)?;
-                let cred_id = next_id(&txn, "credential")?;
-                let mut record = CredentialRecord {
-                    id: cred_id,
-                    owner: new.owner.clone(),
-                    platform: new.platform.clone(),
-                    title: secrets.title.clone(),
-                    version: 1,
-                    created_ms: now,
-                    updated_ms: now,
-                    wrapped_key: WrappedKey {
-                        kek_version: 0,
-                        sealed: crate::crypto::Sealed {
-                            nonce: [0; 12],
-                            ciphertext: Vec::new(),
-                        },
-                    },
-                    fields: Vec::new(),
-                };
-                seal_into(self.keyring(), &mut record, &secrets.fields)?;
-                txn.open_table(CREDENTIALS)?
-                    .insert(cred_id, encode(&record)?.as_slice())?;
-                cred_id
+                self.create_credential_in(&txn, &new.owner, &new.platform, secrets, now)?
             }
             CredentialChoice::Existing(cred_id) => {
                 let cred_id = *cred_id;
@@ -161,6 +139,79 @@ impl Store {
         }
         txn.commit()?;
         Ok(source)
+    }
+
+    /// Seals `secrets` into a new credential of `owner` for `platform`.
+    fn create_credential_in(
+        &self,
+        txn: &redb::WriteTransaction,
+        owner: &str,
+        platform: &str,
+        secrets: &NewSecrets,
+        now: u64,
+    ) -> Result<CredentialId> {
+        super::check_title(&secrets.title)?;
+        let cred_id = next_id(txn, "credential")?;
+        let mut record = CredentialRecord {
+            id: cred_id,
+            owner: owner.to_owned(),
+            platform: platform.to_owned(),
+            title: secrets.title.clone(),
+            version: 1,
+            created_ms: now,
+            updated_ms: now,
+            wrapped_key: WrappedKey {
+                kek_version: 0,
+                sealed: crate::crypto::Sealed {
+                    nonce: [0; 12],
+                    ciphertext: Vec::new(),
+                },
+            },
+            fields: Vec::new(),
+        };
+        seal_into(self.keyring(), &mut record, &secrets.fields)?;
+        txn.open_table(CREDENTIALS)?
+            .insert(cred_id, encode(&record)?.as_slice())?;
+        Ok(cred_id)
+    }
+
+    /// Gives a data source that has no credential (it was deleted with
+    /// `--detach`) a new credential of its owner, in one transaction.
+    pub fn relink_new(
+        &self,
+        source: SourceId,
+        owner: &str,
+        secrets: &NewSecrets,
+    ) -> Result<CredentialId> {
+        let now = now_ms();
+        let txn = self.db().begin_write()?;
+        let mut record: SourceRecord = match txn.open_table(SOURCES)?.get(source)? {
+            Some(v) => decode(v.value(), "data source")?,
+            None => return Err(StoreError::UnknownSource(source.to_string())),
+        };
+        if record.owner != owner {
+            return Err(StoreError::UnknownSource(source.to_string()));
+        }
+        let cred_id = self.create_credential_in(&txn, owner, &record.platform, secrets, now)?;
+        record.credential = Some(cred_id);
+        txn.open_table(SOURCES)?
+            .insert(source, encode(&record)?.as_slice())?;
+        append_in(
+            &txn,
+            &[AuditRecord {
+                at_ms: now,
+                user: owner.to_owned(),
+                source: Some(source),
+                plugin: Some(record.platform.clone()),
+                credential: Some(cred_id),
+                field: None,
+                action: AuditAction::Link,
+                granted: true,
+                detail: "new credential for a disconnected data source".into(),
+            }],
+        )?;
+        txn.commit()?;
+        Ok(cred_id)
     }
 
     /// The data source `id`.
