@@ -100,6 +100,9 @@ pub async fn connect(app: &App, args: ConnectArgs, out: &mut dyn Write) -> Resul
         let Some((k, v)) = setting.split_once('=') else {
             bail!("--set `{setting}` is not NAME=VALUE");
         };
+        if config.iter().any(|(name, _)| name == k.trim()) {
+            bail!("--set `{}` is given twice", k.trim());
+        }
         config.push((k.trim().to_owned(), v.to_owned()));
     }
     plugin

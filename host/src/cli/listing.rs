@@ -128,6 +128,7 @@ pub fn sources(app: &App, user: Option<&str>, as_json: bool, out: &mut dyn Write
     let mut rows = Vec::new();
     let mut items = Vec::new();
     for s in &list {
+        let schedule = store.schedule(s.id)?;
         let cursor = store.cursor(s.id)?;
         let config = s
             .config
@@ -140,6 +141,7 @@ pub fn sources(app: &App, user: Option<&str>, as_json: bool, out: &mut dyn Write
                 "id": s.id, "name": s.name, "owner": s.owner, "platform": s.platform,
                 "credential": s.credential, "config": s.config.iter().cloned().collect::<std::collections::BTreeMap<_,_>>(),
                 "cursor": cursor, "created_ms": s.created_ms,
+                "schedule": schedule.as_ref().map(crate::scheduler::schedule::describe),
             }));
         } else {
             rows.push(vec![
@@ -147,8 +149,16 @@ pub fn sources(app: &App, user: Option<&str>, as_json: bool, out: &mut dyn Write
                 s.name.clone(),
                 s.owner.clone(),
                 s.platform.clone(),
-                s.credential
-                    .map_or("none (reconnect)".to_owned(), |c| c.to_string()),
+                match s.credential {
+                    None => "none (needs reconnect)".to_owned(),
+                    Some(c) if store.credential_state(c)?.broken.is_some() => {
+                        format!("{c} (broken: needs reconnect)")
+                    }
+                    Some(c) => c.to_string(),
+                },
+                schedule
+                    .as_ref()
+                    .map_or("-".to_owned(), crate::scheduler::schedule::describe),
                 cursor.unwrap_or_else(|| "-".into()),
                 config,
             ]);
@@ -169,6 +179,7 @@ pub fn sources(app: &App, user: Option<&str>, as_json: bool, out: &mut dyn Write
                     "OWNER",
                     "PLATFORM",
                     "CREDENTIAL",
+                    "SCHEDULE",
                     "CURSOR",
                     "CONFIG"
                 ],

@@ -105,6 +105,9 @@ pub fn parse(text: &str) -> Result<SecretFields> {
             let Some((name, value)) = line.split_once('=') else {
                 bail!("line {} of the secrets is not `field=value`", n + 1);
             };
+            if fields.get(name.trim()).is_some() {
+                bail!("field `{}` is given twice in the secrets", name.trim());
+            }
             fields.insert(name.trim(), SecretString::new(value.to_owned()));
         }
     }

@@ -48,6 +48,13 @@ impl Store {
     pub fn connect(&self, new: NewSource) -> Result<SourceRecord> {
         if let Some(name) = &new.name {
             check_name("data source name", name)?;
+            if name.chars().all(|c| c.is_ascii_digit()) {
+                return Err(StoreError::InvalidName {
+                    what: "data source name",
+                    value: name.clone(),
+                    rule: "a name of digits only would be mistaken for an id; add a letter",
+                });
+            }
         }
         let txn = self.db().begin_write()?;
         if !users::exists(&txn, &new.owner)? {
