@@ -14,19 +14,22 @@ use super::secrets_input;
 
 pub const EXAMPLES: &str = "Examples:
   # new credential, secrets as `field=value` lines on stdin
-  printf 'access_token=%s\\n' \"$TOKEN\" | intake connect --user alice --platform adsample \\
-      --name acme-us --title 'Acme agency token' \\
-      --set base_url=http://127.0.0.1:8787 --set account_id=acme-us --secrets -
+  printf 'access_token=%s\\n' \"$TOKEN\" | \\
+    intake connect --user alice --platform adsample --name acme-us \\
+      --title 'Acme agency token' --set base_url=http://127.0.0.1:8787 \\
+      --set account_id=acme-us --secrets -
 
   # another data source reusing alice's credential 2: no secret needed
-  intake connect --user alice --platform adsample --name acme-eu --credential 2 \\
-      --set base_url=http://127.0.0.1:8787 --set account_id=acme-eu
+  intake connect --user alice --platform adsample --name acme-eu \\
+    --credential 2 --set base_url=http://127.0.0.1:8787 \\
+    --set account_id=acme-eu
 
-  # secrets sealed on the client to this host's public key (`intake keys public`)
-  intake connect --user alice --platform adsample --name acme-us \
-      --set base_url=http://127.0.0.1:8787 --set account_id=acme-us --sealed acme.sealed
+  # secrets sealed on the client to this host's key (`intake keys public`)
+  intake connect --user alice --platform adsample --name acme-us \\
+    --set base_url=http://127.0.0.1:8787 --set account_id=acme-us \\
+    --sealed acme.sealed
 
-  # in a terminal, omit --secrets to be prompted (secret fields are not echoed)";
+  # in a terminal, omit --secrets to be prompted (secret fields not echoed)";
 
 /// Arguments of `intake connect`.
 #[derive(Debug, Args)]
@@ -62,10 +65,10 @@ pub struct ConnectArgs {
 }
 
 pub const RECONNECT_EXAMPLES: &str = "Examples:
-  # a new token for alice's acme-us fixes every data source sharing its credential
-  printf 'access_token=%s\\n' \"$NEW_TOKEN\" | intake reconnect acme-us --user alice --secrets - --check
-
-  # only the fields given change; the others are kept
+  # a new token for alice's acme-us fixes every data source sharing its
+  # credential; only the fields given change, the others are kept
+  printf 'access_token=%s\\n' \"$NEW_TOKEN\" | \\
+    intake reconnect acme-us --user alice --secrets - --check
 
   # or with a bundle sealed on the client by `intake seal`
   intake reconnect acme-us --user alice --sealed new-token.sealed";

@@ -33,10 +33,7 @@ pub use app::App;
                   WebAssembly connector plugin per platform to fetch their data.\n\n\
                   Start with `intake init` in an empty directory, then edit intake.toml to load \
                   plugins. See README.md and docs/.",
-    after_help = "Examples:\n  intake init\n  intake user add alice\n  \
-                  intake connect --user alice --platform adsample --name acme-us \\\n      \
-                  --set base_url=http://127.0.0.1:8787 --set account_id=acme-us --secrets -\n  \
-                  intake run\n  intake credentials list --user alice"
+    after_help = TOP_HELP
 )]
 pub struct Cli {
     /// The operator configuration file.
@@ -62,21 +59,34 @@ pub struct Cli {
     pub command: Command,
 }
 
+const TOP_HELP: &str = "Examples:
+  intake init
+  intake user add alice
+  printf 'access_token=%s\\n' \"$TOKEN\" | \\
+    intake connect --user alice --platform adsample --name acme-us \\
+      --set base_url=http://127.0.0.1:8787 --set account_id=acme-us \\
+      --secrets -
+  intake run
+  intake credentials list --user alice
+
+`intake COMMAND --help` explains each command, with examples.";
+
 const RUN_HELP: &str = "Examples:
   intake run                 # the due ones (all without a schedule)
   intake run --all           # every data source
   intake run acme-us globex  # just these
 
 Ctrl-C (or SIGTERM) lets running data sources finish, up to [scheduler]
-shutdown_grace; a second one cancels them. Exit code 1 if any data source failed.";
+shutdown_grace; a second one cancels them. Exit code 1 if any data source
+failed.";
 
 const SERVE_HELP: &str = "Examples:
   intake sources schedule acme-us --every 1h
   intake serve
 
-SIGHUP reloads intake.toml and the plugins (a broken one is refused and the old
-keeps serving); SIGINT/SIGTERM shut down gracefully. Set [scheduler] metrics =
-\"127.0.0.1:9464\" for a Prometheus endpoint.";
+SIGHUP reloads intake.toml and the plugins (a broken one is refused and
+the old keeps serving); SIGINT/SIGTERM shut down gracefully. Set
+[scheduler] metrics = \"127.0.0.1:9464\" for a Prometheus endpoint.";
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -93,8 +103,11 @@ pub enum Command {
     /// Create intake.toml, a master key file (mode 0600) and the database here.
     #[command(after_help = "Example:\n  mkdir intake-home && cd intake-home && intake init")]
     Init,
-    /// Add or list users.
-    #[command(subcommand)]
+    /// Add, list or remove users.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  intake user add alice\n  intake user list\n  intake user remove carol --purge"
+    )]
     User(UserCommand),
     /// Connect a data source: create a credential, or reuse one of the user's.
     #[command(after_help = connect::EXAMPLES)]
@@ -105,15 +118,25 @@ pub enum Command {
     #[command(after_help = connect::RECONNECT_EXAMPLES)]
     Reconnect(connect::ReconnectArgs),
     /// List and manage a user's credentials ("my credentials"); never their values.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  intake credentials list --user alice\n  \
+                      intake credentials show 1 --user alice\n  \
+                      intake credentials rename 1 'Agency token' --user alice\n  \
+                      intake credentials delete 1 --user alice --detach"
+    )]
     Credentials(CredentialsCommand),
     /// Show the audit log of secret requests and credential changes; never values.
     #[command(
         after_help = "Examples:\n  intake audit\n  intake audit --user bob --since 1h\n  intake audit --source acme-us --json"
     )]
     Audit(manage::AuditArgs),
-    /// List data sources.
-    #[command(subcommand)]
+    /// List data sources and set their schedules.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  intake sources list --user alice\n  \
+                      intake sources schedule acme-us --every 1h"
+    )]
     Sources(SourcesCommand),
     /// Fetch data sources now and write their records as JSON Lines.
     #[command(after_help = RUN_HELP)]
@@ -135,20 +158,27 @@ pub enum Command {
         json: bool,
     },
     /// Rotate, verify and retire master key versions; print the host's public key.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  intake keys rotate && intake keys verify\n  \
+                      intake keys retire 1\n  intake keys public"
+    )]
     Keys(keys::KeysCommand),
     /// Seal secrets to a host's public key, for `connect`/`reconnect --sealed`.
     /// The client side: needs no configuration, database or master key.
     #[command(after_help = seal::EXAMPLES)]
     Seal(seal::SealArgs),
     /// Write a consistent, still-encrypted snapshot of the database.
-    #[command(after_help = "Example:\n  intake backup /backups/intake-$(date +%F).redb")]
+    #[command(after_help = "Example:\n  intake backup \"/backups/intake-$(date +%F).redb\"")]
     Backup {
         /// The new backup file (must not exist).
         path: PathBuf,
     },
     /// List the plugins intake.toml loads, or show one's spec.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  intake plugin list\n  intake plugin show adsample"
+    )]
     Plugin(PluginCommand),
 }
 
@@ -207,7 +237,9 @@ pub enum CredentialsCommand {
     /// Delete a credential: its encrypted values and data key are removed.
     #[command(
         after_help = "Examples:\n  intake credentials delete 1 --user alice\n  \
-                            intake credentials delete 1 --user alice --detach  # leaves its data sources disconnected"
+                            # --detach: delete it although data sources use it; they are left\n  \
+                            # disconnected until reconnected\n  \
+                            intake credentials delete 1 --user alice --detach"
     )]
     Delete {
         /// Credential id.
@@ -381,4 +413,103 @@ fn schedule_source(
         None => writeln!(out, "`{}` runs only when asked", source.name)?,
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::Cli;
+
+    /// Every command and command group, by its path (`intake keys rotate`).
+    fn commands() -> Vec<(String, clap::Command)> {
+        fn walk(prefix: &str, command: &clap::Command, out: &mut Vec<(String, clap::Command)>) {
+            let path = format!("{prefix}{}", command.get_name());
+            for sub in command.get_subcommands() {
+                if sub.get_name() != "help" {
+                    walk(&format!("{path} "), sub, out);
+                }
+            }
+            out.push((path, command.clone()));
+        }
+        let mut all = Vec::new();
+        walk("", &Cli::command(), &mut all);
+        all
+    }
+
+    /// The `intake …` command lines of an example text: `\` continuations
+    /// joined, a leading `printf … |` and trailing `# comments` dropped.
+    fn example_lines(text: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        let mut current = String::new();
+        for line in text.lines().map(str::trim) {
+            if line.starts_with('#') {
+                continue;
+            }
+            current.push_str(line.trim_end_matches('\\'));
+            current.push(' ');
+            if !line.ends_with('\\') {
+                let command = current.split(" # ").next().unwrap_or_default();
+                for part in command.split("&&") {
+                    let part = part.rsplit('|').next().unwrap_or_default().trim();
+                    let part = part.split(" > ").next().unwrap_or_default();
+                    if part.starts_with("intake ") {
+                        lines.push(part.to_owned());
+                    }
+                }
+                current.clear();
+            }
+        }
+        lines
+    }
+
+    #[test]
+    fn every_command_has_an_example_that_fits_80_columns() {
+        let mut problems = Vec::new();
+        for (path, command) in commands() {
+            let examples = command
+                .get_after_help()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            if !examples.starts_with("Example") {
+                problems.push(format!("`{path} --help` has no examples"));
+            }
+            for line in examples.lines() {
+                if line.chars().count() > 78 {
+                    problems.push(format!("`{path} --help` line wider than 78: {line:?}"));
+                }
+            }
+            // Rendered at 80 columns, clap must not re-wrap (and so break) them.
+            let help = command.term_width(80).render_long_help().to_string();
+            if !help.contains(examples.trim_end()) {
+                problems.push(format!("`{path} --help` wraps its examples at 80 columns"));
+            }
+        }
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
+    #[test]
+    fn every_example_parses() {
+        let mut checked = 0;
+        let mut problems = Vec::new();
+        for (path, command) in commands() {
+            let examples = command
+                .get_after_help()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            for line in example_lines(&examples) {
+                checked += 1;
+                match shlex::split(&line) {
+                    None => problems.push(format!("`{path}` example does not split: {line}")),
+                    Some(words) => {
+                        if let Err(e) = Cli::try_parse_from(&words) {
+                            problems.push(format!("`{path}` example: {line}\n{e}"));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+        assert!(checked > 40, "only {checked} example lines found");
+    }
 }

@@ -20,7 +20,7 @@ pub const EXAMPLES: &str = "Examples:
   printf 'access_token=%s\\n' \"$TOKEN\" | \\
       intake seal --public-key intake-pk-v1:3q2+7w… > acme.sealed
 
-  # back on the host: connect (or reconnect) with the bundle instead of --secrets
+  # back on the host: connect (or reconnect) with the bundle, not --secrets
   intake connect --user alice --platform adsample --name acme-us \\
       --set account_id=acme-us --sealed acme.sealed
   intake reconnect acme-us --user alice --sealed acme.sealed";
