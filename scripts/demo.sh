@@ -11,15 +11,18 @@ say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 run() { printf '\033[2m$ %s\033[0m\n' "$*"; "$@"; }
 
 say "Building intake, the sample platform and the adsample plugin (the first build takes a few minutes)"
+# Honour CARGO_TARGET_DIR (relative to the repository, as cargo reads it here).
+target=${CARGO_TARGET_DIR:-target}
+case $target in /*) ;; *) target="$root/$target" ;; esac
 cargo build --quiet -p intake -p intake-sample-platform
-(cd plugins && cargo build --quiet --release --target wasm32-wasip2)
-intake() { "$root/target/debug/intake" "$@"; }
-plugin="$root/plugins/target/wasm32-wasip2/release/adsample.wasm"
+(cd plugins && cargo build --quiet --release --target wasm32-wasip2 --target-dir "$target/wasm-guests")
+intake() { "$target/debug/intake" "$@"; }
+plugin="$target/wasm-guests/wasm32-wasip2/release/adsample.wasm"
 
 rm -rf demo && mkdir demo && cd demo
 
 say "Starting the sample ad platform (a fake API on 127.0.0.1)"
-"$root/target/debug/intake-sample-platform" --listen 127.0.0.1:0 > platform.log 2>&1 &
+"$target/debug/intake-sample-platform" --listen 127.0.0.1:0 > platform.log 2>&1 &
 platform_pid=$!
 trap 'kill $platform_pid 2>/dev/null || true' EXIT
 for _ in $(seq 100); do

@@ -184,7 +184,8 @@ pub struct SchedulerConfig {
     /// On shutdown, how long in-flight runs may finish before they are cancelled (default 30s).
     #[serde(with = "humantime_serde_compat")]
     pub shutdown_grace: Duration,
-    /// `intake serve`: address of the Prometheus metrics endpoint, e.g. "127.0.0.1:9464".
+    /// `intake serve`: address of the Prometheus metrics endpoint, an IP
+    /// address and port such as "127.0.0.1:9464" (checked when loading).
     pub metrics: Option<String>,
     /// `intake serve`: how often to look for due data sources (default 1s).
     #[serde(with = "humantime_serde_compat")]
@@ -233,19 +234,86 @@ pub struct PluginConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Wall time of one fetch of one data source (all its pages), e.g. "60s".
+    /// Wall time of one fetch of one data source (all its pages), e.g. "60s";
+    /// above zero, at most 24 h.
     #[serde(with = "humantime_serde_compat")]
     pub wall_time: Duration,
-    /// Linear memory, in MiB.
+    /// Linear memory, in MiB (1 to [`MAX_MEMORY_MIB`]).
     pub memory_mib: u64,
-    /// Records bytes returned per invocation, in MiB.
+    /// Records bytes returned per invocation, in MiB (1 to [`MAX_OUTPUT_MIB`]).
     pub output_mib: u64,
-    /// Pages per invocation.
+    /// Pages per invocation (at least 1).
     pub max_pages: u32,
-    /// Outgoing HTTP requests per invocation.
+    /// Outgoing HTTP requests per invocation (0 for a plugin that needs no
+    /// network).
     pub http_requests: u32,
-    /// Size of one HTTP response body, in MiB.
+    /// Size of one HTTP response body, in MiB (1 to [`MAX_HTTP_RESPONSE_MIB`]).
     pub http_response_mib: u64,
+}
+
+/// The largest `memory_mib`: a 32-bit WebAssembly memory holds 4 GiB.
+pub const MAX_MEMORY_MIB: u64 = 4096;
+/// The largest `http_response_mib`: a response body has to fit in the
+/// plugin's memory.
+pub const MAX_HTTP_RESPONSE_MIB: u64 = MAX_MEMORY_MIB;
+/// The largest `output_mib` (1 TiB of records per invocation).
+pub const MAX_OUTPUT_MIB: u64 = 1 << 20;
+/// The longest `wall_time`.
+pub const MAX_WALL_TIME: Duration = Duration::from_secs(24 * 60 * 60);
+/// The largest `concurrency`, of the scheduler or of one plugin: every
+/// concurrent invocation holds a slot of the instance pool (reserved address
+/// space).
+pub const MAX_CONCURRENCY: usize = 1024;
+
+impl Limits {
+    /// Checks every limit is in its range; the error names the setting,
+    /// its value and the range, e.g. `limits.memory_mib = 1000000 is out of
+    /// range 1..=4096 (MiB)`.
+    pub fn validate(&self) -> Result<(), String> {
+        let range = |name: &str, value: u64, max: u64, unit: &str| {
+            if (1..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "limits.{name} = {value} is out of range 1..={max}{unit}"
+                ))
+            }
+        };
+        if self.wall_time.is_zero() || self.wall_time > MAX_WALL_TIME {
+            return Err(format!(
+                "limits.wall_time = \"{}\" is out of range: above zero and at most {}",
+                humantime::format_duration(self.wall_time),
+                humantime::format_duration(MAX_WALL_TIME)
+            ));
+        }
+        range("memory_mib", self.memory_mib, MAX_MEMORY_MIB, " (MiB)")?;
+        range("output_mib", self.output_mib, MAX_OUTPUT_MIB, " (MiB)")?;
+        range(
+            "http_response_mib",
+            self.http_response_mib,
+            MAX_HTTP_RESPONSE_MIB,
+            " (MiB)",
+        )?;
+        range(
+            "max_pages",
+            u64::from(self.max_pages),
+            u64::from(u32::MAX),
+            "",
+        )?;
+        // `http_requests` may be 0 (a plugin that needs no network) up to
+        // the most a u32 holds, which the parser already enforces.
+        Ok(())
+    }
+
+    /// `memory_mib` in bytes.
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory_mib.saturating_mul(1 << 20)
+    }
+
+    /// `output_mib` in bytes.
+    pub fn output_bytes(&self) -> u64 {
+        self.output_mib.saturating_mul(1 << 20)
+    }
 }
 
 impl Default for Limits {
@@ -298,13 +366,25 @@ impl Config {
                 "[keys] sets both `env` (a key) and a passphrase; choose one".into(),
             ));
         }
-        if config.scheduler.concurrency == 0 || config.scheduler.max_attempts == 0 {
-            return Err(invalid(
-                "scheduler.concurrency and scheduler.max_attempts must be at least 1".into(),
-            ));
+        if !(1..=MAX_CONCURRENCY).contains(&config.scheduler.concurrency) {
+            return Err(invalid(format!(
+                "scheduler.concurrency = {} is out of range 1..={MAX_CONCURRENCY}",
+                config.scheduler.concurrency
+            )));
+        }
+        if config.scheduler.max_attempts == 0 {
+            return Err(invalid("scheduler.max_attempts must be at least 1".into()));
         }
         if config.scheduler.tick.is_zero() {
             return Err(invalid("scheduler.tick must be above zero".into()));
+        }
+        if let Some(addr) = &config.scheduler.metrics
+            && addr.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(invalid(format!(
+                "scheduler.metrics = {addr:?} is not a socket address; give an IP address \
+                 and a port, like \"127.0.0.1:9464\" or \"[::1]:9464\""
+            )));
         }
         let mut seen = std::collections::BTreeSet::new();
         for plugin in &config.plugins {
@@ -318,18 +398,18 @@ impl Config {
                 Origin::parse(allowed)
                     .map_err(|e| invalid(format!("plugin `{}`: allow: {e}", plugin.platform)))?;
             }
-            if plugin.concurrency == Some(0) {
+            if let Some(n) = plugin.concurrency
+                && !(1..=MAX_CONCURRENCY).contains(&n)
+            {
                 return Err(invalid(format!(
-                    "plugin `{}`: concurrency must be at least 1",
+                    "plugin `{}`: concurrency = {n} is out of range 1..={MAX_CONCURRENCY}",
                     plugin.platform
                 )));
             }
-            if plugin.limits.wall_time.is_zero() || plugin.limits.memory_mib == 0 {
-                return Err(invalid(format!(
-                    "plugin `{}`: limits must be above zero",
-                    plugin.platform
-                )));
-            }
+            plugin
+                .limits
+                .validate()
+                .map_err(|e| invalid(format!("plugin `{}`: {e}", plugin.platform)))?;
         }
         Ok(config)
     }
@@ -432,5 +512,113 @@ mod tests {
         let bad = "[[plugin]]\nplatform = \"a\"\npath = \"a.wasm\"\n[plugin.limits]\nwall_time = \"soon\"\n";
         let err = Config::parse(bad, "t", PathBuf::new()).unwrap_err();
         assert!(err.to_string().contains("duration"), "{err}");
+    }
+
+    fn plugin_with(limits: &str) -> String {
+        format!(
+            "[[plugin]]\nplatform = \"adsample\"\npath = \"a.wasm\"\n[plugin.limits]\n{limits}\n"
+        )
+    }
+
+    #[test]
+    fn limits_are_range_checked_naming_the_setting() {
+        for (limits, says) in [
+            (
+                "memory_mib = 1000000",
+                "plugin `adsample`: limits.memory_mib = 1000000 is out of range 1..=4096 (MiB)",
+            ),
+            // Values that would wrap around when turned into bytes.
+            (
+                "memory_mib = 17592186044480",
+                "limits.memory_mib = 17592186044480 is out of range",
+            ),
+            (
+                "memory_mib = 17592186044416",
+                "limits.memory_mib = 17592186044416 is out of range",
+            ),
+            (
+                "output_mib = 17592186044480",
+                "limits.output_mib = 17592186044480 is out of range 1..=1048576 (MiB)",
+            ),
+            (
+                "http_response_mib = 17592186044416",
+                "limits.http_response_mib = 17592186044416 is out of range 1..=4096 (MiB)",
+            ),
+            ("memory_mib = 0", "limits.memory_mib = 0 is out of range"),
+            ("output_mib = 0", "limits.output_mib = 0 is out of range"),
+            (
+                "http_response_mib = 0",
+                "limits.http_response_mib = 0 is out of range",
+            ),
+            (
+                "max_pages = 0",
+                "limits.max_pages = 0 is out of range 1..=4294967295",
+            ),
+            (
+                "wall_time = \"0s\"",
+                "limits.wall_time = \"0s\" is out of range",
+            ),
+            (
+                "wall_time = \"2days\"",
+                "limits.wall_time = \"2days\" is out of range",
+            ),
+        ] {
+            let err = Config::parse(&plugin_with(limits), "t", PathBuf::new()).unwrap_err();
+            assert!(err.to_string().contains(says), "{limits}: {err}");
+        }
+        for limits in [
+            "memory_mib = 4096\noutput_mib = 1\nhttp_response_mib = 4096\nmax_pages = 1",
+            "http_requests = 0",
+            "wall_time = \"24h\"",
+        ] {
+            let config = Config::parse(&plugin_with(limits), "t", PathBuf::new())
+                .unwrap_or_else(|e| panic!("{limits}: {e}"));
+            let limits = &config.plugins[0].limits;
+            assert!(limits.memory_bytes() <= 4 << 30);
+            assert!(limits.output_bytes() >= 1 << 20);
+        }
+        let err = Config::parse(
+            "[[plugin]]\nplatform = \"a\"\npath = \"a.wasm\"\nconcurrency = 0\n",
+            "t",
+            PathBuf::new(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("plugin `a`: concurrency = 0 is out of range 1..=1024"),
+            "{err}"
+        );
+        let err =
+            Config::parse("[scheduler]\nconcurrency = 100000\n", "t", PathBuf::new()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("scheduler.concurrency = 100000 is out of range 1..=1024"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_metrics_address_must_be_a_socket_address() {
+        for good in ["127.0.0.1:9464", "[::1]:9464", "0.0.0.0:0"] {
+            let text = format!("[scheduler]\nmetrics = \"{good}\"\n");
+            let config = Config::parse(&text, "t", PathBuf::new()).expect(good);
+            assert_eq!(config.scheduler.metrics.as_deref(), Some(good));
+        }
+        for bad in [
+            "garbage",
+            "127.0.0.1",
+            ":9464",
+            "localhost:99999",
+            "http://127.0.0.1:9464",
+        ] {
+            let text = format!("[scheduler]\nmetrics = \"{bad}\"\n");
+            let err = Config::parse(&text, "t", PathBuf::new()).unwrap_err();
+            assert!(
+                err.to_string().contains(&format!(
+                    "scheduler.metrics = \"{bad}\" is not a socket address"
+                )),
+                "{bad}: {err}"
+            );
+        }
     }
 }

@@ -1,33 +1,35 @@
 //! The `intake` binary: parses arguments, sets up logging, calls the library.
+//!
+//! A failed command prints one `error: …` line on stderr (a JSON log event
+//! with `--log-format json`) and exits with code 1; a panic, even one inside
+//! the database library on a damaged file, is caught and reported the same
+//! way (see `intake::cli::CatchPanic`), never as exit code 101.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::Parser as _;
 use intake::cli::{Cli, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    // A panic is a bug in intake or a library (a damaged database can make
-    // redb panic): say so plainly, without a backtrace full of internals.
-    std::panic::set_hook(Box::new(|info| {
-        let place = info
-            .location()
-            .map(|l| format!(" at {}:{}", l.file(), l.line()))
-            .unwrap_or_default();
-        let what = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        eprintln!(
-            "error: intake hit an internal error{place}: {what}\n\
-             If the database file was damaged, restore it from a backup (`intake backup`) \
-             and check it with `intake keys verify`; otherwise please report this."
-        );
-    }));
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            // A usage error may quote what was typed: escape control
+            // characters, so that an argument cannot drive the terminal.
+            let text = e.render().to_string();
+            eprintln!("{}", intake::cli::escape_controls(text.trim_end()));
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+        Err(e) => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+    };
+    let format = cli.log_format;
+    intake::cli::install_panic_hook(format);
     let default = match cli.verbose {
         0 => "warn",
         1 => "info",
@@ -38,7 +40,7 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    match cli.log_format {
+    match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
@@ -48,7 +50,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            intake::cli::print_error(format, &format!("cannot start the async runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -56,7 +58,7 @@ fn main() -> ExitCode {
     match runtime.block_on(intake::cli::run(cli, &mut stdout)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            intake::cli::print_error(format, &format!("{e:#}"));
             ExitCode::FAILURE
         }
     }

@@ -184,3 +184,118 @@ fn end_to_end() {
     assert_eq!(bobs.len(), 1, "{bobs:?}");
     assert_ne!(bobs[0]["id"].as_u64(), Some(acme));
 }
+
+/// A platform that echoes the `authorization` header in its 401 answers (as
+/// careless APIs do) hands the plugin the secret the host injected; the host
+/// scrubs it, in every form it injected it, from everything that leaves the
+/// invocation: the `connect --check` error, `intake run`'s output and logs
+/// (text and JSON, at debug level), the run history, the credential's broken
+/// status, and every byte of the database and the output directory.
+#[test]
+fn secrets_echoed_by_the_platform_are_scrubbed_everywhere() {
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    platform.echo_authorization(true);
+    let home = Home::new(&platform.base_url());
+    home.init();
+    home.user_add("alice");
+    let canary = format!("CANARY-7f3a-{}", crate::support::random_hex(8));
+    let bearer = format!("access_token={canary}\n");
+    let basic = format!("username=initech\npassword={canary}\n");
+    // The forms the host injected: the token itself, and the basic token.
+    let basic_token = base64::engine::general_purpose::STANDARD.encode(format!("initech:{canary}"));
+    let leaks = |what: &str, text: &str| {
+        for form in [canary.as_str(), basic_token.as_str()] {
+            assert!(
+                !text.contains(form),
+                "the secret leaked into {what}:\n{text}"
+            );
+        }
+    };
+
+    // `connect --check`, with debug logs: refused, and nothing saved.
+    for secrets in [&bearer, &basic] {
+        let out = home
+            .intake_with_stdin(
+                &[
+                    "-vv",
+                    "connect",
+                    "--user",
+                    "alice",
+                    "--platform",
+                    "adsample",
+                    "--name",
+                    "checked",
+                    "--set",
+                    &format!("base_url={}", platform.base_url()),
+                    "--set",
+                    "account_id=acme-us",
+                    "--secrets",
+                    "-",
+                    "--check",
+                ],
+                Some(secrets),
+            )
+            .failed();
+        assert!(out.stderr.contains("[redacted]"), "{}", out.stderr);
+        leaks("connect --check", &format!("{}{}", out.stdout, out.stderr));
+    }
+
+    // Saved without a check, then run: text and JSON logs at debug level.
+    home.connect("alice", "bearer-src", "acme-us", Some(&bearer), None)
+        .ok();
+    home.connect("alice", "basic-src", "initech", Some(&basic), None)
+        .ok();
+    let text = home.run_with(&["-vv"], &["bearer-src"]).failed();
+    let json = home
+        .run_with(&["-vv", "--log-format", "json"], &["basic-src"])
+        .failed();
+    for out in [&text, &json] {
+        assert!(
+            out.stdout.contains("auth-failed") || out.stdout.contains("authentication failed"),
+            "{}",
+            out.stdout
+        );
+        leaks("intake run", &format!("{}{}", out.stdout, out.stderr));
+    }
+    assert!(text.stdout.contains("[redacted]"), "{}", text.stdout);
+    // Both requests went out with the secret, and both answers echoed it.
+    let echoed: Vec<_> = platform
+        .requests()
+        .into_iter()
+        .filter(|r| r.status == 401 && r.path.contains("campaign-stats"))
+        .collect();
+    assert_eq!(echoed.len(), 2, "{echoed:?}");
+
+    // Everything that shows runs and credentials, and every file.
+    for args in [
+        &["runs"][..],
+        &["runs", "--json"],
+        &["credentials", "list", "--user", "alice"],
+        &["credentials", "list", "--user", "alice", "--json"],
+        &["sources", "list", "--json"],
+        &["audit", "--json"],
+    ] {
+        let out = home.intake(args).ok();
+        leaks(&args.join(" "), &format!("{}{}", out.stdout, out.stderr));
+    }
+    let creds = home.credentials_json("alice");
+    assert_eq!(creds.len(), 2, "{creds:?}");
+    for cred in &creds {
+        assert_eq!(cred["status"], "broken", "{cred}");
+    }
+    let home_files = home.all_files();
+    assert!(home_files.iter().any(|p| p.ends_with("intake.redb")));
+    for path in home_files
+        .iter()
+        .filter(|p| p.ends_with("intake.redb") || p.starts_with(home.path().join("output")))
+    {
+        let bytes = std::fs::read(path).unwrap();
+        for form in [canary.as_bytes(), basic_token.as_bytes()] {
+            assert!(
+                !crate::support::contains_bytes(&bytes, form),
+                "the secret is in {}",
+                path.display()
+            );
+        }
+    }
+}

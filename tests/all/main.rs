@@ -6,12 +6,15 @@
 
 mod support;
 
+mod cli_errors;
 mod crash;
+mod damage;
 mod end_to_end;
 mod format;
 mod hostile;
 mod keys;
 mod lifecycle;
+mod operator;
 mod rules;
 mod scheduler;
 mod transit;

@@ -1,23 +1,24 @@
 //! What every command needs: the configuration, the store, the plugins.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 
 use crate::broker::Broker;
 use crate::config::{self, Config};
-use crate::crypto::{KeySource, Keyring};
+use crate::crypto::{KeyError, KeySource, Keyring};
 use crate::plugin::Runtime;
 use crate::secret::SecretString;
-use crate::store::Store;
+use crate::store::{self, Store, shown};
 
 /// The loaded configuration and lazily opened resources.
 #[derive(Debug)]
 pub struct App {
     /// The configuration.
     pub config: Config,
+    config_path: PathBuf,
 }
 
 impl App {
@@ -25,7 +26,13 @@ impl App {
     pub fn new(path: &Path) -> Result<Self> {
         Ok(Self {
             config: Config::load(path)?,
+            config_path: path.to_owned(),
         })
+    }
+
+    /// The configuration file.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
     }
 
     /// Where the master key comes from.
@@ -41,22 +48,57 @@ impl App {
         }
     }
 
-    /// Opens the store with the configured master key (refusing a wrong one).
+    /// The database file.
+    pub fn db_path(&self) -> PathBuf {
+        self.config.resolve(&self.config.store.path)
+    }
+
+    /// Opens the existing store with the configured master key (refusing a
+    /// wrong one). A missing or empty database is refused: only `intake init`
+    /// creates one.
     pub fn store(&self) -> Result<Store> {
         self.open_store(false)
     }
 
-    /// Opens the store; a passphrase asked for on the terminal for a new
-    /// database is asked twice when `confirm_new`.
-    fn open_store(&self, confirm_new: bool) -> Result<Store> {
-        let path = self.config.resolve(&self.config.store.path);
+    /// The master keyring from a key file or variable (not a passphrase),
+    /// for an existing database: a missing key file next to an existing
+    /// database is explained as such (a new key could not open it).
+    pub fn keyring(&self) -> Result<Keyring> {
+        let source = self.key_source();
+        match Keyring::load(&source) {
+            Err(KeyError::Missing(key)) if store::require_existing(&self.db_path()).is_ok() => {
+                bail!(
+                    "the key file {} does not exist, but the database {} does: restore the key \
+                     file from your backup (a new key could not open this database), or set \
+                     `[keys] file` (or `env`) in intake.toml to where it is",
+                    key.display(),
+                    self.db_path().display()
+                )
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Opens the store, creating the database if `create` (`intake init`,
+    /// which also asks twice for a new passphrase on the terminal).
+    fn open_store(&self, create: bool) -> Result<Store> {
+        let path = self.db_path();
+        if !create {
+            // Before the key: "run `intake init`" is the first thing to fix.
+            store::require_existing(&path)?;
+        }
         match self.key_source() {
             KeySource::Passphrase { env, prompt } => {
                 let new = !std::fs::metadata(&path).is_ok_and(|m| m.len() > 0);
-                let passphrase = read_passphrase(env.as_deref(), prompt, confirm_new && new)?;
-                Ok(Store::open_with_passphrase(&path, &passphrase)?)
+                let passphrase = read_passphrase(env.as_deref(), prompt, create && new)?;
+                if create {
+                    Ok(Store::open_with_passphrase(&path, &passphrase)?)
+                } else {
+                    Ok(Store::open_existing_with_passphrase(&path, &passphrase)?)
+                }
             }
-            source => Ok(Store::open(&path, Keyring::load(&source)?)?),
+            _ if create => Ok(Store::open(&path, self.keyring()?)?),
+            _ => Ok(Store::open_existing(&path, self.keyring()?)?),
         }
     }
 
@@ -73,7 +115,8 @@ impl App {
                     .map(|c| c.platform.as_str())
                     .collect();
                 bail!(
-                    "no plugin is configured for platform `{p}` (configured: {}); add a [[plugin]] entry to intake.toml",
+                    "no plugin is configured for platform `{}` (configured: {}); add a [[plugin]] entry to intake.toml",
+                    shown(p),
                     if known.is_empty() {
                         "none".to_owned()
                     } else {

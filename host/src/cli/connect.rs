@@ -7,7 +7,9 @@ use anyhow::{Result, bail};
 use clap::Args;
 
 use crate::secret::{SecretFields, SecretString};
-use crate::store::{CredentialChoice, NewSecrets, NewSource, SourceRecord, UpdatedBy};
+use crate::store::{
+    CredentialChoice, NewSecrets, NewSource, SourceRecord, UpdatedBy, check_secret_values, shown,
+};
 
 use super::App;
 use super::secrets_input;
@@ -50,6 +52,10 @@ pub struct ConnectArgs {
     #[arg(long, conflicts_with_all = ["secrets", "sealed"])]
     pub credential: Option<u64>,
     /// Read secrets (`field=value` lines or a JSON object) from FILE, or `-` for stdin.
+    ///
+    /// In `field=value` lines, spaces and tabs around the field name and the
+    /// value are ignored, as are blank lines and `#` comments. A field given
+    /// twice, or a value holding a control character, is refused.
     #[arg(long, value_name = "FILE")]
     pub secrets: Option<PathBuf>,
     /// Read a bundle sealed to this host's public key (`intake seal`) from
@@ -82,6 +88,10 @@ pub struct ReconnectArgs {
     #[arg(long)]
     pub user: String,
     /// Read new secrets (`field=value` lines or a JSON object) from FILE, or `-` for stdin.
+    ///
+    /// In `field=value` lines, spaces and tabs around the field name and the
+    /// value are ignored, as are blank lines and `#` comments. A field given
+    /// twice, or a value holding a control character, is refused.
     #[arg(long, value_name = "FILE")]
     pub secrets: Option<PathBuf>,
     /// Read a bundle sealed to this host's public key (`intake seal`) from
@@ -101,10 +111,10 @@ pub async fn connect(app: &App, args: ConnectArgs, out: &mut dyn Write) -> Resul
     let mut config = Vec::new();
     for setting in &args.settings {
         let Some((k, v)) = setting.split_once('=') else {
-            bail!("--set `{setting}` is not NAME=VALUE");
+            bail!("--set `{}` is not NAME=VALUE", shown(setting));
         };
         if config.iter().any(|(name, _)| name == k.trim()) {
-            bail!("--set `{}` is given twice", k.trim());
+            bail!("--set `{}` is given twice", shown(k.trim()));
         }
         config.push((k.trim().to_owned(), v.to_owned()));
     }
@@ -119,10 +129,7 @@ pub async fn connect(app: &App, args: ConnectArgs, out: &mut dyn Write) -> Resul
                 Some(bundle) => secrets_input::read_sealed(bundle, &store)?,
                 None => secrets_input::read(args.secrets.as_deref(), &plugin.spec)?,
             };
-            plugin
-                .spec
-                .validate_secrets(&fields)
-                .map_err(|e| anyhow::anyhow!("invalid secrets: {e}"))?;
+            validate(&plugin.spec, &fields)?;
             CredentialChoice::New(NewSecrets {
                 title: args
                     .title
@@ -230,10 +237,7 @@ pub async fn reconnect(app: &App, args: ReconnectArgs, out: &mut dyn Write) -> R
     }
     let Some(credential) = source.credential else {
         // Its credential was deleted: these secrets become a new one.
-        plugin
-            .spec
-            .validate_secrets(&changes)
-            .map_err(|e| anyhow::anyhow!("invalid secrets: {e}"))?;
+        validate(&plugin.spec, &changes)?;
         let fields = if args.check {
             let checked = runtime
                 .check(&source, Some(changes.clone()))
@@ -272,6 +276,9 @@ pub async fn reconnect(app: &App, args: ReconnectArgs, out: &mut dyn Write) -> R
     for (name, value) in changes.iter() {
         merged.insert(name, value.clone());
     }
+    // The new values must be usable; old ones already stored are not
+    // re-judged (they were accepted by an older intake).
+    check_secret_values(&changes).map_err(|e| anyhow::anyhow!("invalid secrets: {e}"))?;
     plugin
         .spec
         .validate_secrets(&merged)
@@ -312,6 +319,15 @@ pub async fn reconnect(app: &App, args: ReconnectArgs, out: &mut dyn Write) -> R
         "updated credential {credential} to version {version}; data sources using it: {users}"
     )?;
     Ok(())
+}
+
+/// Checks secrets against the plugin's declaration and refuses values that
+/// can never work (control characters), before anything runs or is saved.
+fn validate(spec: &crate::plugin::PluginSpec, fields: &SecretFields) -> Result<()> {
+    check_secret_values(fields)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| spec.validate_secrets(fields).map_err(anyhow::Error::msg))
+        .map_err(|e| anyhow::anyhow!("invalid secrets: {e}"))
 }
 
 /// The fields of `after` whose values differ from (or are missing in) `before`.

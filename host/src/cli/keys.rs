@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use clap::Subcommand;
 
-use crate::crypto::{KeySource, Keyring};
-use crate::store::Store;
+use crate::crypto::KeySource;
+use crate::store::{self, FileCheck, Store};
 
 use super::App;
 
@@ -20,7 +20,8 @@ pub enum KeysCommand {
     /// run while intake runs; if interrupted, run it again to finish.
     #[command(after_help = "Example:\n  intake keys rotate && intake keys verify")]
     Rotate,
-    /// Decrypt every credential and report any that fail, by id.
+    /// Check every page of the database file, then decrypt every credential
+    /// and report any that fail, by id.
     #[command(after_help = "Example:\n  intake keys verify")]
     Verify,
     /// Remove an old master key version that no data key uses any more.
@@ -43,7 +44,8 @@ pub enum KeysCommand {
 
   # back on the host
   intake connect --user alice --platform adsample --name acme-us \\
-      --set account_id=acme-us --sealed token.sealed")]
+      --set base_url=https://api.example.com --set account_id=acme-us \\
+      --sealed token.sealed")]
     Public,
 }
 
@@ -64,9 +66,10 @@ pub fn keys(app: &App, command: KeysCommand, out: &mut dyn Write) -> Result<()> 
     match command {
         KeysCommand::Rotate => {
             let path = key_file(app)?;
-            let mut keyring = Keyring::load(&KeySource::File(path.clone()))?;
-            let db = app.config.resolve(&app.config.store.path);
-            let store = Store::open(&db, keyring.clone())?;
+            let db = app.db_path();
+            store::require_existing(&db)?;
+            let mut keyring = app.keyring()?;
+            let store = Store::open_existing(&db, keyring.clone())?;
             if store.rotation_in_progress()? {
                 writeln!(
                     out,
@@ -83,7 +86,7 @@ pub fn keys(app: &App, command: KeysCommand, out: &mut dyn Write) -> Result<()> 
                     path.display()
                 )?;
             }
-            let store = Store::open(&db, keyring)?;
+            let store = Store::open_existing(&db, keyring)?;
             let rotation = store.rewrap_all()?;
             writeln!(
                 out,
@@ -92,7 +95,20 @@ pub fn keys(app: &App, command: KeysCommand, out: &mut dyn Write) -> Result<()> 
             )?;
         }
         KeysCommand::Verify => {
-            let report = app.store()?.verify_all()?;
+            // The file first: every page, including those no listing reads.
+            let db = app.db_path();
+            store::require_existing(&db)?;
+            let file = store::check_file(&db)?;
+            // The key is checked before anything is printed.
+            let store = app.store()?;
+            match file {
+                FileCheck::Intact => writeln!(out, "database file: intact")?,
+                FileCheck::Repaired => writeln!(
+                    out,
+                    "database file: intact, its free-space map was rebuilt (as after a crash)"
+                )?,
+            }
+            let report = store.verify_all()?;
             for (version, count) in &report.by_version {
                 writeln!(out, "key version {version}: {count} credentials")?;
             }
@@ -124,11 +140,13 @@ pub fn keys(app: &App, command: KeysCommand, out: &mut dyn Write) -> Result<()> 
         }
         KeysCommand::Retire { version } => {
             let path = key_file(app)?;
-            let mut keyring = Keyring::load(&KeySource::File(path.clone()))?;
+            let db = app.db_path();
+            store::require_existing(&db)?;
+            let mut keyring = app.keyring()?;
             if keyring.current().version() == version {
                 bail!("version {version} is the current key; rotate first");
             }
-            let store = Store::open(&app.config.resolve(&app.config.store.path), keyring.clone())?;
+            let store = Store::open_existing(&db, keyring.clone())?;
             if store.rotation_in_progress()? {
                 bail!("a rotation is in progress; run `intake keys rotate` to finish it first");
             }

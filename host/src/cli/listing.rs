@@ -190,9 +190,15 @@ pub fn sources(app: &App, user: Option<&str>, as_json: bool, out: &mut dyn Write
     Ok(())
 }
 
+/// `intake plugin list`: one row per configured plugin. Fails (after the
+/// table) if any of them did not load.
 pub fn plugins(app: &App, out: &mut dyn Write) -> Result<()> {
     let store = app.store()?;
-    let runtime = app.runtime(&store, None)?;
+    // The table reports every load failure; the log line the runtime also
+    // writes for each would say it all a second time.
+    let runtime = tracing::dispatcher::with_default(&tracing::Dispatch::none(), || {
+        app.runtime(&store, None)
+    })?;
     let mut rows: Vec<_> = runtime
         .plugins()
         .map(|p| {
@@ -205,12 +211,23 @@ pub fn plugins(app: &App, out: &mut dyn Write) -> Result<()> {
             ]
         })
         .collect();
+    let mut failed = 0;
     for e in runtime.load_errors() {
+        failed += 1;
+        let reason = if std::path::Path::new(&e.path).exists() {
+            e.reason.clone()
+        } else {
+            format!(
+                "no such file: check `path` of its [[plugin]] entry in {} (a relative path is \
+                 taken from that file's directory)",
+                app.config_path().display()
+            )
+        };
         rows.push(vec![
             e.platform.clone(),
             "-".into(),
             "-".into(),
-            format!("FAILED: {}", e.reason),
+            format!("FAILED: {reason}"),
             e.path.clone(),
         ]);
     }
@@ -225,6 +242,12 @@ pub fn plugins(app: &App, out: &mut dyn Write) -> Result<()> {
             "{}",
             render(&["PLATFORM", "NAME", "VERSION", "STATUS", "PATH"], &rows)
         )?;
+    }
+    if failed > 0 {
+        anyhow::bail!(
+            "{failed} of {} configured plugins failed to load (see STATUS above)",
+            rows.len()
+        );
     }
     Ok(())
 }

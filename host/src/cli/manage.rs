@@ -20,16 +20,37 @@ pub struct AuditArgs {
     /// Only this data source's records (name or id).
     #[arg(long)]
     pub source: Option<String>,
-    /// Only records this recent, e.g. `1h`, `7d`.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub since: Option<std::time::Duration>,
+    /// Only records this recent (`30m`, `1h`, `7d`), or since a time
+    /// (RFC 3339, e.g. `2026-12-03T06:00:00Z`).
+    #[arg(long, value_parser = parse_since, value_name = "AGE|TIME")]
+    pub since: Option<u64>,
     /// JSON instead of a table.
     #[arg(long)]
     pub json: bool,
 }
 
+/// Parses `--since`: an age (`30m`, `1d`: records that recent) or an RFC 3339
+/// time; returns the earliest time wanted, in ms since the Unix epoch.
+fn parse_since(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    if let Ok(age) = humantime::parse_duration(text) {
+        return Ok(now_ms().saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)));
+    }
+    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(u64::try_from(time.timestamp_millis()).unwrap_or(0));
+    }
+    Err(format!(
+        "`{}` is neither an age like 30m, 12h or 7d nor an RFC 3339 time like \
+         2026-12-03T06:00:00Z; e.g. --since 1d",
+        crate::store::shown(text)
+    ))
+}
+
 pub fn audit(app: &App, args: AuditArgs, out: &mut dyn Write) -> Result<()> {
     let store = app.store()?;
+    if let Some(user) = &args.user {
+        store.require_user(user)?;
+    }
     let source = match &args.source {
         Some(s) => Some(store.find_source(s)?.id),
         None => None,
@@ -37,9 +58,7 @@ pub fn audit(app: &App, args: AuditArgs, out: &mut dyn Write) -> Result<()> {
     let filter = AuditFilter {
         user: args.user.clone(),
         source,
-        since_ms: args
-            .since
-            .map(|d| now_ms().saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))),
+        since_ms: args.since,
     };
     let records = store.audit(&filter)?;
     if args.json {

@@ -5,6 +5,7 @@
 
 mod app;
 mod connect;
+mod failure;
 mod keys;
 mod listing;
 mod manage;
@@ -21,6 +22,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use app::App;
+pub use failure::{CatchPanic, escape_controls, install_panic_hook, print_error};
 
 /// intake: keeps connector credentials encrypted and runs connector plugins.
 #[derive(Debug, Parser)]
@@ -150,8 +152,8 @@ pub enum Command {
         /// Only this data source's runs (name or id).
         #[arg(long)]
         source: Option<String>,
-        /// How many of the latest runs.
-        #[arg(long, default_value_t = 50)]
+        /// How many of the latest runs (at least 1).
+        #[arg(long, default_value_t = 50, value_parser = parse_limit)]
         limit: usize,
         /// JSON instead of a table.
         #[arg(long)]
@@ -314,7 +316,31 @@ pub struct UserArgs {
 }
 
 /// Runs a parsed command line, writing results to `out`.
+///
+/// A panic while the command runs (redb panics on some damaged database
+/// files) is caught and returned as an error naming the database file.
 pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode> {
+    let config = cli.config.clone();
+    let db = cli.db.clone();
+    let database = || database_path(&config, db.as_deref());
+    match CatchPanic::new(dispatch(cli, out)).await {
+        Ok(result) => result.map_err(|e| failure::name_damaged_database(e, database().as_deref())),
+        Err(payload) => Err(failure::panic_error(
+            payload.as_ref(),
+            database().as_deref(),
+        )),
+    }
+}
+
+/// The database file a command line uses, if the configuration loads.
+fn database_path(config: &std::path::Path, db: Option<&std::path::Path>) -> Option<PathBuf> {
+    match db {
+        Some(db) => std::path::absolute(db).ok(),
+        None => App::new(config).ok().map(|app| app.db_path()),
+    }
+}
+
+async fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<ExitCode> {
     match cli.command {
         Command::Init => app::init(&cli.config, cli.db.as_deref(), out).map(|()| ExitCode::SUCCESS),
         Command::Seal(args) => seal::seal(args, out).map(|()| ExitCode::SUCCESS),
@@ -389,6 +415,15 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Parses `--limit`: a count of at least 1.
+fn parse_limit(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("it must be at least 1 (how many of the latest runs to show)".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err("it must be a whole number of runs, e.g. --limit 20".into()),
     }
 }
 

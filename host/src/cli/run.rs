@@ -59,10 +59,15 @@ pub async fn run(app: &App, args: RunArgs, out: &mut dyn Write) -> Result<ExitCo
         }
         due
     } else {
-        args.sources
-            .iter()
-            .map(|s| store.find_source(s))
-            .collect::<Result<Vec<_>, _>>()?
+        // Each data source once, however often (by name or id) it is named.
+        let mut chosen: Vec<crate::store::SourceRecord> = Vec::new();
+        for name in &args.sources {
+            let source = store.find_source(name)?;
+            if !chosen.iter().any(|s| s.id == source.id) {
+                chosen.push(source);
+            }
+        }
+        chosen
     };
     if sources.is_empty() {
         writeln!(

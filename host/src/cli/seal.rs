@@ -22,7 +22,8 @@ pub const EXAMPLES: &str = "Examples:
 
   # back on the host: connect (or reconnect) with the bundle, not --secrets
   intake connect --user alice --platform adsample --name acme-us \\
-      --set account_id=acme-us --sealed acme.sealed
+      --set base_url=https://api.example.com --set account_id=acme-us \\
+      --sealed acme.sealed
   intake reconnect acme-us --user alice --sealed acme.sealed";
 
 /// Arguments of `intake seal`.
@@ -63,6 +64,8 @@ pub fn seal(args: SealArgs, out: &mut dyn Write) -> Result<()> {
     if fields.is_empty() {
         bail!("no secrets given; nothing to seal");
     }
+    // The host would refuse them; say so here, where they can be fixed.
+    crate::store::check_secret_values(&fields)?;
     let bundle = key.seal(&fields)?;
     writeln!(out, "{bundle}")?;
     Ok(())

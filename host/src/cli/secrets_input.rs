@@ -1,7 +1,8 @@
 //! Reading secret values from a file, standard input or a prompt — never argv.
 //!
-//! The text is `name=value` lines (blank lines and `#` comments ignored) or a
-//! JSON object of strings. In a terminal with no `--secrets`, each declared
+//! The text is `name=value` lines (blank lines and `#` comments ignored;
+//! spaces and tabs around names and values trimmed) or a JSON object of
+//! strings. A field given twice is refused either way. In a terminal with no `--secrets`, each declared
 //! field is prompted for, secret ones without echo. With `--sealed`, the text
 //! is a bundle sealed to the host's public key (`intake seal`), opened here.
 
@@ -13,7 +14,7 @@ use zeroize::Zeroizing;
 
 use crate::plugin::PluginSpec;
 use crate::secret::{SecretFields, SecretString};
-use crate::store::Store;
+use crate::store::{Store, shown};
 
 /// The most secret input read, in bytes: far above any real credential.
 const MAX_INPUT: u64 = 1 << 20;
@@ -77,23 +78,57 @@ pub fn read_sealed(source: &Path, store: &Store) -> Result<SecretFields> {
         .with_context(|| format!("the sealed bundle from {shown} was refused"))
 }
 
-/// Parses `name=value` lines or a JSON object of strings.
+/// What is trimmed around a field name and a value in `field=value` lines.
+const BLANK: [char; 2] = [' ', '\t'];
+
+/// The members of a JSON object in order, duplicates kept (so that they can
+/// be refused, where a map would silently keep the last).
+struct Entries(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Entries;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object of strings")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Entries, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(Entries(entries))
+            }
+        }
+        deserializer.deserialize_map(Visit)
+    }
+}
+
+/// Parses `name=value` lines or a JSON object of strings. In lines, spaces
+/// and tabs around the name and the value are ignored (`name = value`); a
+/// field given twice is refused in both forms.
 pub fn parse(text: &str) -> Result<SecretFields> {
     let mut fields = SecretFields::new();
     let trimmed = text.trim_start();
     if trimmed.starts_with('{') {
-        let map: std::collections::BTreeMap<String, serde_json::Value> =
-            serde_json::from_str(trimmed).map_err(|e| {
-                anyhow::anyhow!(
-                    "the secrets are not a JSON object of strings (line {}, column {})",
-                    e.line(),
-                    e.column()
-                )
-            })?;
-        for (name, value) in map {
+        let Entries(entries) = serde_json::from_str(trimmed).map_err(|e| {
+            anyhow::anyhow!(
+                "the secrets are not a JSON object of strings (line {}, column {})",
+                e.line(),
+                e.column()
+            )
+        })?;
+        for (name, value) in entries {
             let serde_json::Value::String(v) = value else {
-                bail!("secret `{name}` must be a JSON string");
+                bail!("secret `{}` must be a JSON string", shown(&name));
             };
+            if fields.get(&name).is_some() {
+                bail!("field `{}` is given twice in the secrets", shown(&name));
+            }
             fields.insert(name, SecretString::new(v));
         }
     } else {
@@ -105,10 +140,14 @@ pub fn parse(text: &str) -> Result<SecretFields> {
             let Some((name, value)) = line.split_once('=') else {
                 bail!("line {} of the secrets is not `field=value`", n + 1);
             };
-            if fields.get(name.trim()).is_some() {
-                bail!("field `{}` is given twice in the secrets", name.trim());
+            let name = name.trim_matches(BLANK);
+            if fields.get(name).is_some() {
+                bail!("field `{}` is given twice in the secrets", shown(name));
             }
-            fields.insert(name.trim(), SecretString::new(value.to_owned()));
+            fields.insert(
+                name,
+                SecretString::new(value.trim_matches(BLANK).to_owned()),
+            );
         }
     }
     Ok(fields)
@@ -153,9 +192,22 @@ mod tests {
     fn parses_lines_and_json() {
         let f = parse("# comment\naccess_token=abc=def\n\nuser = x\n").expect("ok");
         assert_eq!(f.get("access_token").map(|v| v.expose()), Some("abc=def"));
-        assert_eq!(f.get("user").map(|v| v.expose()), Some(" x"));
+        assert_eq!(f.get("user").map(|v| v.expose()), Some("x"));
+        let f = parse("access_token \t=\t tok \t\r\n").expect("ok");
+        assert_eq!(f.get("access_token").map(|v| v.expose()), Some("tok"));
         let f = parse(r#"{"access_token": "t"}"#).expect("ok");
         assert_eq!(f.get("access_token").map(|v| v.expose()), Some("t"));
+    }
+
+    #[test]
+    fn duplicates_are_refused_in_both_forms() {
+        let err = parse("a=1\n a =2\n").unwrap_err().to_string();
+        assert!(err.contains("`a` is given twice"), "{err}");
+        let err = parse(r#"{"a": "canary1", "a": "canary2"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`a` is given twice"), "{err}");
+        assert!(!err.contains("canary"), "{err}");
     }
 
     #[test]

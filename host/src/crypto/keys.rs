@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::envelope::{open_with, seal_with};
 use super::{Aad, CryptoError, PassphraseKdf, Sealed, random_bytes};
@@ -85,8 +85,29 @@ pub enum KeyError {
     #[error("{0} exists already; intake will not overwrite a master key")]
     Exists(PathBuf),
     /// The environment variable is not set.
-    #[error("environment variable {0} is not set")]
+    #[error(
+        "environment variable {0} is not set; set it to the key file's text (or a base64 key), \
+         or use `[keys] file` in intake.toml"
+    )]
     EnvMissing(String),
+    /// The environment variable is set but is not UTF-8 text.
+    #[error(
+        "environment variable {0} is not valid UTF-8 text, so it cannot hold a key; set it to \
+         the key file's text (or a base64 key)"
+    )]
+    EnvNotText(String),
+    /// The key file path is not a regular file.
+    #[error(
+        "{} is {what}, not a key file; point `[keys] file` in intake.toml at the key file \
+         (`intake init` creates one in a new directory)",
+        .path.display()
+    )]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead, e.g. "a directory".
+        what: &'static str,
+    },
     /// The key text is malformed.
     #[error("{source_name} is not a valid intake master key: {reason}")]
     Malformed {
@@ -218,9 +239,13 @@ impl Keyring {
         match source {
             KeySource::File(path) => Self::load_file(path),
             KeySource::Env(var) => {
-                let text = Zeroizing::new(
-                    std::env::var(var).map_err(|_| KeyError::EnvMissing(var.clone()))?,
-                );
+                let text = Zeroizing::new(std::env::var(var).map_err(|e| match e {
+                    std::env::VarError::NotPresent => KeyError::EnvMissing(var.clone()),
+                    std::env::VarError::NotUnicode(raw) => {
+                        std::os::unix::ffi::OsStringExt::into_vec(raw).zeroize();
+                        KeyError::EnvNotText(var.clone())
+                    }
+                })?);
                 Self::parse(&text, &source.to_string())
             }
             KeySource::Passphrase { .. } => Err(KeyError::PassphraseNeedsDatabase),
@@ -265,6 +290,16 @@ impl Keyring {
             }
             Err(e) => return Err(io(e)),
         };
+        if !meta.is_file() {
+            return Err(KeyError::NotAFile {
+                path: path.to_owned(),
+                what: if meta.is_dir() {
+                    "a directory"
+                } else {
+                    "a special file (a pipe, socket or device)"
+                },
+            });
+        }
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(KeyError::TooOpen {

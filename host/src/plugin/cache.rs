@@ -22,6 +22,10 @@ use zeroize::Zeroizing;
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// The largest cache entry read, in bytes: compiled code is a few times the
+/// size of the component.
+const MAX_ENTRY_BYTES: u64 = 4 * super::file::MAX_COMPONENT_BYTES;
+
 /// A directory of compiled components.
 pub struct CompileCache {
     dir: PathBuf,
@@ -90,7 +94,8 @@ impl CompileCache {
     }
 
     fn load(&self, engine: &Engine, path: &Path) -> Option<Component> {
-        let data = fs::read(path).ok()?;
+        // Never block on or exhaust memory with whatever sits at the path.
+        let data = super::file::read_regular_file(path, MAX_ENTRY_BYTES).ok()?;
         if data.len() < 32 {
             return None;
         }

@@ -58,7 +58,7 @@ impl Host for InvocationState {
                 for name in &names {
                     if let Some(v) = granted.values.get(name) {
                         out.push(v.expose().to_owned());
-                        self.guest.revealed.push(v.clone());
+                        self.guest.scrubber.add(v);
                     }
                 }
                 Ok(Ok(out))
@@ -80,7 +80,7 @@ impl Host for InvocationState {
             ))));
         }
         // A plugin sees values it writes; scrub them like revealed ones.
-        self.guest.revealed.push(value.clone());
+        self.guest.scrubber.add(&value);
         Ok(broker
             .update(binding, &field, value)
             .map(|_| ())

@@ -2,8 +2,8 @@
 //!
 //! Lines are attributed to the data source, truncated, kept to one line with
 //! control characters escaped, rate-limited (the number dropped is logged when
-//! the invocation ends), and scrubbed of any secret value revealed to the
-//! plugin.
+//! the invocation ends), and scrubbed of every secret value revealed to the
+//! plugin or injected into its requests (see [`super::scrub`]).
 
 use super::bindings::log::{Host, Level};
 use super::state::{InvocationState, one_line};

@@ -5,10 +5,19 @@
 //! spec declares for this data source *and* the operator allows, and unless
 //! the invocation still has request budget (every attempt counts, refused or
 //! not). Placeholders for credential fields are then replaced, through the
-//! broker, only for fields allowed to go to that origin. Response bodies are cut off at the configured size. A
-//! refused request that carries placeholders in its URI or headers is audited
-//! as a denied injection of those fields.
+//! broker, only for fields allowed to go to that origin, and every value
+//! substituted is handed to the invocation's [`Scrubber`], so that a platform
+//! echoing it back cannot get it into a log or an error. Response bodies are
+//! cut off at the configured size. A refused request that carries
+//! placeholders in its URI or headers is audited as a denied injection of
+//! those fields.
+//!
+//! Using up the request budget or receiving a response over the size limit
+//! trips the invocation's [`Tripwire`]: the plugin sees an HTTP error, and
+//! the run fails with a limit error naming the setting, whatever the plugin
+//! makes of it.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -17,8 +26,11 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiHttpHooks};
 
 use crate::broker::{Binding, Broker, Use};
 use crate::origin::{Origin, Scheme};
+use crate::secret::SecretString;
 
-use super::placeholder::{self, Context};
+use super::placeholder::{self, Context, Placeholder};
+use super::scrub::Scrubber;
+use super::state::Tripwire;
 
 type WasiBody = wasmtime_wasi_http::WasiBody;
 type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
@@ -30,20 +42,34 @@ pub const MAX_REQUEST_BODY: usize = 4 * 1024 * 1024;
 
 /// The HTTP policy of one invocation.
 pub struct HttpPolicy {
-    /// Origins this invocation may reach.
+    /// Origins this invocation may reach: those of [`HttpPolicy::declared`]
+    /// that [`HttpPolicy::operator`] also lists.
     pub allowed: Vec<Origin>,
+    /// Origins the plugin's spec declares, resolved for this data source.
+    pub declared: Vec<Origin>,
+    /// Origins the operator allows this plugin (`allow` in intake.toml).
+    pub operator: Vec<Origin>,
     /// The data source, for secret injection; none while loading.
     pub binding: Option<Binding>,
     /// The choke point; none while loading.
     pub broker: Option<Broker>,
+    /// Requests this invocation may send in all (`limits.http_requests`).
+    pub max_requests: u32,
     /// Requests this invocation may still send.
     pub requests_left: u32,
-    /// Largest response body, in bytes.
-    pub max_response: u64,
+    /// Largest response body, in MiB (`limits.http_response_mib`).
+    pub max_response_mib: u64,
+    /// Credential fields the spec declares not secret (a user name, a
+    /// client id): injected, but not scrubbed from messages on their own.
+    pub public_fields: Arc<BTreeSet<String>>,
     /// Data source label for log lines.
     pub label: String,
     /// Notes on refusals, for the run's error message.
     pub notes: Arc<Mutex<Vec<String>>>,
+    /// Values injected in this invocation, to scrub from what leaves it.
+    pub scrubber: Scrubber,
+    /// Set when a limit is exceeded.
+    pub tripwire: Tripwire,
 }
 
 impl std::fmt::Debug for HttpPolicy {
@@ -54,63 +80,108 @@ impl std::fmt::Debug for HttpPolicy {
     }
 }
 
+/// Why a request is not admitted.
+enum Refusal {
+    /// Refused by the policy: why, and more for people (not audited).
+    Policy(String, String),
+    /// The request budget is used up: a limit, not a policy decision.
+    Budget(String),
+}
+
+fn list(origins: &[Origin]) -> String {
+    if origins.is_empty() {
+        "none".to_owned()
+    } else {
+        origins
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 impl HttpPolicy {
     fn refuse(&self, why: String) -> Error {
-        note_refusal(&self.notes, &self.label, why)
+        note_refusal(&self.notes, &self.label, self.scrubber.scrub(&why))
     }
 
     /// Checks the destination and the budget; returns the origin. A refused
     /// request that carries placeholders is audited as a denied injection of
     /// their fields.
     fn admit(&mut self, request: &http::Request<WasiBody>) -> Result<Origin, Error> {
-        self.check(request).map_err(|(why, more)| {
-            self.audit_refused(request, &why);
-            self.refuse(format!("{why}{more}"))
-        })
+        match self.check(request) {
+            Ok(origin) => Ok(origin),
+            Err(Refusal::Policy(why, more)) => {
+                let why = self.scrubber.scrub(&why);
+                self.audit_refused(request, &why);
+                Err(self.refuse(format!("{why}{more}")))
+            }
+            Err(Refusal::Budget(why)) => {
+                self.audit_refused(request, &why);
+                self.tripwire.trip(why);
+                Err(Error::ConnectionLimitReached)
+            }
+        }
     }
 
-    /// The origin of an admissible request, or why not (and more for people).
-    /// Every attempt, refused or not, counts against the request budget.
-    fn check(&mut self, request: &http::Request<WasiBody>) -> Result<Origin, (String, String)> {
+    /// The origin of an admissible request, or why not. Every attempt,
+    /// refused or not, counts against the request budget.
+    fn check(&mut self, request: &http::Request<WasiBody>) -> Result<Origin, Refusal> {
+        let policy = |why: String| Refusal::Policy(why, String::new());
         if self.requests_left == 0 {
-            return Err((
-                "the limit of HTTP requests per invocation is reached".into(),
-                String::new(),
-            ));
+            return Err(Refusal::Budget(format!(
+                "the plugin tried to send more HTTP requests in one invocation than \
+                 limits.http_requests = {} allows; raise it in intake.toml if the plugin \
+                 needs more",
+                self.max_requests
+            )));
         }
         self.requests_left -= 1;
         let uri = request.uri();
         let scheme = match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
             Some("http") => Scheme::Http,
             Some("https") => Scheme::Https,
-            _ => {
-                return Err((
-                    format!("{uri}: only http and https are allowed"),
-                    String::new(),
-                ));
-            }
+            _ => return Err(policy(format!("{uri}: only http and https are allowed"))),
         };
         let Some(authority) = uri.authority() else {
-            return Err(("a request without a host".into(), String::new()));
+            return Err(policy("a request without a host".into()));
         };
         let origin = Origin::from_authority(scheme, authority.as_str())
-            .map_err(|why| (format!("{authority}: {why}"), String::new()))?;
+            .map_err(|why| policy(format!("{authority}: {why}")))?;
         if !self.allowed.contains(&origin) {
-            let allowed = if self.allowed.is_empty() {
-                "none".to_owned()
-            } else {
-                self.allowed
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            return Err((
+            return Err(Refusal::Policy(
                 format!("{origin} is not allowed for this plugin"),
-                format!(" (allowed: {allowed})"),
+                self.why_not_allowed(&origin),
             ));
         }
         Ok(origin)
+    }
+
+    /// Why `origin` is not among the allowed ones, naming both lists a
+    /// request must pass: the spec's (for this data source) and the
+    /// operator's.
+    fn why_not_allowed(&self, origin: &Origin) -> String {
+        let declared = self.declared.contains(origin);
+        let operator = self.operator.contains(origin);
+        let detail = match (declared, operator) {
+            (true, false) => format!(
+                "the data source's settings point the plugin there, but intake.toml's \
+                 `allow` for the plugin does not list it; allow: {}",
+                list(&self.operator)
+            ),
+            (false, true) => format!(
+                "intake.toml's `allow` lists it, but the plugin's spec does not declare it \
+                 for this data source; declared: {}",
+                list(&self.declared)
+            ),
+            _ => format!(
+                "a request must go to an origin that the plugin's spec declares for this \
+                 data source and intake.toml's `allow` lists; declared: {}; allow: {}",
+                list(&self.declared),
+                list(&self.operator)
+            ),
+        };
+        format!(" ({detail})")
     }
 
     /// Audits the credential fields whose placeholders stand in the URI or
@@ -153,8 +224,12 @@ impl WasiHttpHooks for HttpPolicy {
             broker: self.broker.clone(),
             label: self.label.clone(),
             notes: self.notes.clone(),
+            scrubber: self.scrubber.clone(),
+            public_fields: self.public_fields.clone(),
         };
-        let max_response = self.max_response;
+        let max_mib = self.max_response_mib;
+        let max_response = max_mib.saturating_mul(1 << 20);
+        let tripwire = self.tripwire.clone();
         Box::new(async move {
             let origin = admitted?;
             let request = injector.inject(request, &origin).await?;
@@ -163,7 +238,13 @@ impl WasiHttpHooks for HttpPolicy {
                 Limited::new(body, usize::try_from(max_response).unwrap_or(usize::MAX))
                     .map_err(move |e| match e.downcast::<Error>() {
                         Ok(e) => *e,
-                        Err(_) => Error::HttpResponseBodySize(Some(max_response)),
+                        Err(_) => {
+                            tripwire.trip(format!(
+                                "a response from {origin} was larger than \
+                                 limits.http_response_mib = {max_mib} MiB allows"
+                            ));
+                            Error::HttpResponseBodySize(Some(max_response))
+                        }
                     })
                     .boxed_unsync()
             });
@@ -178,11 +259,33 @@ struct Injector {
     broker: Option<Broker>,
     label: String,
     notes: Arc<Mutex<Vec<String>>>,
+    scrubber: Scrubber,
+    public_fields: Arc<BTreeSet<String>>,
 }
 
 impl Injector {
     fn refuse(&self, why: String) -> Error {
-        note_refusal(&self.notes, &self.label, why)
+        note_refusal(&self.notes, &self.label, self.scrubber.scrub(&why))
+    }
+
+    /// Hands every value about to be substituted for `found` to the
+    /// scrubber, with its encodings: a field's value unless the spec
+    /// declares the field not secret, and always a basic-auth token.
+    fn remember(&self, found: &[&Placeholder], values: &crate::secret::SecretFields) {
+        for p in found {
+            if let Placeholder::Basic(user, password) = p {
+                let token = placeholder::basic_token(values, user, password);
+                self.scrubber.add_form(SecretString::new(token.to_string()));
+            }
+            for field in p.fields() {
+                if self.public_fields.contains(field) {
+                    continue;
+                }
+                if let Some(value) = values.get(field) {
+                    self.scrubber.add(value);
+                }
+            }
+        }
     }
 
     async fn inject(
@@ -212,12 +315,14 @@ impl Injector {
             return Ok(http::Request::from_parts(parts, full(body)));
         }
 
-        let mut fields: Vec<&str> = Vec::new();
-        for (_, _, p) in in_uri
+        let found: Vec<&Placeholder> = in_uri
             .iter()
             .chain(in_headers.iter().flat_map(|(_, f)| f.iter()))
             .chain(in_body.iter())
-        {
+            .map(|(_, _, p)| p)
+            .collect();
+        let mut fields: Vec<&str> = Vec::new();
+        for p in &found {
             for f in p.fields() {
                 if !fields.contains(&f) {
                     fields.push(f);
@@ -237,6 +342,8 @@ impl Injector {
             )
             .map_err(|d| self.refuse(format!("placeholder for {origin}: {d}")))?;
         let values = &granted.values;
+        // Before anything is sent: the answer may echo them.
+        self.remember(&found, values);
         let unencodable = |e: placeholder::Unencodable| self.refuse(e.to_string());
 
         if !in_uri.is_empty() {
@@ -306,5 +413,96 @@ fn body_context(headers: &http::HeaderMap) -> Context {
         Context::Json
     } else {
         Context::Raw
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin(text: &str) -> Origin {
+        Origin::parse(text).expect("an origin")
+    }
+
+    fn policy(declared: &[&str], operator: &[&str], requests: u32) -> HttpPolicy {
+        let declared: Vec<Origin> = declared.iter().map(|o| origin(o)).collect();
+        let operator: Vec<Origin> = operator.iter().map(|o| origin(o)).collect();
+        HttpPolicy {
+            allowed: declared
+                .iter()
+                .filter(|o| operator.contains(o))
+                .cloned()
+                .collect(),
+            declared,
+            operator,
+            binding: None,
+            broker: None,
+            max_requests: requests,
+            requests_left: requests,
+            max_response_mib: 1,
+            public_fields: Arc::default(),
+            label: "test".into(),
+            notes: Arc::default(),
+            scrubber: Scrubber::default(),
+            tripwire: Tripwire::default(),
+        }
+    }
+
+    fn get(uri: &str) -> http::Request<WasiBody> {
+        http::Request::get(uri)
+            .body(full(Bytes::new()))
+            .expect("a request")
+    }
+
+    fn refusal(policy: &mut HttpPolicy, uri: &str) -> String {
+        match policy.check(&get(uri)) {
+            Err(Refusal::Policy(why, more)) => format!("{why}{more}"),
+            Err(Refusal::Budget(why)) => format!("budget: {why}"),
+            Ok(o) => format!("admitted {o}"),
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_lists_that_are_enforced() {
+        let (a, b, c) = ("http://a.test", "http://b.test", "http://c.test");
+        let mut p = policy(&[a, b], &[a, c], 10);
+        assert_eq!(
+            refusal(&mut p, "http://a.test/x"),
+            "admitted http://a.test:80"
+        );
+        assert_eq!(
+            refusal(&mut p, "http://b.test/x"),
+            "http://b.test:80 is not allowed for this plugin (the data source's settings \
+             point the plugin there, but intake.toml's `allow` for the plugin does not list \
+             it; allow: http://a.test:80, http://c.test:80)"
+        );
+        assert_eq!(
+            refusal(&mut p, "http://c.test/x"),
+            "http://c.test:80 is not allowed for this plugin (intake.toml's `allow` lists \
+             it, but the plugin's spec does not declare it for this data source; declared: \
+             http://a.test:80, http://b.test:80)"
+        );
+        let mut p = policy(&[], &[], 10);
+        assert_eq!(
+            refusal(&mut p, "http://d.test/x"),
+            "http://d.test:80 is not allowed for this plugin (a request must go to an origin \
+             that the plugin's spec declares for this data source and intake.toml's `allow` \
+             lists; declared: none; allow: none)"
+        );
+    }
+
+    #[test]
+    fn the_request_budget_trips_the_limit() {
+        let mut p = policy(&["http://a.test"], &["http://a.test"], 1);
+        assert!(p.admit(&get("http://a.test/1")).is_ok());
+        assert!(p.tripwire.tripped().is_none());
+        assert!(matches!(
+            p.admit(&get("http://a.test/2")),
+            Err(Error::ConnectionLimitReached)
+        ));
+        let tripped = p.tripwire.tripped().expect("tripped");
+        assert!(tripped.contains("limits.http_requests = 1"), "{tripped}");
+        // A limit is not a refusal by the policy: no note blames the origin.
+        assert!(p.notes.lock().expect("notes").is_empty());
     }
 }

@@ -9,11 +9,13 @@
 pub mod bindings;
 mod cache;
 mod engine;
+mod file;
 mod host_credentials;
 mod host_log;
 mod http;
 pub mod placeholder;
 mod runtime;
+mod scrub;
 mod spec;
 mod state;
 

@@ -123,20 +123,45 @@ pub fn substitute(
                     .map(|v| v.expose().to_owned())
                     .unwrap_or_default(),
             ),
-            Placeholder::Basic(u, p) => {
-                let pair = Zeroizing::new(format!(
-                    "{}:{}",
-                    values.get(u).map(|v| v.expose()).unwrap_or_default(),
-                    values.get(p).map(|v| v.expose()).unwrap_or_default()
-                ));
-                Zeroizing::new(BASE64.encode(pair.as_bytes()))
-            }
+            Placeholder::Basic(u, p) => basic_token(values, u, p),
         };
         encode_into(&mut out, &raw, ctx)?;
         at = *end;
     }
     out.extend_from_slice(&text[at..]);
     Ok(out)
+}
+
+/// The HTTP basic token (`base64(USER:PASSWORD)`) of fields `user` and
+/// `password` of `values` (a missing one counts as empty). Wiped on drop.
+pub fn basic_token(values: &SecretFields, user: &str, password: &str) -> Zeroizing<String> {
+    let pair = Zeroizing::new(format!(
+        "{}:{}",
+        values.get(user).map(|v| v.expose()).unwrap_or_default(),
+        values.get(password).map(|v| v.expose()).unwrap_or_default()
+    ));
+    Zeroizing::new(BASE64.encode(pair.as_bytes()))
+}
+
+/// The distinct forms `value` takes where a placeholder for it stands: as
+/// is (headers, raw bodies), percent-encoded (URIs, forms) and escaped for
+/// JSON. Wiped on drop.
+pub fn forms(value: &str) -> Vec<Zeroizing<String>> {
+    let mut out = vec![Zeroizing::new(value.to_owned())];
+    for ctx in [Context::Uri, Context::Json] {
+        let mut bytes = Zeroizing::new(Vec::with_capacity(value.len() * 3));
+        if encode_into(&mut bytes, value, ctx).is_err() {
+            continue;
+        }
+        // Both encodings produce UTF-8 from UTF-8.
+        let Ok(text) = std::str::from_utf8(&bytes) else {
+            continue;
+        };
+        if !out.iter().any(|f| f.as_str() == text) {
+            out.push(Zeroizing::new(text.to_owned()));
+        }
+    }
+    out
 }
 
 fn encode_into(out: &mut Vec<u8>, value: &str, ctx: Context) -> Result<(), Unencodable> {
@@ -232,6 +257,21 @@ mod tests {
         assert_eq!(
             sub("Basic {{intake:basic:user:pass}}", Context::Header),
             "Basic aW5pdGVjaDpzM2NyZXQ="
+        );
+    }
+
+    #[test]
+    fn forms_are_distinct_encodings() {
+        let forms =
+            |v: &str| -> Vec<String> { super::forms(v).iter().map(|f| f.to_string()).collect() };
+        assert_eq!(forms("plain-Token_1"), ["plain-Token_1"]);
+        assert_eq!(
+            forms("a b&c\"\\"),
+            ["a b&c\"\\", "a%20b%26c%22%5C", "a b&c\\\"\\\\"]
+        );
+        assert_eq!(
+            &*basic_token(&values(), "user", "pass"),
+            "aW5pdGVjaDpzM2NyZXQ="
         );
     }
 

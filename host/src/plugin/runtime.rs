@@ -27,10 +27,12 @@ use super::bindings::connector::{ConnectorError, FetchRequest};
 use super::bindings::{PluginPre, credentials, log, types};
 use super::cache::CompileCache;
 use super::engine::{EngineSettings, new_engine};
+use super::file::{MAX_COMPONENT_BYTES, read_regular_file};
 use super::http::HttpPolicy;
-use super::spec::PluginSpec;
+use super::scrub::Scrubber;
+use super::spec::{PluginSpec, Reach};
 use super::state::{
-    GuestContext, InvocationState, LimitExceeded, LogBudget, StderrTail, one_line, scrub,
+    GuestContext, InvocationState, LimitExceeded, LogBudget, StderrTail, Tripwire, one_line,
 };
 
 /// The `intake:connector` package version this host implements.
@@ -123,14 +125,9 @@ pub struct FetchOutcome {
     pub cursor: Option<String>,
 }
 
-/// A plugin, the binding, the effective config and the reachable origins of
-/// one invocation.
-type Prepared = (
-    Arc<LoadedPlugin>,
-    Binding,
-    Vec<(String, String)>,
-    Vec<Origin>,
-);
+/// A plugin, the binding, the effective config and the origins of one
+/// invocation.
+type Prepared = (Arc<LoadedPlugin>, Binding, Vec<(String, String)>, Reach);
 
 /// A plugin ready to run.
 pub struct LoadedPlugin {
@@ -143,6 +140,8 @@ pub struct LoadedPlugin {
     pre: PluginPre<InvocationState>,
     allow: Vec<Origin>,
     reveal: Arc<BTreeSet<String>>,
+    /// Credential fields the spec declares not secret.
+    public_fields: Arc<BTreeSet<String>>,
     limits: Limits,
 }
 
@@ -186,7 +185,7 @@ fn linker(engine: &Engine) -> wasmtime::Result<Linker<InvocationState>> {
 
 fn store_limits(limits: &Limits) -> wasmtime::StoreLimits {
     StoreLimitsBuilder::new()
-        .memory_size(usize::try_from(limits.memory_mib << 20).unwrap_or(usize::MAX))
+        .memory_size(usize::try_from(limits.memory_bytes()).unwrap_or(usize::MAX))
         .instances(32)
         .tables(64)
         .memories(8)
@@ -204,15 +203,24 @@ impl Runtime {
         broker: Broker,
         cache_key: Option<Zeroizing<[u8; 32]>>,
     ) -> Result<Self, String> {
+        // The pool's slots fit the largest memory limit; each store's own
+        // limit is enforced by its limiter. Limits are range-checked when the
+        // configuration loads, but a `Config` can be built in code too.
         let max_memory = config
             .plugins
             .iter()
-            .map(|p| p.limits.memory_mib)
+            .map(|p| p.limits.memory_mib.clamp(1, crate::config::MAX_MEMORY_MIB))
             .max()
-            .unwrap_or(64)
-            .max(1);
+            .unwrap_or(64);
         let settings = EngineSettings {
-            max_instances: u32::try_from(config.scheduler.concurrency * 2 + 8).unwrap_or(1024),
+            max_instances: config
+                .scheduler
+                .concurrency
+                .min(crate::config::MAX_CONCURRENCY)
+                .checked_mul(2)
+                .and_then(|n| n.checked_add(8))
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(1024),
             max_memory_bytes: max_memory << 20,
         };
         let engine = new_engine(settings).map_err(|e| format!("cannot start wasmtime: {e:#}"))?;
@@ -249,7 +257,7 @@ impl Runtime {
     }
 
     fn load_one(&self, cfg: &PluginConfig, path: &Path) -> Result<LoadedPlugin, String> {
-        let wasm = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
+        let wasm = read_regular_file(path, MAX_COMPONENT_BYTES).map_err(|e| e.to_string())?;
         if wasm.len() < 8 || &wasm[..4] != b"\0asm" {
             return Err("it is not a WebAssembly file".into());
         }
@@ -264,7 +272,10 @@ impl Runtime {
             Some(cache) => cache.load_or_compile(&self.engine, &wasm),
             None => wasmtime::component::Component::new(&self.engine, &wasm).map(|c| (c, false)),
         }
-        .map_err(|e| format!("it is not a valid component: {e:#}"))?;
+        .map_err(|e| match memory_too_small(&e, &cfg.limits) {
+            Some(why) => why,
+            None => format!("it is not a valid component: {e:#}"),
+        })?;
         if let Some(version) = foreign_package_version(&self.engine, &component) {
             return Err(format!(
                 "it was built for intake:connector@{version}, but this host implements \
@@ -296,6 +307,7 @@ impl Runtime {
             pre,
             allow,
             reveal: Arc::new(cfg.reveal.iter().cloned().collect()),
+            public_fields: Arc::default(),
             limits: cfg.limits.clone(),
         };
         let spec = self.call_spec(&loaded)?;
@@ -312,12 +324,19 @@ impl Runtime {
                 "`reveal` names `{f}`, which its spec does not declare"
             ));
         }
+        loaded.public_fields = Arc::new(
+            spec.credential_fields
+                .iter()
+                .filter(|f| !f.secret)
+                .map(|f| f.name.clone())
+                .collect(),
+        );
         loaded.spec = spec;
         Ok(loaded)
     }
 
     fn call_spec(&self, plugin: &LoadedPlugin) -> Result<PluginSpec, String> {
-        let mut store = self.new_store(plugin, None, Vec::new(), "loading".into());
+        let mut store = self.new_store(plugin, None, Reach::default(), "loading".into());
         let stderr = store.data().guest.stderr.clone();
         let fut = async {
             let instance = plugin.pre.instantiate_async(&mut store).await?;
@@ -342,24 +361,33 @@ impl Runtime {
         &self,
         plugin: &LoadedPlugin,
         binding: Option<Binding>,
-        allowed: Vec<Origin>,
+        reach: Reach,
         label: String,
     ) -> Store<InvocationState> {
         let notes = Arc::new(Mutex::new(Vec::new()));
+        let scrubber = Scrubber::default();
+        let tripwire = Tripwire::default();
         let hooks = HttpPolicy {
-            allowed,
+            allowed: reach.hosts,
+            declared: reach.declared,
+            operator: plugin.allow.clone(),
             binding: binding.clone(),
             broker: binding.as_ref().map(|_| self.broker.clone()),
+            max_requests: plugin.limits.http_requests,
             requests_left: plugin.limits.http_requests,
-            max_response: plugin.limits.http_response_mib << 20,
+            max_response_mib: plugin.limits.http_response_mib,
+            public_fields: plugin.public_fields.clone(),
             label: label.clone(),
             notes: notes.clone(),
+            scrubber: scrubber.clone(),
+            tripwire: tripwire.clone(),
         };
         let guest = GuestContext {
             broker: binding.as_ref().map(|_| self.broker.clone()),
             binding,
             label,
-            revealed: Vec::new(),
+            scrubber,
+            tripwire,
             log_budget: LogBudget::new(),
             notes,
             stderr: StderrTail::default(),
@@ -411,7 +439,7 @@ impl Runtime {
             .spec
             .effective_config(&source.config)
             .map_err(RunError::InvalidConfig)?;
-        let (hosts, fields) = plugin
+        let mut reach = plugin
             .spec
             .origins_for(&config, &plugin.allow)
             .map_err(RunError::InvalidConfig)?;
@@ -419,11 +447,11 @@ impl Runtime {
             source: source.id,
             owner: source.owner.clone(),
             platform: plugin.spec.platform.clone(),
-            fields: Arc::new(fields),
+            fields: Arc::new(std::mem::take(&mut reach.fields)),
             reveal: plugin.reveal.clone(),
             pending,
         };
-        Ok((plugin, binding, config, hosts))
+        Ok((plugin, binding, config, reach))
     }
 
     /// Fetches every page for `source`, starting from `cursor`, writing
@@ -434,9 +462,9 @@ impl Runtime {
         cursor: Option<String>,
         sink: &mut dyn PageSink,
     ) -> Result<FetchOutcome, RunError> {
-        let (plugin, binding, config, hosts) = self.prepare(source, None)?;
+        let (plugin, binding, config, reach) = self.prepare(source, None)?;
         let label = format!("{} ({})", source.name, source.platform);
-        let mut store = self.new_store(&plugin, Some(binding), hosts, label);
+        let mut store = self.new_store(&plugin, Some(binding), reach, label);
         let limits = plugin.limits.clone();
         let stderr = store.data().guest.stderr.clone();
         let run = async {
@@ -468,8 +496,8 @@ impl Runtime {
                     )));
                 }
                 outcome.pages += 1;
-                outcome.bytes += page.records.len() as u64;
-                if outcome.bytes > limits.output_mib << 20 {
+                outcome.bytes = outcome.bytes.saturating_add(page.records.len() as u64);
+                if outcome.bytes > limits.output_bytes() {
                     return Err(RunError::Limit(format!(
                         "the plugin returned more than {} MiB of records (limits.output_mib)",
                         limits.output_mib
@@ -489,7 +517,7 @@ impl Runtime {
                 }
                 if outcome.pages >= limits.max_pages {
                     return Err(RunError::Limit(format!(
-                        "the plugin returned more than {} pages (limits.max_pages)",
+                        "the plugin had more pages to return than limits.max_pages = {} allows",
                         limits.max_pages
                     )));
                 }
@@ -504,7 +532,7 @@ impl Runtime {
         };
         let guest = &store.data().guest;
         report_dropped_logs(guest);
-        let result = result.map_err(|e| finish_error(e, &guest.revealed, &guest.notes));
+        let result = finish(result, guest);
         // The instance's pool slot is free for the next invocation while the
         // audit records are written.
         drop(store);
@@ -526,9 +554,9 @@ impl Runtime {
         pending: Option<SecretFields>,
     ) -> Result<Option<SecretFields>, RunError> {
         let pending = pending.map(|p| Arc::new(Mutex::new(p)));
-        let (plugin, binding, config, hosts) = self.prepare(source, pending.clone())?;
+        let (plugin, binding, config, reach) = self.prepare(source, pending.clone())?;
         let label = format!("{} ({}, check)", source.name, source.platform);
-        let mut store = self.new_store(&plugin, Some(binding), hosts, label);
+        let mut store = self.new_store(&plugin, Some(binding), reach, label);
         let limits = plugin.limits.clone();
         let stderr = store.data().guest.stderr.clone();
         let run = async {
@@ -553,7 +581,7 @@ impl Runtime {
         };
         let guest = &store.data().guest;
         report_dropped_logs(guest);
-        let result = result.map_err(|e| finish_error(e, &guest.revealed, &guest.notes));
+        let result = finish(result, guest);
         // The instance's pool slot is free for the next invocation while the
         // audit records are written.
         drop(store);
@@ -578,20 +606,29 @@ fn report_dropped_logs(guest: &GuestContext) {
     }
 }
 
-/// Adds what the host refused to the error, scrubs revealed values, and keeps
-/// plugin-controlled text to one bounded line.
-fn finish_error(
-    err: RunError,
-    revealed: &[crate::secret::SecretString],
-    notes: &Mutex<Vec<String>>,
-) -> RunError {
+/// The outcome of an invocation as it leaves it: a limit exceeded where the
+/// host could not trap (see [`Tripwire`]) fails it whatever the plugin
+/// returned; an error gets what the host refused added, every secret value
+/// revealed or injected scrubbed, and is kept to one bounded line.
+fn finish<T>(result: Result<T, RunError>, guest: &GuestContext) -> Result<T, RunError> {
+    let result = match guest.tripwire.tripped() {
+        Some(what) => Err(RunError::Limit(what)),
+        None => result,
+    };
+    result.map_err(|e| finish_error(e, &guest.scrubber, &guest.notes))
+}
+
+/// Adds what the host refused to the error, scrubs the invocation's secret
+/// values, and keeps plugin-controlled text to one bounded line.
+fn finish_error(err: RunError, scrubber: &Scrubber, notes: &Mutex<Vec<String>>) -> RunError {
     let notes = notes.lock().map(|n| n.clone()).unwrap_or_default();
     let extra = if notes.is_empty() {
         String::new()
     } else {
         format!(" (the host refused: {})", notes.join("; "))
     };
-    let fix = |s: String| one_line(&scrub(&format!("{s}{extra}"), revealed), MAX_ERROR_BYTES);
+    let fix = |s: String| one_line(&scrubber.scrub(&format!("{s}{extra}")), MAX_ERROR_BYTES);
+    let clean = |s: String| one_line(&scrubber.scrub(&s), MAX_ERROR_BYTES);
     match err {
         RunError::AuthFailed(s) => RunError::AuthFailed(fix(s)),
         RunError::RateLimited {
@@ -605,8 +642,31 @@ fn finish_error(
         RunError::InvalidConfig(s) => RunError::InvalidConfig(fix(s)),
         RunError::Plugin(s) => RunError::Plugin(fix(s)),
         RunError::Trap(s) => RunError::Trap(fix(s)),
+        RunError::Limit(s) => RunError::Limit(clean(s)),
         other => other,
     }
+}
+
+/// The error of a component whose initial memory is larger than the pool's
+/// slots, which are as large as the largest `limits.memory_mib`: the plugin
+/// needs more memory than its limit.
+fn memory_too_small(e: &wasmtime::Error, limits: &Limits) -> Option<String> {
+    const SAYS: &str = "memory has a minimum byte size of ";
+    let text = format!("{e:#}");
+    let at = text.find(SAYS)? + SAYS.len();
+    let needed = text[at..]
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse::<u64>().ok());
+    let needs = match needed {
+        Some(bytes) => format!("at least {} MiB", bytes.div_ceil(1 << 20)),
+        None => "more".to_owned(),
+    };
+    Some(format!(
+        "it needs {needs} of memory to start, more than limits.memory_mib = {} MiB allows; \
+         raise limits.memory_mib for it in intake.toml",
+        limits.memory_mib
+    ))
 }
 
 fn connector_error(e: ConnectorError) -> RunError {
@@ -635,7 +695,7 @@ fn trap(e: &wasmtime::Error, limits: &Limits, stderr: &StderrTail) -> RunError {
         || text.contains("forcing trap when growing")
     {
         return RunError::Limit(format!(
-            "the plugin needed more than {} MiB of memory (limits.memory_mib)",
+            "the plugin needed more memory than limits.memory_mib = {} MiB allows",
             limits.memory_mib
         ));
     }

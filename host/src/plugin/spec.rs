@@ -56,7 +56,15 @@ pub struct PluginSpec {
 }
 
 /// Where one data source may send requests, and each field's value.
-pub type Reach = (Vec<Origin>, HashMap<String, Vec<Origin>>);
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reach {
+    /// Origins its requests may go to: declared and allowed.
+    pub hosts: Vec<Origin>,
+    /// Origins the spec declares for it, allowed or not (for messages).
+    pub declared: Vec<Origin>,
+    /// Each credential field's allowed origins.
+    pub fields: HashMap<String, Vec<Origin>>,
+}
 
 /// The largest value a credential field may hold, in bytes.
 pub const MAX_FIELD_BYTES: usize = 16 * 1024;
@@ -197,13 +205,18 @@ impl PluginSpec {
             let mut out = Vec::new();
             for t in templates {
                 let o = resolve_template(t, config).map_err(|e| e.to_string())?;
-                if allowed.contains(&o) && !out.contains(&o) {
+                if !out.contains(&o) {
                     out.push(o);
                 }
             }
             Ok(out)
         };
-        let hosts = resolve(&self.hosts)?;
+        let declared = resolve(&self.hosts)?;
+        let hosts: Vec<Origin> = declared
+            .iter()
+            .filter(|o| allowed.contains(o))
+            .cloned()
+            .collect();
         let mut fields = HashMap::new();
         for f in &self.credential_fields {
             let origins = resolve(&f.hosts)?
@@ -212,7 +225,11 @@ impl PluginSpec {
                 .collect();
             fields.insert(f.name.clone(), origins);
         }
-        Ok((hosts, fields))
+        Ok(Reach {
+            hosts,
+            declared,
+            fields,
+        })
     }
 }
 
@@ -322,12 +339,14 @@ mod tests {
         let s = spec();
         let config = vec![("base_url".into(), "http://127.0.0.1:9".into())];
         let allowed = vec![Origin::parse("http://127.0.0.1:9").expect("ok")];
-        let (hosts, fields) = s.origins_for(&config, &allowed).expect("ok");
-        assert_eq!(hosts, allowed);
-        assert_eq!(fields["access_token"], allowed);
-        let (hosts, fields) = s.origins_for(&config, &[]).expect("ok");
-        assert!(hosts.is_empty());
-        assert!(fields["access_token"].is_empty());
+        let reach = s.origins_for(&config, &allowed).expect("ok");
+        assert_eq!(reach.hosts, allowed);
+        assert_eq!(reach.declared, allowed);
+        assert_eq!(reach.fields["access_token"], allowed);
+        let reach = s.origins_for(&config, &[]).expect("ok");
+        assert!(reach.hosts.is_empty());
+        assert_eq!(reach.declared, allowed, "declared whether allowed or not");
+        assert!(reach.fields["access_token"].is_empty());
     }
 
     #[test]

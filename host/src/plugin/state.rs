@@ -23,9 +23,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::broker::{Binding, Broker};
-use crate::secret::SecretString;
 
 use super::http::HttpPolicy;
+use super::scrub::Scrubber;
 
 /// Credential calls (`fields`, `reveal`, `update`) one invocation may make.
 /// Each is audited, so without a bound a plugin calling in a loop would grow
@@ -37,6 +37,30 @@ pub(super) const MAX_CREDENTIAL_CALLS: u32 = 10_000;
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub(super) struct LimitExceeded(pub String);
+
+/// Set when the invocation exceeds a limit where the host cannot trap the
+/// plugin at once (an HTTP response too large, the request budget used up):
+/// the plugin only sees an HTTP error, which it may report as anything or
+/// even ignore, but the run fails with [`super::RunError::Limit`] all the
+/// same, and is not retried. Clones share the same flag; the first limit
+/// hit is kept.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Tripwire(Arc<Mutex<Option<String>>>);
+
+impl Tripwire {
+    /// Records that a limit was exceeded, saying which (`limits.NAME`).
+    pub fn trip(&self, what: String) {
+        let mut first = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if first.is_none() {
+            *first = Some(what);
+        }
+    }
+
+    /// The first limit exceeded, if any.
+    pub fn tripped(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
 
 /// Store data of one invocation.
 pub struct InvocationState {
@@ -64,9 +88,11 @@ pub(super) struct GuestContext {
     pub broker: Option<Broker>,
     /// "data source NAME (platform)" for log lines.
     pub label: String,
-    /// Values revealed to the plugin in this invocation, scrubbed from its
-    /// log lines and error texts.
-    pub revealed: Vec<SecretString>,
+    /// Values revealed to the plugin or injected into its requests in this
+    /// invocation, scrubbed from its log lines and error texts.
+    pub scrubber: Scrubber,
+    /// Limits exceeded outside a host call the host could trap.
+    pub tripwire: Tripwire,
     /// Log rate limit.
     pub log_budget: LogBudget,
     /// Notes on what the host refused, added to the error if the run fails.
@@ -78,9 +104,10 @@ pub(super) struct GuestContext {
 }
 
 impl GuestContext {
-    /// Replaces every revealed value in `text` with `[redacted]`.
+    /// Replaces every value revealed or injected so far in `text` with
+    /// `[redacted]`.
     pub fn scrub(&self, text: &str) -> String {
-        scrub(text, &self.revealed)
+        self.scrubber.scrub(text)
     }
 
     /// Counts a credential call; past [`MAX_CREDENTIAL_CALLS`] it traps.
@@ -93,17 +120,6 @@ impl GuestContext {
         }
         Ok(())
     }
-}
-
-/// Replaces every value of `secrets` in `text` with `[redacted]`.
-pub(super) fn scrub(text: &str, secrets: &[SecretString]) -> String {
-    let mut out = text.to_owned();
-    for s in secrets {
-        if s.len() >= 4 && out.contains(s.expose()) {
-            out = out.replace(s.expose(), "[redacted]");
-        }
-    }
-    out
 }
 
 /// Makes plugin-controlled text safe to show on one line of a table or log:

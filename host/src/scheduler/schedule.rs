@@ -13,21 +13,44 @@ use croner::Cron;
 
 use crate::store::Schedule;
 
-/// Parses `--every DURATION` or `--cron EXPR` into a schedule.
+/// A cron expression whose next occurrence is further away than this (in
+/// days) is refused: it would never, in practice, run its data source.
+/// Five years leave room for 29 February.
+const NEVER_DAYS: i64 = 5 * 365;
+
+/// Parses `--every DURATION` or `--cron EXPR` into a schedule. Refuses an
+/// interval under a second and a cron expression that never fires.
 pub fn parse(every: Option<&str>, cron: Option<&str>) -> Result<Option<Schedule>, String> {
     match (every, cron) {
         (Some(_), Some(_)) => Err("give either an interval or a cron expression, not both".into()),
         (Some(e), None) => {
-            let d = humantime::parse_duration(e)
-                .map_err(|err| format!("`{e}` is not an interval like 15m or 1h: {err}"))?;
+            let d = humantime::parse_duration(e).map_err(|err| {
+                format!(
+                    "`{}` is not an interval like 15m or 1h: {err}",
+                    crate::store::shown(e)
+                )
+            })?;
             if d < Duration::from_secs(1) {
                 return Err("the interval must be at least 1s".into());
             }
             Ok(Some(Schedule::Every(d.as_secs())))
         }
         (None, Some(c)) => {
-            Cron::from_str(c).map_err(|err| format!("`{c}` is not a cron expression: {err}"))?;
-            Ok(Some(Schedule::Cron(c.to_owned())))
+            let shown = crate::store::shown(c);
+            let cron = Cron::from_str(c)
+                .map_err(|err| format!("`{shown}` is not a cron expression: {err}"))?;
+            // A pattern that never matches (`0 0 30 2 *`: 30 February) parses,
+            // and would leave the data source silently never running.
+            let now = Utc::now();
+            let horizon = now + chrono::Duration::days(NEVER_DAYS);
+            match cron.find_next_occurrence(&now, false) {
+                Ok(next) if next <= horizon => Ok(Some(Schedule::Cron(c.to_owned()))),
+                _ => Err(format!(
+                    "the cron expression `{shown}` never fires in the next {} years (a date \
+                     that does not exist, such as 30 February?); the data source would never run",
+                    NEVER_DAYS / 365
+                )),
+            }
         }
         (None, None) => Ok(None),
     }
@@ -103,5 +126,16 @@ mod tests {
         assert!(parse(None, Some("61 * * * *")).is_err());
         assert!(parse(Some("1h"), Some("* * * * *")).is_err());
         assert_eq!(parse(None, None), Ok(None));
+    }
+
+    #[test]
+    fn parse_refuses_a_cron_that_never_fires() {
+        let err = parse(None, Some("0 0 30 2 *")).unwrap_err();
+        assert!(err.contains("never fires"), "{err}");
+        let err = parse(None, Some("0 0 31 4 *")).unwrap_err();
+        assert!(err.contains("never fires"), "{err}");
+        // 29 February comes at least every eight years; within five from most dates.
+        assert!(parse(None, Some("0 6 * * *")).is_ok());
+        assert!(parse(None, Some("0 0 1 1 *")).is_ok());
     }
 }

@@ -79,6 +79,23 @@ fn field_aad(id: CredentialId, owner: &str, platform: &str, version: u32, field:
         .str(field)
 }
 
+/// Refuses secret values that can never work: a control character (C0, such
+/// as NUL, a tab, a line break or ESC, or DEL) in a value is a copying
+/// mistake that no platform accepts, and would only make every later run fail
+/// with the platform's own, misleading error. Applied to every value written:
+/// connecting, reconnecting, sealed bundles and values a plugin writes back.
+/// The error names the field, never the value.
+pub fn check_secret_values(fields: &SecretFields) -> Result<()> {
+    for (name, value) in fields.iter() {
+        if value.expose().bytes().any(|b| b.is_ascii_control()) {
+            return Err(StoreError::InvalidSecret {
+                field: name.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Seals `fields` into `record` as its current version, with a new data key.
 pub(super) fn seal_into(
     keyring: &Keyring,
@@ -260,6 +277,7 @@ impl Store {
         changes: &SecretFields,
         by: Option<&UpdatedBy<'_>>,
     ) -> Result<u32> {
+        check_secret_values(changes)?;
         let txn = self.db().begin_write()?;
         let version = {
             let mut creds = txn.open_table(CREDENTIALS)?;

@@ -36,7 +36,7 @@ use crate::crypto::{CryptoError, KeyError, Keyring, PassphraseKdf, Sealed, Trans
 use crate::secret::SecretString;
 
 pub use audit::AuditFilter;
-pub use credentials::{CredentialSummary, NewSecrets, UpdatedBy};
+pub use credentials::{CredentialSummary, NewSecrets, UpdatedBy, check_secret_values};
 pub use maintenance::{Rotation, Verification};
 pub use manage::Deleted;
 pub use model::{
@@ -71,7 +71,39 @@ const META_PASSPHRASE_KDF: &str = "passphrase_kdf";
 pub enum StoreError {
     /// The database failed.
     #[error("database error: {0}")]
-    Db(#[from] redb::Error),
+    Db(redb::Error),
+    /// The database file is damaged: redb found a page or record that does
+    /// not check out, or failed reading it.
+    #[error(
+        "the database {} is damaged ({}); restore it from a backup (stop intake, copy the \
+         backup over it; see docs/security.md, \"Files\"), then run `intake keys verify`",
+        .path.as_deref().unwrap_or("file"),
+        .reason
+    )]
+    Damaged {
+        /// The database file, when known where the damage was found.
+        path: Option<String>,
+        /// What redb reported.
+        reason: String,
+    },
+    /// The database file does not exist.
+    #[error(
+        "the database {path} does not exist; run `intake init` to create it (or pass --db / set \
+         [store] path in intake.toml to use another one)"
+    )]
+    Missing {
+        /// The database file.
+        path: String,
+    },
+    /// The database file exists but is empty.
+    #[error(
+        "the database {path} is empty (0 bytes), not an intake database; restore it from a backup, \
+         or delete it and run `intake init` to start over"
+    )]
+    Empty {
+        /// The database file.
+        path: String,
+    },
     /// Encryption or decryption failed.
     #[error(transparent)]
     Crypto(#[from] CryptoError),
@@ -148,22 +180,28 @@ pub enum StoreError {
     #[error("the database holds a damaged record ({0}); restore it from a backup")]
     Corrupt(String),
     /// No such user.
-    #[error("no user named `{0}`; add one with `intake user add {0}`")]
+    #[error("no user named `{}`; `intake user list` shows the users", shown(.0))]
     UnknownUser(String),
-    /// The user exists already.
-    #[error("a user named `{0}` exists already")]
+    /// The user exists already (names are compared ignoring case).
+    #[error(
+        "a user named `{}` exists already (user names are compared ignoring case); \
+         `intake user list` shows the users",
+        shown(.0)
+    )]
     UserExists(String),
     /// No such data source.
-    #[error("no data source `{0}`; `intake sources list` shows them")]
+    #[error("no data source `{}`; `intake sources list` shows them", shown(.0))]
     UnknownSource(String),
     /// The data source name is taken.
-    #[error("a data source named `{0}` exists already; choose another --name")]
+    #[error("a data source named `{}` exists already; choose another --name", shown(.0))]
     SourceExists(String),
     /// No credential with that id that this user may use. Deliberately the same
     /// for a credential that does not exist and one that belongs to someone
     /// else, so that ids cannot be probed.
     #[error(
-        "user `{user}` has no credential {id}; `intake credentials list --user {user}` shows theirs"
+        "user `{}` has no credential {id}; `intake credentials list --user {}` shows theirs",
+        shown(.user),
+        shown(.user)
     )]
     NoSuchCredential {
         /// The user asking.
@@ -194,7 +232,8 @@ pub enum StoreError {
     },
     /// The user still owns credentials or data sources.
     #[error(
-        "user `{user}` owns {credentials} credentials and {sources} data sources; pass --purge to delete them with the user"
+        "user `{}` owns {credentials} credentials and {sources} data sources; pass --purge to delete them with the user",
+        shown(.user)
     )]
     UserOwnsData {
         /// The user.
@@ -204,8 +243,19 @@ pub enum StoreError {
         /// Data sources owned.
         sources: usize,
     },
+    /// A secret value holds a control character.
+    #[error(
+        "the value of credential field `{}` contains a control character (such as a NUL byte, \
+         a tab, a line break, ESC or DEL), which no platform accepts; check how the secret was \
+         copied",
+        shown(.field)
+    )]
+    InvalidSecret {
+        /// The field (never its value).
+        field: String,
+    },
     /// A name is not acceptable.
-    #[error("invalid {what} `{value}`: {rule}")]
+    #[error("invalid {what} `{}`: {rule}", shown(.value))]
     InvalidName {
         /// What kind of name.
         what: &'static str,
@@ -216,11 +266,20 @@ pub enum StoreError {
     },
 }
 
+impl From<redb::Error> for StoreError {
+    fn from(e: redb::Error) -> Self {
+        match e {
+            redb::Error::Corrupted(reason) => StoreError::Damaged { path: None, reason },
+            other => StoreError::Db(other),
+        }
+    }
+}
+
 macro_rules! redb_errors {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
             fn from(e: $t) -> Self {
-                StoreError::Db(e.into())
+                redb::Error::from(e).into()
             }
         }
     )*};
@@ -258,10 +317,28 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Opens the database at `path`, creating it (mode 0600) if it does not
-    /// exist. Refuses a master key that does not match the database.
+    /// exist or is empty. Refuses a master key that does not match the
+    /// database. Only `intake init` (and tests) should create a database:
+    /// everything else opens with [`Store::open_existing`].
     pub fn open(path: &Path, keyring: Keyring) -> Result<Self> {
-        let db = open_db(path)?;
+        let db = open_db(path, true)?;
         Self::with_db(db, path, keyring)
+    }
+
+    /// Opens the existing database at `path`, like [`Store::open`] but never
+    /// creating one: a missing or empty file is refused with
+    /// [`StoreError::Missing`] or [`StoreError::Empty`], so that a typo in a
+    /// path or a database moved away is not silently replaced by a new one.
+    pub fn open_existing(path: &Path, keyring: Keyring) -> Result<Self> {
+        let db = open_db(path, false)?;
+        Self::with_db(db, path, keyring)
+    }
+
+    /// [`Store::open_with_passphrase`] for an existing database only (see
+    /// [`Store::open_existing`]).
+    pub fn open_existing_with_passphrase(path: &Path, passphrase: &SecretString) -> Result<Self> {
+        require_existing(path)?;
+        Self::open_with_passphrase(path, passphrase)
     }
 
     /// Opens (or creates) a database protected by a passphrase: reads the
@@ -269,7 +346,7 @@ impl Store {
     /// new database), derives the master key, and checks it like any other.
     /// A wrong passphrase is refused before anything else is read or written.
     pub fn open_with_passphrase(path: &Path, passphrase: &SecretString) -> Result<Self> {
-        let db = open_db(path)?;
+        let db = open_db(path, true)?;
         let shown = path.display().to_string();
         let stored = {
             let txn = db.begin_read()?;
@@ -328,52 +405,29 @@ impl Store {
 
     /// Creates missing tables, records the format version and key check
     /// values, and verifies the key against existing check values.
+    ///
+    /// Most opens find everything in place: that is checked in a read
+    /// transaction, and nothing is written (so a listing neither waits for
+    /// writers in other processes nor writes to a file that may be damaged).
     fn initialise(&self) -> Result<()> {
+        {
+            let txn = self.db().begin_read()?;
+            match txn.open_table(META) {
+                Ok(meta) => {
+                    if !self.check_meta(&meta)? && all_tables_exist(&txn)? {
+                        return Ok(());
+                    }
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         let txn = self.db().begin_write()?;
         {
             let mut meta = txn.open_table(META)?;
-            if let Some(found) = meta.get(META_FORMAT)? {
-                let found = u32_from(found.value());
-                if found > FORMAT_VERSION {
-                    return Err(StoreError::NewerFormat {
-                        path: self.path_shown(),
-                        found,
-                    });
-                }
-            } else {
+            self.check_meta(&meta)?;
+            if meta.get(META_FORMAT)?.is_none() {
                 meta.insert(META_FORMAT, FORMAT_VERSION.to_be_bytes().as_slice())?;
-            }
-            let passphrase_db = meta.get(META_PASSPHRASE_KDF)?.is_some();
-            if passphrase_db && !self.keyring().is_from_passphrase() {
-                return Err(StoreError::PassphraseRequired {
-                    path: self.path_shown(),
-                });
-            }
-            let mut any_check = false;
-            for version in self.keyring().versions() {
-                let name = check_key(version);
-                if let Some(check) = meta.get(name.as_str())? {
-                    any_check = true;
-                    let check: Sealed = model::decode(check.value(), "key check")?;
-                    if !self.keyring().verify_check_value(version, &check) {
-                        return Err(StoreError::WrongKey {
-                            path: self.path_shown(),
-                            version,
-                        });
-                    }
-                }
-            }
-            // A database that has check values for none of our versions was
-            // made with another key, unless it has none at all (new database).
-            let existing: Vec<String> = meta
-                .range("key_check:"..="key_check;")?
-                .map(|r| r.map(|(k, _)| k.value().to_owned()))
-                .collect::<Result<_, _>>()?;
-            if !any_check && !existing.is_empty() {
-                return Err(StoreError::WrongKey {
-                    path: self.path_shown(),
-                    version: self.keyring().current().version(),
-                });
             }
             for version in self.keyring().versions() {
                 let name = check_key(version);
@@ -395,6 +449,55 @@ impl Store {
         }
         txn.commit()?;
         Ok(())
+    }
+
+    /// Checks the format version, the kind of key and the key itself against
+    /// `meta`. Returns whether something is missing that opening writes: the
+    /// format version, or the check value of one of the keyring's versions.
+    fn check_meta(&self, meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<bool> {
+        let mut missing = false;
+        if let Some(found) = meta.get(META_FORMAT)? {
+            let found = u32_from(found.value());
+            if found > FORMAT_VERSION {
+                return Err(StoreError::NewerFormat {
+                    path: self.path_shown(),
+                    found,
+                });
+            }
+        } else {
+            missing = true;
+        }
+        let passphrase_db = meta.get(META_PASSPHRASE_KDF)?.is_some();
+        if passphrase_db && !self.keyring().is_from_passphrase() {
+            return Err(StoreError::PassphraseRequired {
+                path: self.path_shown(),
+            });
+        }
+        let mut any_check = false;
+        for version in self.keyring().versions() {
+            let name = check_key(version);
+            if let Some(check) = meta.get(name.as_str())? {
+                any_check = true;
+                let check: Sealed = model::decode(check.value(), "key check")?;
+                if !self.keyring().verify_check_value(version, &check) {
+                    return Err(StoreError::WrongKey {
+                        path: self.path_shown(),
+                        version,
+                    });
+                }
+            } else {
+                missing = true;
+            }
+        }
+        // A database that has check values for none of our versions was
+        // made with another key, unless it has none at all (new database).
+        if !any_check && meta.range("key_check:"..="key_check;")?.next().is_some() {
+            return Err(StoreError::WrongKey {
+                path: self.path_shown(),
+                version: self.keyring().current().version(),
+            });
+        }
+        Ok(missing)
     }
 
     pub(crate) fn db(&self) -> &Database {
@@ -423,6 +526,34 @@ impl Store {
     }
 }
 
+/// Whether every table exists (an older database may lack newer ones).
+fn all_tables_exist(txn: &redb::ReadTransaction) -> Result<bool> {
+    macro_rules! exists {
+        ($($table:expr),*) => {{
+            let mut all = true;
+            $(
+                match txn.open_table($table) {
+                    Ok(_) => {}
+                    Err(redb::TableError::TableDoesNotExist(_)) => all = false,
+                    Err(e) => return Err(e.into()),
+                }
+            )*
+            all
+        }};
+    }
+    Ok(exists!(
+        USERS,
+        CREDENTIALS,
+        CREDENTIAL_STATE,
+        SOURCES,
+        SOURCE_NAMES,
+        CURSORS,
+        AUDIT,
+        RUNS,
+        SCHEDULES
+    ))
+}
+
 /// The passphrase salt and parameters stored in `meta`, if any.
 fn stored_kdf(
     meta: &impl ReadableTable<&'static str, &'static [u8]>,
@@ -432,28 +563,142 @@ fn stored_kdf(
         .transpose()
 }
 
-/// Opens the redb file at `path` for many processes, creating it with mode
-/// 0600 first so that it is never readable by others.
-fn open_db(path: &Path) -> Result<Database> {
+/// Refuses a database file that does not exist or is empty (see
+/// [`Store::open_existing`]).
+pub fn require_existing(path: &Path) -> Result<()> {
     let shown = path.display().to_string();
-    let open_err = |reason: String| StoreError::Open {
-        path: shown.clone(),
+    match fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Err(StoreError::Open {
+            path: shown,
+            reason: "it is a directory; point --db or [store] path at the database file".into(),
+        }),
+        Ok(meta) if meta.len() == 0 => Err(StoreError::Empty { path: shown }),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(StoreError::Missing { path: shown })
+        }
+        Err(e) => Err(StoreError::Open {
+            path: shown,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Opens the redb file at `path` for many processes. With `create`, a
+/// missing file is created with mode 0600 first (so that it is never
+/// readable by others) and an empty one initialised; without, both are
+/// refused.
+fn open_db(path: &Path, create: bool) -> Result<Database> {
+    let shown = path.display().to_string();
+    let open_err = |e: redb::DatabaseError| match e {
+        // A file that is not (or no longer) a redb database: zeroed or
+        // overwritten header pages.
+        redb::DatabaseError::Storage(redb::StorageError::Io(io))
+            if io.kind() == std::io::ErrorKind::InvalidData =>
+        {
+            StoreError::Damaged {
+                path: Some(shown.clone()),
+                reason: io.to_string(),
+            }
+        }
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(reason)) => {
+            StoreError::Damaged {
+                path: Some(shown.clone()),
+                reason,
+            }
+        }
+        other => StoreError::Open {
+            path: shown.clone(),
+            reason: other.to_string(),
+        },
+    };
+    if create {
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(StoreError::Open {
+                    path: shown,
+                    reason: e.to_string(),
+                });
+            }
+        }
+        Database::builder()
+            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+            .create(path)
+            .map_err(open_err)
+    } else {
+        require_existing(path)?;
+        Database::builder()
+            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+            .open(path)
+            .map_err(open_err)
+    }
+}
+
+/// How [`check_file`] found a database file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileCheck {
+    /// Every page of the committed trees verified.
+    Intact,
+    /// The pages verified, but redb's record of free space had to be
+    /// rebuilt (as after a crash); no data was lost.
+    Repaired,
+}
+
+/// Checks the integrity of the whole database file at `path` with redb
+/// (the checksum of every page of the committed trees), opening its own
+/// handle on it. A damaged file is [`StoreError::Damaged`], never a panic.
+/// Holds the writer lock while it runs: writers in other processes wait.
+pub fn check_file(path: &Path) -> Result<FileCheck> {
+    let shown = path.display().to_string();
+    let damaged = |reason: String| StoreError::Damaged {
+        path: Some(shown.clone()),
         reason,
     };
-    match fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(open_err(e.to_string())),
+    let checked = std::panic::catch_unwind(|| -> Result<bool> {
+        let mut db = open_db(path, false)?;
+        let clean = db.check_integrity().map_err(|e| match e {
+            redb::DatabaseError::Storage(redb::StorageError::Corrupted(reason)) => damaged(reason),
+            other => StoreError::from(other),
+        })?;
+        Ok(clean)
+    });
+    match checked {
+        Ok(Ok(true)) => Ok(FileCheck::Intact),
+        Ok(Ok(false)) => Ok(FileCheck::Repaired),
+        Ok(Err(StoreError::Damaged { reason, .. })) => Err(damaged(reason)),
+        Ok(Err(e)) => Err(e),
+        Err(panic) => Err(damaged(format!(
+            "reading it failed: {}",
+            panic_message(panic.as_ref())
+        ))),
     }
-    Database::builder()
-        .set_concurrency_mode(ConcurrencyMode::MultiWriter)
-        .create(path)
-        .map_err(|e| open_err(e.to_string()))
+}
+
+/// The message of a panic payload (a `&str` or `String`), if it has one.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned())
+}
+
+/// A name given by a person, made safe to show inside an error message:
+/// control characters (a terminal escape, a line break) and quotes escaped,
+/// at most 80 characters.
+pub fn shown(name: &str) -> String {
+    let mut out: String = name.chars().take(80).flat_map(char::escape_debug).collect();
+    if name.chars().count() > 80 {
+        out.push('…');
+    }
+    out
 }
 
 /// Allocates the next id of a kind of record (`"source"`, `"credential"`).

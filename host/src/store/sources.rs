@@ -158,6 +158,7 @@ impl Store {
         now: u64,
     ) -> Result<CredentialId> {
         super::check_title(&secrets.title)?;
+        super::credentials::check_secret_values(&secrets.fields)?;
         let cred_id = next_id(txn, "credential")?;
         let mut record = CredentialRecord {
             id: cred_id,

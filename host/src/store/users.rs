@@ -6,14 +6,19 @@ use super::model::{User, decode, encode};
 use super::{Result, Store, StoreError, USERS, check_name, now_ms};
 
 impl Store {
-    /// Adds a user.
+    /// Adds a user. Names are unique ignoring case: `Alice` is refused when
+    /// `alice` exists, since the two are easily confused (a database made
+    /// before this rule may hold both; they keep working).
     pub fn add_user(&self, name: &str) -> Result<User> {
         check_name("user name", name)?;
         let txn = self.db().begin_write()?;
         let user = {
             let mut users = txn.open_table(USERS)?;
-            if users.get(name)?.is_some() {
-                return Err(StoreError::UserExists(name.to_owned()));
+            for r in users.iter()? {
+                let (existing, _) = r?;
+                if existing.value().eq_ignore_ascii_case(name) {
+                    return Err(StoreError::UserExists(existing.value().to_owned()));
+                }
             }
             let user = User {
                 name: name.to_owned(),

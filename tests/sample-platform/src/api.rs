@@ -129,7 +129,10 @@ async fn log_and_inject(State(shared): State<Shared>, request: Request, next: Ne
         .get(AUTHORIZATION)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let is_v1 = uri.path().starts_with("/v1/");
-    let delay = lock(&shared).delay;
+    let (delay, padding) = {
+        let state = lock(&shared);
+        (state.delay, state.padding)
+    };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
@@ -154,14 +157,39 @@ async fn log_and_inject(State(shared): State<Shared>, request: Request, next: Ne
         answer(&shared, is_v1, request, next).await
     };
 
+    let status = response.status().as_u16();
+    let response = if padding > 0 {
+        pad(response, padding).await
+    } else {
+        response
+    };
     lock(&shared).log.push(RequestRecord {
         method,
         path,
         authorization,
-        status: response.status().as_u16(),
+        status,
         body,
     });
     response
+}
+
+/// `response` with `padding` spaces after its body (and the length updated).
+async fn pad(response: Response, padding: usize) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let mut bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(bytes) => bytes.to_vec(),
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "cannot pad the answer",
+            )
+            .into_response();
+        }
+    };
+    bytes.resize(bytes.len() + padding, b' ');
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(bytes))
 }
 
 /// The injected failure due for this request, or the real answer.
@@ -180,10 +208,17 @@ async fn answer(shared: &Shared, is_v1: bool, request: Request, next: Next) -> R
 /// Authenticates the request and takes a rate-limit token: the principal, or 401/429.
 fn authenticate(state: &mut crate::state::State, headers: &HeaderMap) -> Result<String, ApiError> {
     let header = headers.get(AUTHORIZATION).map(HeaderValue::as_bytes);
-    let principal = state
-        .credentials
-        .authenticate(header)
-        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", e.message()))?;
+    let principal = state.credentials.authenticate(header).map_err(|e| {
+        let message = match header {
+            Some(value) if state.echo_authorization => format!(
+                "{}; received authorization: \"{}\"",
+                e.message(),
+                String::from_utf8_lossy(value)
+            ),
+            _ => e.message().to_owned(),
+        };
+        ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", message)
+    })?;
     state
         .limiter
         .take(&principal, Instant::now())

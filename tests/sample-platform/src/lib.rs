@@ -133,6 +133,21 @@ impl SamplePlatform {
         lock(&self.shared).delay = delay;
     }
 
+    /// With `on`, every 401 answer's message quotes the `authorization` header the
+    /// request carried (`...; received authorization: "Bearer TOKEN"`), as a careless
+    /// platform might: tests use it to check that a secret echoed back by the platform
+    /// reaches no log, error or file. Off by default.
+    pub fn echo_authorization(&self, on: bool) {
+        lock(&self.shared).echo_authorization = on;
+    }
+
+    /// Appends `bytes` bytes of whitespace to the body of every answer (JSON stays
+    /// valid), so that tests can exceed a response size limit. 0 (the default) turns
+    /// it off.
+    pub fn pad_responses(&self, bytes: usize) {
+        lock(&self.shared).padding = bytes;
+    }
+
     /// Extends every account's data by `n` more days.
     pub fn add_days(&self, n: u32) {
         let mut state = lock(&self.shared);

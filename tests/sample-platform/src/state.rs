@@ -47,6 +47,12 @@ pub(crate) struct State {
     /// How long every request waits before it is answered (tests slow the platform
     /// down to catch a run in flight).
     pub delay: Duration,
+    /// Whether a 401 quotes the `authorization` header it got (as careless real APIs
+    /// do), so that tests can check a secret echoed back goes no further.
+    pub echo_authorization: bool,
+    /// Bytes of whitespace appended to every answer's body (valid JSON all the same),
+    /// so that tests can make responses larger than a size limit.
+    pub padding: usize,
     pub log: Vec<RequestRecord>,
 }
 
@@ -90,6 +96,8 @@ impl State {
             days: fixture.days,
             failures: VecDeque::new(),
             delay: Duration::ZERO,
+            echo_authorization: false,
+            padding: 0,
             log: Vec::new(),
         }
     }

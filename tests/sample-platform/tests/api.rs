@@ -41,6 +41,32 @@ fn good_token_sees_its_principal() {
 }
 
 #[test]
+fn echo_quotes_the_authorization_of_a_401_and_padding_keeps_json_valid() {
+    let p = start();
+    let reply = get(p.addr(), "/v1/me", Some(&bearer("CANARY-1")));
+    assert_eq!(reply.status, 401);
+    assert!(!reply.body.contains("CANARY-1"), "{}", reply.body);
+    p.echo_authorization(true);
+    let reply = get(p.addr(), "/v1/me", Some(&bearer("CANARY-1")));
+    assert_eq!(reply.status, 401);
+    assert_eq!(
+        reply.json()["message"],
+        "unknown or expired credential; received authorization: \"Bearer CANARY-1\""
+    );
+    let reply = get(p.addr(), "/v1/me", Some(&bearer(ACME)));
+    assert_eq!(reply.status, 200, "a good credential is not affected");
+
+    p.pad_responses(10_000);
+    let reply = get(p.addr(), "/v1/me", Some(&bearer(ACME)));
+    assert_eq!(reply.status, 200);
+    assert!(reply.body.len() > 10_000, "{}", reply.body.len());
+    assert_eq!(reply.json()["principal"], "acme");
+    p.pad_responses(0);
+    let reply = get(p.addr(), "/v1/me", Some(&bearer(ACME)));
+    assert!(reply.body.len() < 100, "{}", reply.body);
+}
+
+#[test]
 fn bad_credentials_get_401() {
     let p = start();
     for auth in [

@@ -1,0 +1,391 @@
+//! What the command line refuses, and how it says so: secret values that can
+//! never work, schedules that never fire, names carrying terminal escapes,
+//! and messages that send the operator the right way.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::process::{Command, Stdio};
+
+use intake::crypto::HostPublicKey;
+use intake::secret::{SecretFields, SecretString};
+use intake::store::StoreError;
+use intake_sample_platform::{Fixture, SamplePlatform};
+use serde_json::Value;
+
+use crate::support::{Home, Output};
+
+const TOKEN: &str = "adsample-token-acme";
+
+/// A home with alice and her `acme-us` data source on the sample platform.
+fn setup() -> (SamplePlatform, Home) {
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    let home = Home::new(&platform.base_url());
+    home.init();
+    home.user_add("alice");
+    home.connect(
+        "alice",
+        "acme-us",
+        "acme-us",
+        Some(&format!("access_token={TOKEN}\n")),
+        None,
+    )
+    .ok();
+    (platform, home)
+}
+
+/// The stored value of `field` of the credential data source `source` uses.
+fn stored(home: &Home, source: &str, field: &str) -> String {
+    let id = home.credential_of(source);
+    let store = home.store();
+    let record = store.credential(id).unwrap().unwrap();
+    let fields = store.open_fields(&record, None).unwrap();
+    fields.get(field).unwrap().expose().to_owned()
+}
+
+#[track_caller]
+fn assert_no_escape(out: &Output) {
+    for text in [&out.stdout, &out.stderr] {
+        assert!(
+            !text.contains('\u{1b}'),
+            "`intake {}` printed an ESC byte: {text:?}",
+            out.args.join(" ")
+        );
+    }
+}
+
+#[test]
+fn secret_values_with_control_characters_are_refused() {
+    let (_platform, home) = setup();
+    let connect = |name: &str, secrets: &str| {
+        home.intake_with_stdin(
+            &[
+                "connect",
+                "--user",
+                "alice",
+                "--platform",
+                "adsample",
+                "--name",
+                name,
+                "--set",
+                &format!("base_url={}", home.base_url()),
+                "--set",
+                "account_id=acme-eu",
+                "--secrets",
+                "-",
+            ],
+            Some(secrets),
+        )
+    };
+    for (what, secrets) in [
+        ("a NUL byte in a line", "access_token=canary\0nul\n"),
+        (
+            "a NUL escape in JSON",
+            r#"{"access_token": "canary\u0000"}"#,
+        ),
+        ("ESC in JSON", r#"{"access_token": "canary\u001b[2J"}"#),
+        (
+            "a line break in JSON",
+            r#"{"access_token": "canary\nmore"}"#,
+        ),
+        ("DEL in a line", "access_token=canary\u{7f}\n"),
+        ("a tab inside a value", "access_token=can\tary\n"),
+    ] {
+        let out = connect("acme-eu", secrets).failed();
+        assert!(
+            out.stderr.contains("`access_token`") && out.stderr.contains("control character"),
+            "{what}: {}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("canary"), "{what}: {}", out.stderr);
+        assert_no_escape(&out);
+    }
+    assert_eq!(
+        home.sources_json().len(),
+        1,
+        "a refused connect saved something"
+    );
+
+    // Reconnecting is refused the same way; the credential keeps its version.
+    let before = home.credentials_json("alice")[0]["version"].clone();
+    let out = home
+        .intake_with_stdin(
+            &["reconnect", "acme-us", "--user", "alice", "--secrets", "-"],
+            Some("access_token=canary\0\n"),
+        )
+        .failed();
+    assert!(out.stderr.contains("control character"), "{}", out.stderr);
+    assert_eq!(home.credentials_json("alice")[0]["version"], before);
+
+    // A sealed bundle is opened in the host and checked there too (here
+    // sealed with the library, as a client other than `intake seal` might).
+    let public = home.intake(&["keys", "public"]).ok().stdout;
+    let key: HostPublicKey = public.trim().parse().unwrap();
+    let mut fields = SecretFields::new();
+    fields.insert("access_token", SecretString::from("canary\u{0}"));
+    let bundle = home.path().join("bad.sealed");
+    std::fs::write(&bundle, key.seal(&fields).unwrap()).unwrap();
+    let out = home
+        .intake(&[
+            "reconnect",
+            "acme-us",
+            "--user",
+            "alice",
+            "--sealed",
+            bundle.to_str().unwrap(),
+        ])
+        .failed();
+    assert!(out.stderr.contains("control character"), "{}", out.stderr);
+    assert!(!out.stderr.contains("canary"), "{}", out.stderr);
+    // `intake seal` refuses them before sealing.
+    let out = home
+        .intake_with_stdin(
+            &["seal", "--public-key", public.trim()],
+            Some("access_token=canary\0\n"),
+        )
+        .failed();
+    assert!(out.stderr.contains("control character"), "{}", out.stderr);
+    assert!(out.stdout.is_empty());
+
+    // What a plugin writes back goes through the same check in the store.
+    let id = home.credential_of("acme-us");
+    let store = home.store();
+    let mut changes = SecretFields::new();
+    changes.insert("access_token", SecretString::from("canary\r\n"));
+    let err = store.update_credential(id, "alice", &changes).unwrap_err();
+    assert!(matches!(err, StoreError::InvalidSecret { .. }), "{err}");
+    assert!(!format!("{err} {err:?}").contains("canary"), "{err:?}");
+    drop(store);
+    assert_eq!(stored(&home, "acme-us", "access_token"), TOKEN);
+    assert_eq!(home.credentials_json("alice")[0]["version"], before);
+}
+
+#[test]
+fn secret_lines_are_trimmed_and_duplicates_refused_in_json_too() {
+    let (_platform, home) = setup();
+    home.intake_with_stdin(
+        &["reconnect", "acme-us", "--user", "alice", "--secrets", "-"],
+        Some(&format!("  access_token \t=  {TOKEN} \t\r\n")),
+    )
+    .ok();
+    assert_eq!(stored(&home, "acme-us", "access_token"), TOKEN);
+    home.run(&["acme-us"]).ok();
+
+    let version = home.credentials_json("alice")[0]["version"].clone();
+    for secrets in [
+        r#"{"access_token": "first", "access_token": "second"}"#,
+        "access_token=first\naccess_token = second\n",
+    ] {
+        let out = home
+            .intake_with_stdin(
+                &["reconnect", "acme-us", "--user", "alice", "--secrets", "-"],
+                Some(secrets),
+            )
+            .failed();
+        assert!(
+            out.stderr.contains("`access_token` is given twice"),
+            "{secrets}: {}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("second"), "{}", out.stderr);
+    }
+    assert_eq!(home.credentials_json("alice")[0]["version"], version);
+    // The help says how lines are read.
+    let help = home.intake(&["connect", "--help"]).ok().stdout;
+    assert!(help.contains("spaces and tabs around"), "{help}");
+}
+
+#[test]
+fn a_cron_schedule_that_never_fires_is_refused() {
+    let (_platform, home) = setup();
+    for cron in ["0 0 30 2 *", "0 0 31 11 *"] {
+        let out = home
+            .intake(&["sources", "schedule", "acme-us", "--cron", cron])
+            .failed();
+        assert!(out.stderr.contains("never fires"), "{}", out.stderr);
+        assert!(home.source_json("acme-us")["schedule"].is_null());
+    }
+    home.intake(&["sources", "schedule", "acme-us", "--cron", "0 6 * * *"])
+        .ok();
+    assert_eq!(home.source_json("acme-us")["schedule"], "cron 0 6 * * *");
+}
+
+#[test]
+fn names_with_terminal_escapes_are_not_echoed_raw() {
+    let (_platform, home) = setup();
+    let evil = "x\u{1b}[2J";
+    let out = home.intake(&["user", "add", evil]).failed();
+    assert!(out.stderr.contains("x\\u{1b}[2J"), "{}", out.stderr);
+    assert_no_escape(&out);
+    for args in [
+        &["sources", "schedule", "a\u{1b}[2J", "--every", "1h"][..],
+        &["sources", "list", "--user", evil],
+        &["credentials", "list", "--user", evil],
+        &["run", evil],
+        &["runs", "--source", evil],
+        &["audit", "--user", evil],
+        &["audit", "--since", evil],
+        &["plugin", "show", evil],
+        &["user", "remove", evil],
+        &[
+            "connect",
+            "--user",
+            "alice",
+            "--platform",
+            "adsample",
+            "--set",
+            evil,
+        ],
+    ] {
+        let out = home.intake(args).failed();
+        assert_no_escape(&out);
+    }
+}
+
+#[test]
+fn messages_point_the_right_way() {
+    let (_platform, home) = setup();
+
+    // The key file gone, the database still there: restore the key, do not init.
+    let key = home.key_path();
+    let saved = std::fs::read(&key).unwrap();
+    std::fs::remove_file(&key).unwrap();
+    let out = home.intake(&["sources", "list"]).failed();
+    assert!(
+        out.stderr.contains("restore the key file"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("intake init"), "{}", out.stderr);
+    let init = home.intake(&["init"]).failed();
+    assert!(
+        init.stderr.contains("restore the key file"),
+        "{}",
+        init.stderr
+    );
+
+    // The key path a directory.
+    std::fs::create_dir(&key).unwrap();
+    let out = home.intake(&["sources", "list"]).failed();
+    assert!(out.stderr.contains("is a directory"), "{}", out.stderr);
+    assert!(!out.stderr.contains("mode"), "{}", out.stderr);
+    std::fs::remove_dir(&key).unwrap();
+    std::fs::write(&key, &saved).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    home.intake(&["sources", "list"]).ok();
+
+    // `[keys] env` holding bytes that are not UTF-8.
+    let config = std::fs::read_to_string(home.config_path()).unwrap();
+    std::fs::write(
+        home.config_path(),
+        config.replace("file = \"intake.key\"", "env = \"INTAKE_TEST_KEY_BYTES\""),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_intake"))
+        .arg("--config")
+        .arg(home.config_path())
+        .args(["sources", "list"])
+        .env("INTAKE_TEST_KEY_BYTES", OsStr::from_bytes(b"\xff\xfe"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not valid UTF-8"), "{stderr}");
+    assert!(!stderr.contains("not set"), "{stderr}");
+    std::fs::write(home.config_path(), config).unwrap();
+
+    // Removing a user who does not exist: list them, not add one.
+    let out = home.intake(&["user", "remove", "nobody"]).failed();
+    assert!(out.stderr.contains("intake user list"), "{}", out.stderr);
+    assert!(!out.stderr.contains("user add"), "{}", out.stderr);
+
+    // The audit log of a user who does not exist is an error, as for sources.
+    let out = home.intake(&["audit", "--user", "nosuchuser"]).failed();
+    assert!(
+        out.stderr.contains("no user named `nosuchuser`"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    home.intake(&["audit", "--user", "alice"]).ok();
+
+    // --since: what it accepts, with an example.
+    let out = home.intake(&["audit", "--since", "garbage"]).failed();
+    for expected in ["30m", "RFC 3339", "e.g."] {
+        assert!(out.stderr.contains(expected), "{}", out.stderr);
+    }
+    assert!(!out.stderr.contains("expected number"), "{}", out.stderr);
+    let all = home
+        .intake(&["audit", "--json", "--since", "1d"])
+        .ok()
+        .json();
+    assert!(!all.as_array().unwrap().is_empty());
+    let none = home
+        .intake(&["audit", "--json", "--since", "2999-01-01T00:00:00Z"])
+        .ok()
+        .json();
+    assert_eq!(none, Value::Array(Vec::new()));
+}
+
+#[test]
+fn small_things_behave() {
+    let (_platform, home) = setup();
+
+    // A data source named twice (by name and by id) runs once.
+    let id = home.source_json("acme-us")["id"].to_string();
+    let out = home.run(&["acme-us", "acme-us", &id]).ok();
+    assert_eq!(
+        out.stdout
+            .lines()
+            .filter(|l| l.starts_with("acme-us"))
+            .count(),
+        1,
+        "{}",
+        out.stdout
+    );
+
+    // --limit 0 is refused, saying why.
+    let out = home.intake(&["runs", "--limit", "0"]).failed();
+    assert!(out.stderr.contains("at least 1"), "{}", out.stderr);
+    let runs = home.intake(&["runs", "--limit", "1", "--json"]).ok().json();
+    assert_eq!(runs.as_array().unwrap().len(), 1);
+
+    // User names are unique ignoring case.
+    let out = home.intake(&["user", "add", "Alice"]).failed();
+    assert!(
+        out.stderr.contains("`alice` exists already"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("ignoring case"), "{}", out.stderr);
+    home.user_add("alice2");
+
+    // A plugin that fails to load: `plugin list` says so once, and fails.
+    home.add_plugin("ghost", &home.path().join("no-such.wasm"), &[]);
+    let out = home.intake(&["plugin", "list"]).failed();
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert_eq!(all.matches("no-such.wasm").count(), 1, "{all}");
+    assert!(out.stdout.contains("adsample"), "{}", out.stdout);
+    assert!(out.stdout.contains("intake.toml"), "{}", out.stdout);
+    assert!(
+        out.stderr.contains("1 of 2 configured plugins failed"),
+        "{}",
+        out.stderr
+    );
+
+    // With --log-format json, the final error is a JSON log event too.
+    let out = home
+        .intake(&["--log-format", "json", "user", "remove", "nobody"])
+        .failed();
+    let last = out.stderr.lines().last().unwrap_or_default();
+    let event: Value =
+        serde_json::from_str(last).unwrap_or_else(|e| panic!("not JSON ({e}): {}", out.stderr));
+    assert_eq!(event["level"], "ERROR", "{last}");
+    assert!(
+        event["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no user named `nobody`"),
+        "{last}"
+    );
+}
