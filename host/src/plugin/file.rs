@@ -19,15 +19,31 @@ pub const MAX_COMPONENT_BYTES: u64 = 256 << 20;
 /// Why a file could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
+    /// Nothing is at the path.
+    #[error(
+        "there is no such file; check `path` of this [[plugin]] entry in the configuration \
+         (a relative path is taken from the configuration file's directory)"
+    )]
+    Missing,
     /// The file system refused.
     #[error("cannot read it: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// It is not a regular file.
     #[error("it is {0}, not a regular file; point `path` at a .wasm component file")]
     NotAFile(&'static str),
     /// It is larger than allowed.
     #[error("it is larger than {} MiB, the largest file intake reads here", .0 >> 20)]
     TooLarge(u64),
+}
+
+impl From<std::io::Error> for ReadError {
+    fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Self::Missing
+        } else {
+            Self::Io(e)
+        }
+    }
 }
 
 fn describe(kind: FileType) -> Option<&'static str> {
@@ -107,6 +123,10 @@ mod tests {
         let err = read_regular_file(&fifo, MAX_COMPONENT_BYTES).unwrap_err();
         assert!(err.to_string().contains("a FIFO"), "{err}");
         let err = read_regular_file(&dir.path().join("missing"), 8).unwrap_err();
-        assert!(err.to_string().starts_with("cannot read it: "), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("there is no such file; check `path` of this [[plugin]] entry"),
+            "{err}"
+        );
     }
 }

@@ -523,18 +523,30 @@ impl Runtime {
                 }
             }
         };
-        let result = match tokio::time::timeout(limits.wall_time, run).await {
-            Ok(result) => result,
-            Err(_) => Err(RunError::Limit(format!(
-                "the fetch took longer than {} (limits.wall_time)",
-                humantime::format_duration(limits.wall_time)
-            ))),
-        };
+        let timed = tokio::time::timeout(limits.wall_time, run).await;
+        self.conclude(store, timed, "fetch", limits.wall_time).await
+    }
+
+    /// Ends an invocation: a timeout becomes a `limits.wall_time` error,
+    /// dropped log lines are reported, the error is scrubbed and gets the
+    /// host's notes, the store is dropped (freeing its pool slot for the
+    /// next invocation) and then the audit records are written.
+    async fn conclude<T>(
+        &self,
+        store: Store<InvocationState>,
+        timed: Result<Result<T, RunError>, tokio::time::error::Elapsed>,
+        what: &str,
+        wall_time: Duration,
+    ) -> Result<T, RunError> {
+        let result = timed.unwrap_or_else(|_| {
+            Err(RunError::Limit(format!(
+                "the {what} took longer than {} (limits.wall_time)",
+                humantime::format_duration(wall_time)
+            )))
+        });
         let guest = &store.data().guest;
         report_dropped_logs(guest);
         let result = finish(result, guest);
-        // The instance's pool slot is free for the next invocation while the
-        // audit records are written.
         drop(store);
         if let Err(e) = self.broker.flush_async().await {
             tracing::error!("cannot write the audit log: {e}");
@@ -572,23 +584,9 @@ impl Runtime {
                 .map_err(|e| trap(&e, &limits, &stderr))?
                 .map_err(connector_error)
         };
-        let result = match tokio::time::timeout(limits.wall_time, run).await {
-            Ok(result) => result,
-            Err(_) => Err(RunError::Limit(format!(
-                "the check took longer than {} (limits.wall_time)",
-                humantime::format_duration(limits.wall_time)
-            ))),
-        };
-        let guest = &store.data().guest;
-        report_dropped_logs(guest);
-        let result = finish(result, guest);
-        // The instance's pool slot is free for the next invocation while the
-        // audit records are written.
-        drop(store);
-        if let Err(e) = self.broker.flush_async().await {
-            tracing::error!("cannot write the audit log: {e}");
-        }
-        result?;
+        let timed = tokio::time::timeout(limits.wall_time, run).await;
+        self.conclude(store, timed, "check", limits.wall_time)
+            .await?;
         Ok(pending.map(|p| std::mem::take(&mut *p.lock().unwrap_or_else(|e| e.into_inner()))))
     }
 }
