@@ -299,3 +299,43 @@ fn secrets_echoed_by_the_platform_are_scrubbed_everywhere() {
         }
     }
 }
+
+/// A credential the host cannot open (here: a flipped bit in its ciphertext)
+/// fails the run as the host's error, naming the store's reason — not as a
+/// network refusal the plugin guessed at, and without sending anything.
+#[test]
+fn a_credential_the_store_cannot_open_fails_the_run_as_a_host_error() {
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    let home = Home::new(&platform.base_url());
+    home.init();
+    home.user_add("alice");
+    home.connect(
+        "alice",
+        "acme-us",
+        "acme-us",
+        Some("access_token=adsample-token-acme\n"),
+        None,
+    )
+    .ok();
+    {
+        let store = home.store();
+        let id = home.credential_of("acme-us");
+        let mut record = store.credential(id).unwrap().unwrap();
+        record.fields[0].sealed.ciphertext[0] ^= 1;
+        store.put_credential_record_unchecked(&record).unwrap();
+    }
+    let requests_before = platform.requests().len();
+    let out = home.run(&["acme-us"]).failed();
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains("host error: the credential store failed"),
+        "{text}"
+    );
+    assert!(text.contains("integrity"), "{text}");
+    assert!(!text.contains("not declared"), "{text}");
+    assert_eq!(
+        platform.requests().len(),
+        requests_before,
+        "nothing was sent"
+    );
+}

@@ -23,6 +23,19 @@ impl From<Denial> for CredentialError {
 
 type Answer<T> = wasmtime::Result<Result<T, CredentialError>>;
 
+impl InvocationState {
+    /// The broker's answer for the plugin; a store failure also fails the run
+    /// as a host error, whatever the plugin makes of it.
+    fn answer<T>(&self, result: Result<T, Denial>) -> Result<T, CredentialError> {
+        result.map_err(|d| {
+            if let Denial::Store(_) = &d {
+                self.guest.tripwire.fail(d.to_string());
+            }
+            d.into()
+        })
+    }
+}
+
 fn unbound() -> CredentialError {
     CredentialError::Denied("the plugin is not running for a data source".into())
 }
@@ -33,7 +46,8 @@ impl Host for InvocationState {
         let (Some(binding), Some(broker)) = (&self.guest.binding, &self.guest.broker) else {
             return Ok(Err(unbound()));
         };
-        Ok(broker.field_names(binding).map_err(Into::into))
+        let names = broker.field_names(binding);
+        Ok(self.answer(names))
     }
 
     fn placeholder(&mut self, field: String) -> Answer<String> {
@@ -63,7 +77,7 @@ impl Host for InvocationState {
                 }
                 Ok(Ok(out))
             }
-            Err(denial) => Ok(Err(denial.into())),
+            Err(denial) => Ok(self.answer(Err(denial))),
         }
     }
 
@@ -81,10 +95,8 @@ impl Host for InvocationState {
         }
         // A plugin sees values it writes; scrub them like revealed ones.
         self.guest.scrubber.add(&value);
-        Ok(broker
-            .update(binding, &field, value)
-            .map(|_| ())
-            .map_err(Into::into))
+        let updated = broker.update(binding, &field, value).map(|_| ());
+        Ok(self.answer(updated))
     }
 }
 

@@ -24,12 +24,14 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiHttpHooks};
 
-use crate::broker::{Binding, Broker, Use};
+use crate::broker::{Binding, Broker, Denial, Use};
 use crate::origin::{Origin, Scheme};
 use crate::secret::SecretString;
 
 use super::placeholder::{self, Context, Placeholder};
 use super::scrub::Scrubber;
+#[cfg(test)]
+use super::state::Fault;
 use super::state::Tripwire;
 
 type WasiBody = wasmtime_wasi_http::WasiBody;
@@ -226,6 +228,7 @@ impl WasiHttpHooks for HttpPolicy {
             notes: self.notes.clone(),
             scrubber: self.scrubber.clone(),
             public_fields: self.public_fields.clone(),
+            tripwire: self.tripwire.clone(),
         };
         let max_mib = self.max_response_mib;
         let max_response = max_mib.saturating_mul(1 << 20);
@@ -261,6 +264,7 @@ struct Injector {
     notes: Arc<Mutex<Vec<String>>>,
     scrubber: Scrubber,
     public_fields: Arc<BTreeSet<String>>,
+    tripwire: Tripwire,
 }
 
 impl Injector {
@@ -340,7 +344,14 @@ impl Injector {
                     origin: origin.clone(),
                 },
             )
-            .map_err(|d| self.refuse(format!("placeholder for {origin}: {d}")))?;
+            .map_err(|d| {
+                if let Denial::Store(_) = &d {
+                    // Not a refusal: the host failed, and the run says so.
+                    self.tripwire.fail(d.to_string());
+                    return Error::InternalError(None);
+                }
+                self.refuse(format!("placeholder for {origin}: {d}"))
+            })?;
         let values = &granted.values;
         // Before anything is sent: the answer may echo them.
         self.remember(&found, values);
@@ -500,7 +511,9 @@ mod tests {
             p.admit(&get("http://a.test/2")),
             Err(Error::ConnectionLimitReached)
         ));
-        let tripped = p.tripwire.tripped().expect("tripped");
+        let Some(Fault::Limit(tripped)) = p.tripwire.tripped() else {
+            panic!("not a limit: {:?}", p.tripwire.tripped());
+        };
         assert!(tripped.contains("limits.http_requests = 1"), "{tripped}");
         // A limit is not a refusal by the policy: no note blames the origin.
         assert!(p.notes.lock().expect("notes").is_empty());

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Engine, Store, StoreLimitsBuilder};
-use zeroize::Zeroizing;
 
 use crate::broker::{Binding, Broker};
 use crate::config::{Config, Limits, PluginConfig};
@@ -25,14 +24,14 @@ use crate::store::SourceRecord;
 
 use super::bindings::connector::{ConnectorError, FetchRequest};
 use super::bindings::{PluginPre, credentials, log, types};
-use super::cache::CompileCache;
+use super::cache::{CacheKeys, CompileCache};
 use super::engine::{EngineSettings, new_engine};
 use super::file::{MAX_COMPONENT_BYTES, read_regular_file};
 use super::http::HttpPolicy;
 use super::scrub::Scrubber;
 use super::spec::{PluginSpec, Reach};
 use super::state::{
-    GuestContext, InvocationState, LimitExceeded, LogBudget, StderrTail, Tripwire, one_line,
+    Fault, GuestContext, InvocationState, LimitExceeded, LogBudget, StderrTail, Tripwire, one_line,
 };
 
 /// The `intake:connector` package version this host implements.
@@ -197,11 +196,11 @@ fn store_limits(limits: &Limits) -> wasmtime::StoreLimits {
 impl Runtime {
     /// Builds the engine and loads every plugin of `config`. Plugins that fail
     /// to load are kept in [`Runtime::load_errors`]; the rest work.
-    /// `cache_key` authenticates the compile cache (none disables it).
+    /// `cache_keys` authenticate the compile cache (none disables it).
     pub fn load(
         config: &Config,
         broker: Broker,
-        cache_key: Option<Zeroizing<[u8; 32]>>,
+        cache_keys: Option<CacheKeys>,
     ) -> Result<Self, String> {
         // The pool's slots fit the largest memory limit; each store's own
         // limit is enforced by its limiter. Limits are range-checked when the
@@ -225,7 +224,8 @@ impl Runtime {
         };
         let engine = new_engine(settings).map_err(|e| format!("cannot start wasmtime: {e:#}"))?;
         let linker = linker(&engine).map_err(|e| format!("cannot link host interfaces: {e:#}"))?;
-        let cache = cache_key.map(|key| CompileCache::new(config.resolve(&config.cache.dir), key));
+        let cache =
+            cache_keys.map(|keys| CompileCache::new(config.resolve(&config.cache.dir), keys));
         let mut runtime = Self {
             engine,
             linker,
@@ -605,12 +605,13 @@ fn report_dropped_logs(guest: &GuestContext) {
 }
 
 /// The outcome of an invocation as it leaves it: a limit exceeded where the
-/// host could not trap (see [`Tripwire`]) fails it whatever the plugin
-/// returned; an error gets what the host refused added, every secret value
+/// host could not trap, or a failure of the host itself (see [`Tripwire`]),
+/// fails it whatever the plugin returned; an error gets what the host refused added, every secret value
 /// revealed or injected scrubbed, and is kept to one bounded line.
 fn finish<T>(result: Result<T, RunError>, guest: &GuestContext) -> Result<T, RunError> {
     let result = match guest.tripwire.tripped() {
-        Some(what) => Err(RunError::Limit(what)),
+        Some(Fault::Limit(what)) => Err(RunError::Limit(what)),
+        Some(Fault::Host(why)) => Err(RunError::Host(why)),
         None => result,
     };
     result.map_err(|e| finish_error(e, &guest.scrubber, &guest.notes))

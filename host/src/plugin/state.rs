@@ -38,26 +38,46 @@ pub(super) const MAX_CREDENTIAL_CALLS: u32 = 10_000;
 #[error("{0}")]
 pub(super) struct LimitExceeded(pub String);
 
+/// Why the host fails an invocation whatever the plugin returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Fault {
+    /// A limit was exceeded (`limits.NAME`): not retried.
+    Limit(String),
+    /// The host itself failed (the credential store): not the plugin's doing,
+    /// and not a refusal by policy.
+    Host(String),
+}
+
 /// Set when the invocation exceeds a limit where the host cannot trap the
-/// plugin at once (an HTTP response too large, the request budget used up):
-/// the plugin only sees an HTTP error, which it may report as anything or
-/// even ignore, but the run fails with [`super::RunError::Limit`] all the
-/// same, and is not retried. Clones share the same flag; the first limit
-/// hit is kept.
+/// plugin at once (an HTTP response too large, the request budget used up),
+/// or when the host fails while serving it (the credential store cannot be
+/// read): the plugin only sees an HTTP or credential error, which it may
+/// report as anything or even ignore, but the run fails with
+/// [`super::RunError::Limit`] or [`super::RunError::Host`] all the same.
+/// Clones share the same flag; the first fault is kept.
 #[derive(Debug, Clone, Default)]
-pub(super) struct Tripwire(Arc<Mutex<Option<String>>>);
+pub(super) struct Tripwire(Arc<Mutex<Option<Fault>>>);
 
 impl Tripwire {
     /// Records that a limit was exceeded, saying which (`limits.NAME`).
     pub fn trip(&self, what: String) {
+        self.set(Fault::Limit(what));
+    }
+
+    /// Records that the host failed, saying how.
+    pub fn fail(&self, why: String) {
+        self.set(Fault::Host(why));
+    }
+
+    fn set(&self, fault: Fault) {
         let mut first = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if first.is_none() {
-            *first = Some(what);
+            *first = Some(fault);
         }
     }
 
-    /// The first limit exceeded, if any.
-    pub fn tripped(&self) -> Option<String> {
+    /// The first fault, if any.
+    pub fn tripped(&self) -> Option<Fault> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
