@@ -14,9 +14,10 @@
 //!
 //! Every decision, granted or denied, is audited (never the value). Audit
 //! records and last-use times are buffered and written by [`Broker::flush`],
-//! which the runtime calls when an invocation ends. Flushes are a group
-//! commit: one at a time, each writing everything buffered so far, so that
-//! invocations ending together share one durable write.
+//! which the runtime calls when an invocation ends, both in one transaction
+//! ([`Store::record_secret_use`]). Flushes are a group commit: one at a
+//! time, each writing everything buffered so far, so that invocations ending
+//! together share one durable write.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -421,18 +422,11 @@ impl Broker {
                 std::mem::take(&mut pending.used),
             )
         };
-        if let Err(e) = self.store.append_audit(&audit) {
+        // One transaction, one durable commit, for both.
+        let used: Vec<_> = used.into_iter().collect();
+        if let Err(e) = self.store.record_secret_use(&audit, &used) {
             let mut pending = self.lock();
             pending.audit.splice(0..0, audit);
-            for (id, at) in used {
-                let last = pending.used.entry(id).or_insert(at);
-                *last = (*last).max(at);
-            }
-            return Err(e);
-        }
-        let used: Vec<_> = used.into_iter().collect();
-        if let Err(e) = self.store.touch_credentials(&used) {
-            let mut pending = self.lock();
             for (id, at) in used {
                 let last = pending.used.entry(id).or_insert(at);
                 *last = (*last).max(at);

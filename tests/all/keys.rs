@@ -1,8 +1,12 @@
 //! The master key and the envelope: a wrong or exposed key file is refused
 //! with a clear message, and a ciphertext or wrapped data key moved to
 //! another record (or altered) fails its integrity check instead of opening.
+//! A passphrase database opens only with its passphrase, which
+//! `intake keys rotate` changes (with the key behind it) in one step that a
+//! SIGKILL cannot leave half done.
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 use intake::crypto::{CryptoError, Keyring};
 use intake::secret::{SecretFields, SecretString};
@@ -202,6 +206,22 @@ fn moved_ciphertext_fails() {
 /// Runs `intake --config HOME/intake.toml ARGS…` with the environment
 /// variable INTAKE_TEST_PASSPHRASE set to `passphrase` (or unset).
 fn intake_with_passphrase(home: &Home, args: &[&str], passphrase: Option<&str>) -> Output {
+    intake_with_env(home, args, passphrase, &[], None)
+}
+
+/// Runs `intake --config HOME/intake.toml ARGS…` with INTAKE_TEST_PASSPHRASE
+/// set to `passphrase` (or unset), the variables `env` set, INTAKE_LOG and
+/// INTAKE_NEW_PASSPHRASE unset unless `env` sets them, and `stdin` (if any)
+/// on standard input. Standard input is never a terminal.
+fn intake_with_env(
+    home: &Home,
+    args: &[&str],
+    passphrase: Option<&str>,
+    env: &[(&str, &str)],
+    stdin: Option<&str>,
+) -> Output {
+    use std::io::Write as _;
+    use std::process::Stdio;
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_intake"));
     command
         .arg("--config")
@@ -211,11 +231,24 @@ fn intake_with_passphrase(home: &Home, args: &[&str], passphrase: Option<&str>) 
         .env_remove("INTAKE_LOG")
         .env_remove("INTAKE_CONFIG")
         .env_remove("INTAKE_TEST_PASSPHRASE")
-        .stdin(std::process::Stdio::null());
+        .env_remove("INTAKE_NEW_PASSPHRASE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     if let Some(p) = passphrase {
         command.env("INTAKE_TEST_PASSPHRASE", p);
     }
-    let out = command.output().unwrap();
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().unwrap();
+    {
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
     Output {
         args: args.iter().map(|a| (*a).to_owned()).collect(),
         status: out.status,
@@ -224,12 +257,9 @@ fn intake_with_passphrase(home: &Home, args: &[&str], passphrase: Option<&str>) 
     }
 }
 
-#[test]
-fn passphrase_master_key_round_trip_and_wrong_passphrase_refused() {
-    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
-    let token = format!("canary-{}", random_hex(16));
-    platform.add_bearer_token(&token, "acme");
-    let home = Home::new(&platform.base_url());
+/// Switches the home's `intake.toml` from the key file to the passphrase in
+/// INTAKE_TEST_PASSPHRASE; returns the key file configuration.
+fn use_passphrase(home: &Home) -> String {
     let config = std::fs::read_to_string(home.config_path()).unwrap();
     let passphrase_config = config.replace(
         "file = \"intake.key\"",
@@ -237,6 +267,17 @@ fn passphrase_master_key_round_trip_and_wrong_passphrase_refused() {
     );
     assert_ne!(config, passphrase_config);
     std::fs::write(home.config_path(), &passphrase_config).unwrap();
+    config
+}
+
+#[test]
+fn passphrase_master_key_round_trip_and_wrong_passphrase_refused() {
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    let token = format!("canary-{}", random_hex(16));
+    platform.add_bearer_token(&token, "acme");
+    let home = Home::new(&platform.base_url());
+    let config = use_passphrase(&home);
+    let passphrase_config = std::fs::read_to_string(home.config_path()).unwrap();
     let passphrase = format!("correct horse battery staple {}", random_hex(4));
     let pass = Some(passphrase.as_str());
 
@@ -297,9 +338,14 @@ fn passphrase_master_key_round_trip_and_wrong_passphrase_refused() {
         out.stdout
     );
 
-    // Rotation needs a key file, and says so.
+    // Rotation changes the passphrase, so it needs a new one, and says so
+    // (see `passphrase_change_rotates_the_key_and_keeps_every_credential`).
     let out = intake_with_passphrase(&home, &["keys", "rotate"], pass).failed();
-    assert!(out.stderr.contains("need a key file"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("INTAKE_NEW_PASSPHRASE"),
+        "{}",
+        out.stderr
+    );
 
     // A wrong passphrase is refused by the key check before anything is read.
     let db_before = std::fs::read(home.db_path()).unwrap();
@@ -371,4 +417,559 @@ fn passphrase_master_key_round_trip_and_wrong_passphrase_refused() {
     for out in home.transcript() {
         assert!(!out.stdout.contains(&token) && !out.stderr.contains(&token));
     }
+}
+
+/// Every command run by a passphrase test, kept to look for canaries.
+#[derive(Default)]
+struct Transcript(std::cell::RefCell<Vec<Output>>);
+
+impl Transcript {
+    fn run(
+        &self,
+        home: &Home,
+        args: &[&str],
+        passphrase: &str,
+        env: &[(&str, &str)],
+        stdin: Option<&str>,
+    ) -> Output {
+        let out = intake_with_env(home, args, Some(passphrase), env, stdin);
+        self.0.borrow_mut().push(out.clone());
+        out
+    }
+}
+
+#[test]
+fn passphrase_change_rotates_the_key_and_keeps_every_credential() {
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    let acme = format!("canary-acme-{}", random_hex(16));
+    let globex = format!("canary-globex-{}", random_hex(16));
+    platform.add_bearer_token(&acme, "acme");
+    platform.add_bearer_token(&globex, "globex");
+    let home = Home::new(&platform.base_url());
+    use_passphrase(&home);
+    let old = format!("old passphrase canary {}", random_hex(8));
+    let new = format!("new passphrase canary {}", random_hex(8));
+    let third = format!("third passphrase canary {}", random_hex(8));
+    let log = Transcript::default();
+    let new_env = [("INTAKE_NEW_PASSPHRASE", new.as_str())];
+
+    // A passphrase database with three credentials of two users, the
+    // host's transit key, and a run that used them.
+    log.run(&home, &["init"], &old, &[], None).ok();
+    for user in ["alice", "bob"] {
+        log.run(&home, &["user", "add", user], &old, &[], None).ok();
+    }
+    let base = format!("base_url={}", platform.base_url());
+    for (user, source, token) in [
+        ("alice", "acme-us", &acme),
+        ("alice", "acme-eu", &acme),
+        ("bob", "globex", &globex),
+    ] {
+        let account = format!("account_id={source}");
+        let args = [
+            "connect",
+            "--user",
+            user,
+            "--platform",
+            "adsample",
+            "--name",
+            source,
+            "--set",
+            &base,
+            "--set",
+            &account,
+            "--secrets",
+            "-",
+        ];
+        let secrets = format!("access_token={token}\n");
+        log.run(&home, &args, &old, &[], Some(&secrets)).ok();
+    }
+    let public = log.run(&home, &["keys", "public"], &old, &[], None).ok();
+    log.run(&home, &["run"], &old, &[], None).ok();
+    for source in ["acme-us", "acme-eu", "globex"] {
+        assert_eq!(home.outputs(source).len(), 1, "{source}");
+    }
+    let out = log.run(&home, &["keys", "verify"], &old, &[], None).ok();
+    assert!(
+        out.stdout.contains("key version 1: 3 credentials"),
+        "{}",
+        out.stdout
+    );
+
+    // Refusals say what to do and change nothing.
+    let db_len = std::fs::metadata(home.db_path()).unwrap().len();
+    let rotate = ["keys", "rotate"];
+    for (current, env, expected) in [
+        (
+            old.as_str(),
+            &[("INTAKE_NEW_PASSPHRASE", "too short")][..],
+            "the new passphrase is too short",
+        ),
+        (
+            &old,
+            &[("INTAKE_NEW_PASSPHRASE", old.as_str())],
+            "the same as the current one",
+        ),
+        (
+            "not the current passphrase",
+            &new_env,
+            "wrong current passphrase",
+        ),
+        (
+            &old,
+            &[],
+            "no new passphrase: set the environment variable INTAKE_NEW_PASSPHRASE",
+        ),
+    ] {
+        let out = log.run(&home, &rotate, current, env, None).failed();
+        assert!(out.stderr.contains(expected), "{expected}: {}", out.stderr);
+        assert!(out.stderr.contains("nothing was changed"), "{}", out.stderr);
+    }
+    let out = log
+        .run(
+            &home,
+            &[
+                "keys",
+                "rotate",
+                "--new-passphrase-env",
+                "UNSET_PASSPHRASE_VARIABLE",
+            ],
+            &old,
+            &new_env,
+            None,
+        )
+        .failed();
+    assert!(
+        out.stderr
+            .contains("UNSET_PASSPHRASE_VARIABLE (--new-passphrase-env) is not set"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(std::fs::metadata(home.db_path()).unwrap().len(), db_len);
+    let out = log.run(&home, &["keys", "verify"], &old, &[], None).ok();
+    assert!(
+        out.stdout.contains("key version 1: 3 credentials"),
+        "{}",
+        out.stdout
+    );
+
+    // The change, with every log line on.
+    let trace = [
+        ("INTAKE_NEW_PASSPHRASE", new.as_str()),
+        ("INTAKE_LOG", "trace"),
+    ];
+    let out = log.run(&home, &rotate, &old, &trace, None).ok();
+    assert!(
+        out.stdout.contains("master key version 2")
+            && out.stdout.contains("all 3 data keys")
+            && out.stdout.contains("no longer opens"),
+        "{}",
+        out.stdout
+    );
+
+    // The old passphrase is refused by every command, with the clear message.
+    for args in [&["sources", "list"][..], &["run"], &["keys", "verify"]] {
+        let out = log.run(&home, args, &old, &[], None).failed();
+        assert!(
+            out.stderr.contains("passphrase does not open the database"),
+            "`intake {}`: {}",
+            args.join(" "),
+            out.stderr
+        );
+        assert!(out.stdout.is_empty(), "{}", out.stdout);
+    }
+    let err =
+        Store::open_with_passphrase(&home.db_path(), &SecretString::new(old.clone())).unwrap_err();
+    assert!(matches!(err, StoreError::WrongPassphrase { .. }), "{err}");
+
+    // The new one opens everything: every credential, the transit key (the
+    // same public key), and runs use the secrets.
+    let out = log.run(&home, &["keys", "verify"], &new, &[], None).ok();
+    for line in [
+        "key version 2: 3 credentials",
+        "3 credentials decrypt, 0 fail",
+        "host transit key: opens, sealed by key version 2",
+    ] {
+        assert!(out.stdout.contains(line), "{line}: {}", out.stdout);
+    }
+    assert!(!out.stdout.contains("key version 1"), "{}", out.stdout);
+    let again = log.run(&home, &["keys", "public"], &new, &[], None).ok();
+    assert_eq!(again.stdout, public.stdout);
+    platform.clear_requests();
+    let out = log.run(&home, &["run"], &new, &[], None).ok();
+    for source in ["acme-us", "acme-eu", "globex"] {
+        assert!(out.summary_line(source).contains(" ok "), "{}", out.stdout);
+    }
+    for token in [&acme, &globex] {
+        let bearer = format!("Bearer {token}");
+        assert!(
+            platform
+                .requests()
+                .iter()
+                .any(|r| r.authorization.as_deref() == Some(bearer.as_str()))
+        );
+    }
+
+    // The same command again (say, after it was killed just after it
+    // finished): nothing to do, and it says so.
+    let out = log.run(&home, &rotate, &old, &new_env, None).ok();
+    assert!(out.stdout.contains("changed already"), "{}", out.stdout);
+
+    // Retiring has nothing to do with a passphrase, and says why.
+    let out = log
+        .run(&home, &["keys", "retire", "1"], &new, &[], None)
+        .failed();
+    assert!(
+        out.stderr.contains("keeps only its current version (2)"),
+        "{}",
+        out.stderr
+    );
+    let out = log
+        .run(&home, &["keys", "retire", "2"], &new, &[], None)
+        .failed();
+    assert!(out.stderr.contains("is the current key"), "{}", out.stderr);
+
+    // A second change, the new passphrase in a variable named on the
+    // command line: version 3; only the third passphrase opens it.
+    let args = ["keys", "rotate", "--new-passphrase-env", "NEW_PASS"];
+    let out = log
+        .run(&home, &args, &new, &[("NEW_PASS", third.as_str())], None)
+        .ok();
+    assert!(
+        out.stdout.contains("master key version 3"),
+        "{}",
+        out.stdout
+    );
+    for wrong in [&old, &new] {
+        let out = log
+            .run(&home, &["sources", "list"], wrong, &[], None)
+            .failed();
+        assert!(
+            out.stderr.contains("passphrase does not open"),
+            "{}",
+            out.stderr
+        );
+    }
+    let store =
+        Store::open_with_passphrase(&home.db_path(), &SecretString::new(third.clone())).unwrap();
+    assert_eq!(store.keyring().versions(), [3]);
+    for (id, token) in [(1, &acme), (2, &acme), (3, &globex)] {
+        let record = store.credential(id).unwrap().unwrap();
+        let fields = store.open_fields(&record, None).unwrap();
+        assert_eq!(fields.get("access_token").unwrap().expose(), token.as_str());
+    }
+    drop(store);
+
+    // No passphrase nor token in any file, output or log line.
+    for file in home.all_files() {
+        let bytes = std::fs::read(&file).unwrap();
+        for secret in [&old, &new, &third, &acme, &globex] {
+            assert!(
+                !contains_bytes(&bytes, secret.as_bytes()),
+                "{} holds a secret",
+                file.display()
+            );
+        }
+    }
+    let transcript = log.0.borrow();
+    assert!(transcript.iter().any(|o| o.stderr.contains("re-wrapping")));
+    for out in transcript.iter() {
+        for secret in [&old, &new, &third, &acme, &globex] {
+            assert!(
+                !out.stdout.contains(secret.as_str()) && !out.stderr.contains(secret.as_str()),
+                "`intake {}` printed a secret",
+                out.args.join(" ")
+            );
+        }
+    }
+
+    // A key file database refuses --new-passphrase-env, naming its key.
+    let keyed = Home::new(&platform.base_url());
+    keyed.init();
+    let out = keyed
+        .intake(&["keys", "rotate", "--new-passphrase-env", "NEW_PASS"])
+        .failed();
+    assert!(
+        out.stderr.contains("passphrase database") && out.stderr.contains("intake.key"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// Credentials in the database of the passphrase crash test.
+const CRASH_CREDENTIALS: u64 = 200;
+/// Kills that must land while `intake keys rotate` runs.
+const CRASH_KILLS: usize = 20;
+
+fn crash_token(id: u64) -> String {
+    format!("crash-token-{id:03}")
+}
+
+/// `intake keys rotate` in `dir`, changing the passphrase `current` to
+/// `new` (both given in environment variables), its output discarded.
+fn change_command(dir: &Path, current: &str, new: &str) -> std::process::Command {
+    use std::process::Stdio;
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_intake"));
+    command
+        .arg("--config")
+        .arg(dir.join("intake.toml"))
+        .args(["keys", "rotate"])
+        .env_remove("INTAKE_DB")
+        .env_remove("INTAKE_CONFIG")
+        .env_remove("INTAKE_LOG")
+        .env("INTAKE_TEST_PASSPHRASE", current)
+        .env("INTAKE_NEW_PASSPHRASE", new)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
+/// Exactly one of `a` and `b` opens the database (the other is refused as
+/// a wrong passphrase), and with it every credential opens to its own
+/// token, all wrapped by one key version, as is the transit key. Returns
+/// the one that opens, and that version.
+#[track_caller]
+fn exactly_one_opens<'a>(dir: &Path, a: &'a str, b: &'a str, context: &str) -> (&'a str, u32) {
+    let db = dir.join("intake.redb");
+    intake::store::check_file(&db).unwrap_or_else(|e| panic!("{context}: {e}"));
+    let open = |p: &str| Store::open_existing_with_passphrase(&db, &SecretString::new(p.into()));
+    let (opens, store) = match (open(a), open(b)) {
+        (Ok(store), Err(StoreError::WrongPassphrase { .. })) => (a, store),
+        (Err(StoreError::WrongPassphrase { .. }), Ok(store)) => (b, store),
+        (Ok(_), Ok(_)) => panic!("{context}: both passphrases open the database"),
+        (Err(e), Err(f)) => panic!("{context}: neither passphrase opens the database: {e}; {f}"),
+        (Err(e), _) | (_, Err(e)) => panic!("{context}: {e}"),
+    };
+    for id in 1..=CRASH_CREDENTIALS {
+        let record = store
+            .credential(id)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{context}: credential {id} was lost"));
+        let fields = store
+            .open_fields(&record, None)
+            .unwrap_or_else(|e| panic!("{context}: credential {id}: {e}"));
+        assert_eq!(
+            fields.get("access_token").map(SecretString::expose),
+            Some(crash_token(id).as_str()),
+            "{context}: credential {id}"
+        );
+    }
+    let version = store.keyring().current().version();
+    let report = store.verify_all().unwrap();
+    assert!(report.failed.is_empty(), "{context}: {:?}", report.failed);
+    assert_eq!(
+        report.by_version,
+        [(version, CRASH_CREDENTIALS as usize)],
+        "{context}"
+    );
+    assert_eq!(report.host_key, Some(Ok(version)), "{context}");
+    (opens, version)
+}
+
+fn random_below(n: u64) -> u64 {
+    let mut buf = [0u8; 8];
+    getrandom::fill(&mut buf).unwrap();
+    u64::from_le_bytes(buf) % n.max(1)
+}
+
+/// `intake keys rotate` changing the passphrase of a 200-credential
+/// database is killed with SIGKILL again and again: half of the time at a
+/// random moment before its transaction (mostly while deriving keys), half
+/// of the time at a random moment once the transaction has started (in it,
+/// or after it committed). After every kill exactly one of the two
+/// passphrases opens the database, with every credential; a re-run after a
+/// committed change finds it done; a last run completes the change.
+#[test]
+fn passphrase_change_killed_at_random_points_leaves_one_passphrase_that_opens_all() {
+    use std::io::BufRead as _;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    std::fs::write(
+        dir.join("intake.toml"),
+        "[store]\npath = \"intake.redb\"\n[keys]\npassphrase_env = \"INTAKE_TEST_PASSPHRASE\"\n",
+    )
+    .unwrap();
+    let a = format!("first passphrase canary {}", random_hex(8));
+    let b = format!("second passphrase canary {}", random_hex(8));
+    {
+        let store =
+            Store::open_with_passphrase(&dir.join("intake.redb"), &SecretString::new(a.clone()))
+                .unwrap();
+        store.add_user("alice").unwrap();
+        for id in 1..=CRASH_CREDENTIALS {
+            let mut fields = SecretFields::new();
+            fields.insert("access_token", SecretString::new(crash_token(id)));
+            store
+                .connect(NewSource {
+                    name: Some(format!("src-{id:03}")),
+                    owner: "alice".into(),
+                    platform: "adsample".into(),
+                    config: Vec::new(),
+                    credential: CredentialChoice::New(NewSecrets {
+                        title: format!("token {id}"),
+                        fields,
+                    }),
+                })
+                .unwrap();
+        }
+        // The host's transit key is re-sealed too.
+        store.host_key().unwrap();
+    }
+
+    // One whole change, timed: when the transaction starts (its log line)
+    // and when the command ends. The kills fall within that time, many of
+    // them in the transaction.
+    let started = Instant::now();
+    let mut child = change_command(dir, &a, &b)
+        .env("INTAKE_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut rewrap_at = None;
+    let mut stderr = String::new();
+    for line in std::io::BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line.contains("re-wrapping") {
+            rewrap_at = Some(started.elapsed());
+        }
+        stderr.push_str(&line);
+        stderr.push('\n');
+    }
+    assert!(child.wait().unwrap().success(), "{stderr}");
+    let full = started.elapsed();
+    let rewrap_at = rewrap_at.unwrap_or_else(|| panic!("no re-wrapping line: {stderr}"));
+    for secret in [&a, &b] {
+        assert!(
+            !stderr.contains(secret.as_str()),
+            "the log shows a passphrase"
+        );
+    }
+    let (mut current, version) = exactly_one_opens(dir, &a, &b, "after a whole change");
+    assert_eq!((current, version), (b.as_str(), 2));
+    let mut next = a.as_str();
+
+    let budget = Instant::now();
+    let (mut kills, mut rounds, mut switched, mut reruns) = (0, 0, 0, 0);
+    let mut kills_in_transaction = 0;
+    while kills < CRASH_KILLS || kills_in_transaction < CRASH_KILLS / 4 {
+        rounds += 1;
+        assert!(
+            rounds <= 4 * CRASH_KILLS && budget.elapsed() < Duration::from_secs(240),
+            "only {kills} kills ({kills_in_transaction} in the transaction) landed in {rounds} rounds"
+        );
+        // Every other kill anywhere before the transaction (mostly while
+        // deriving keys), the others once the transaction has started:
+        // there, or after it committed.
+        let in_transaction = rounds % 2 == 1;
+        let mut command = change_command(dir, current, next);
+        let (mut child, delay) = if in_transaction {
+            let mut child = command
+                .env("INTAKE_LOG", "info")
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+            for line in lines {
+                if line.unwrap().contains("re-wrapping") {
+                    break;
+                }
+            }
+            let rest = (full - rewrap_at).as_micros() as u64;
+            (child, Duration::from_micros(random_below(rest + 1)))
+        } else {
+            let child = command.spawn().unwrap();
+            let span = rewrap_at.as_micros() as u64;
+            (child, Duration::from_micros(random_below(span + 1)))
+        };
+        std::thread::sleep(delay);
+        let finished = child.try_wait().unwrap().is_some();
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        if !finished {
+            kills += 1;
+            if in_transaction {
+                kills_in_transaction += 1;
+            }
+        }
+        let context = format!(
+            "after kill {kills} at {delay:?}{} (round {rounds})",
+            if in_transaction {
+                " into the transaction"
+            } else {
+                ""
+            }
+        );
+        let (opens, _) = exactly_one_opens(dir, current, next, &context);
+        if opens == next {
+            switched += 1;
+            // The same command again finds the work done.
+            if reruns < 3 {
+                reruns += 1;
+                let out = change_command(dir, current, next)
+                    .stdout(std::process::Stdio::piped())
+                    .output()
+                    .unwrap();
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                assert!(out.status.success(), "{context}: the re-run failed");
+                assert!(stdout.contains("changed already"), "{context}: {stdout}");
+            }
+            std::mem::swap(&mut current, &mut next);
+        }
+        // Otherwise the next round runs the same change again.
+    }
+    // Running it again completes it.
+    let status = change_command(dir, current, next).status().unwrap();
+    assert!(status.success());
+    let (opens, version) = exactly_one_opens(dir, current, next, "after the final change");
+    assert_eq!(opens, next);
+    assert!(version > 2, "{version}");
+
+    // The passphrases are nowhere in the directory.
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        for secret in [&a, &b] {
+            assert!(!contains_bytes(&bytes, secret.as_bytes()));
+        }
+    }
+    eprintln!(
+        "{kills} kills in {rounds} rounds, {kills_in_transaction} of them once the transaction \
+         had started; {switched} rounds found the switch committed; a whole change takes \
+         {full:?}, its transaction starts at {rewrap_at:?}; loop {:?}",
+        budget.elapsed()
+    );
+}
+
+/// The passphrase database committed as a format 1 fixture (see
+/// `format.rs`) has its passphrase changed like a new one.
+#[test]
+fn format_v1_passphrase_fixture_changes_its_passphrase() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("intake.redb");
+    let fixture = crate::support::repo_root()
+        .join("tests")
+        .join("fixtures")
+        .join("format-v1-passphrase.redb");
+    std::fs::copy(fixture, &db).unwrap();
+    // A TEST value, not a secret (see format.rs).
+    let old = SecretString::from("fixture passphrase, not a secret");
+    let new = SecretString::from("the fixture's new passphrase");
+    let store = Store::open_with_passphrase(&db, &old).unwrap();
+    assert_eq!(store.keyring().versions(), [1]);
+    let change = intake::crypto::PassphraseChange::prepare(store.keyring(), &old, &new).unwrap();
+    assert_eq!(store.change_passphrase(&change).unwrap().version, 2);
+    drop(store);
+    let err = Store::open_with_passphrase(&db, &old).unwrap_err();
+    assert!(matches!(err, StoreError::WrongPassphrase { .. }), "{err}");
+    let store = Store::open_with_passphrase(&db, &new).unwrap();
+    assert_eq!(store.format_version().unwrap(), 1);
+    let record = store.credential(1).unwrap().unwrap();
+    let fields = store.open_fields(&record, None).unwrap();
+    assert_eq!(
+        fields.get("access_token").unwrap().expose(),
+        "fixture-token-dora"
+    );
+    assert!(store.verify_all().unwrap().failed.is_empty());
 }

@@ -813,6 +813,121 @@ fn acme_setup() -> (SamplePlatform, Home, u64) {
     (platform, home, cred)
 }
 
+/// A data source can be linked to another existing credential of its owner
+/// (after its own was deleted, or to stop sharing) without entering a secret
+/// again; another user's credential answers exactly like one that does not
+/// exist, and the refusal is audited.
+#[test]
+fn rule_3_reconnect_links_an_existing_credential_without_secrets() {
+    let (platform, home, shared) = acme_setup();
+    // Both data sources lose their shared credential; acme-us gets a new one.
+    home.intake(&[
+        "credentials",
+        "delete",
+        &shared.to_string(),
+        "--user",
+        "alice",
+        "--detach",
+    ])
+    .ok();
+    assert!(home.source_json("acme-eu")["credential"].is_null());
+    home.intake_with_stdin(
+        &[
+            "reconnect",
+            "acme-us",
+            "--user",
+            "alice",
+            "--secrets",
+            "-",
+            "--title",
+            "Fresh",
+        ],
+        Some("access_token=adsample-token-acme\n"),
+    )
+    .ok();
+    let fresh = home.credential_of("acme-us");
+    assert_eq!(home.credentials_json("alice")[0]["title"], "Fresh");
+
+    // acme-eu reuses it: no secret, and both fetch with it.
+    let out = home
+        .intake(&[
+            "reconnect",
+            "acme-eu",
+            "--user",
+            "alice",
+            "--credential",
+            &fresh.to_string(),
+        ])
+        .ok();
+    assert!(
+        out.stdout
+            .contains(&format!("now uses credential {fresh}, shared with acme-us")),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(home.credential_of("acme-eu"), fresh);
+    assert_eq!(home.credentials_json("alice").len(), 1);
+    home.run(&["acme-us", "acme-eu"]).ok();
+
+    // bob cannot link alice's credential: the same answer as a missing id.
+    home.user_add("bob").ok();
+    home.intake_with_stdin(
+        &[
+            "connect",
+            "--user",
+            "bob",
+            "--platform",
+            "adsample",
+            "--name",
+            "globex",
+            "--set",
+            &format!("base_url={}", platform.base_url()),
+            "--set",
+            "account_id=globex",
+            "--secrets",
+            "-",
+        ],
+        Some("access_token=adsample-token-globex\n"),
+    )
+    .ok();
+    let theirs = home
+        .intake(&[
+            "reconnect",
+            "globex",
+            "--user",
+            "bob",
+            "--credential",
+            &fresh.to_string(),
+        ])
+        .failed();
+    let missing = home
+        .intake(&[
+            "reconnect",
+            "globex",
+            "--user",
+            "bob",
+            "--credential",
+            "999",
+        ])
+        .failed();
+    assert_eq!(
+        theirs.stderr.replace(&fresh.to_string(), "N"),
+        missing.stderr.replace("999", "N")
+    );
+    assert_ne!(home.credential_of("globex"), fresh);
+    let denied = home
+        .store()
+        .audit(&AuditFilter {
+            user: Some("bob".into()),
+            ..AuditFilter::default()
+        })
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.action == AuditAction::Link && !r.granted && r.credential == Some(fresh))
+        .count();
+    assert_eq!(denied, 1, "the refused link is audited");
+}
+
 /// Reconnecting one data source updates the credential in place (a new
 /// version) and fixes every data source sharing it; a broken credential
 /// stops its data sources until then.

@@ -1,7 +1,8 @@
 //! The scheduler for real: retry classes against the sample platform's
-//! 429/5xx/401, schedules and due-ness, exactly-once output under SIGKILL,
-//! graceful shutdown, hot reload of a good and a bad configuration, and the
-//! metrics endpoint.
+//! 429/5xx/401, schedules and due-ness, exactly-once output and the run
+//! history under SIGKILL, runs with nothing new, graceful shutdown, hot
+//! reload of a good and a bad configuration, plugin load failures in `serve`,
+//! and the metrics endpoint.
 
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -41,6 +42,14 @@ fn runs(home: &Home, source: &str) -> Vec<serde_json::Value> {
         serde_json::Value::Array(a) => a,
         other => panic!("{other}"),
     }
+}
+
+/// Makes the AdSample plugin fetch `source`'s records `size` at a time.
+fn small_pages(home: &Home, source: &str, size: u32) {
+    let store = home.store();
+    let mut record = store.find_source(source).unwrap();
+    record.config.push(("page_size".into(), size.to_string()));
+    store.put_source_record_unchecked(&record).unwrap();
 }
 
 fn spawn(home: &Home, args: &[&str]) -> Child {
@@ -172,13 +181,11 @@ fn killed_runs_never_skip_or_duplicate_records() {
     )
     .ok();
     // Small pages: many chances to be killed between pages and commits.
-    let store = home.store();
-    let mut source = store.find_source("acme-us").unwrap();
-    source.config.push(("page_size".into(), "7".into()));
-    store.put_source_record_unchecked(&source).unwrap();
-    drop(store);
+    small_pages(&home, "acme-us", 7);
 
     let mut seed = 0x9e37_79b9_u64;
+    // The runs a kill cut short, as the history showed them right after.
+    let mut killed_running = std::collections::BTreeSet::new();
     for round in 0..12 {
         platform.add_days(1);
         seed ^= seed << 13;
@@ -189,10 +196,46 @@ fn killed_runs_never_skip_or_duplicate_records() {
         signal(&child, "KILL");
         let _ = child.wait();
         let _ = round;
+        for run in runs(&home, "acme-us") {
+            if run["outcome"] == "running" {
+                killed_running.insert(run["id"].as_u64().unwrap());
+            }
+        }
     }
+    assert!(
+        !killed_running.is_empty(),
+        "no kill landed while a run was recorded as running"
+    );
     // A run that completes recovers what the kills left behind.
     platform.set_delay(Duration::ZERO);
     home.run(&["acme-us"]).ok();
+    // Every run the kills cut short is in the history as interrupted, saying
+    // so; none is left running, and every other run ended normally.
+    let history = runs(&home, "acme-us");
+    for run in &history {
+        let id = run["id"].as_u64().unwrap();
+        if killed_running.contains(&id) {
+            assert_eq!(run["outcome"], "interrupted", "{run}");
+            let error = run["error"].as_str().unwrap();
+            assert!(
+                error.contains("the intake process stopped before this run finished"),
+                "{error}"
+            );
+        } else {
+            assert!(
+                ["ok", "interrupted"].contains(&run["outcome"].as_str().unwrap()),
+                "{run}"
+            );
+        }
+    }
+    assert_eq!(history.last().unwrap()["outcome"], "ok");
+    let table = home.intake(&["runs", "--source", "acme-us"]).ok();
+    let interrupted = table
+        .stdout
+        .lines()
+        .find(|l| l.contains(" interrupted "))
+        .unwrap_or_else(|| panic!("{}", table.stdout));
+    assert!(interrupted.contains("killed or crashed"), "{interrupted}");
     let mut rows = Vec::new();
     for file in home.outputs("acme-us") {
         rows.extend(read_jsonl(&file));
@@ -293,6 +336,7 @@ fn recovery_leaves_a_live_writers_partial_files_alone() {
 
     // Once no other writer is left, a crash's leftover is cleaned up.
     drop(writer);
+    platform.add_days(1);
     home.run(&["acme-us"]).ok();
     assert!(!partial.exists(), "a crash's partial file was left behind");
     assert_eq!(home.outputs("acme-us").len(), 2);
@@ -304,6 +348,9 @@ fn two_runs_at_once_never_write_a_data_source_twice() {
     platform.set_delay(Duration::from_millis(20));
     let home = home_with(&platform, "");
     connect(&home, "acme-us", "acme-us", "adsample-token-acme");
+    // Small pages: a run takes long enough (~20 pages) for the other to
+    // start meanwhile, however the two processes' starts are spread.
+    small_pages(&home, "acme-us", 5);
     let a = spawn(&home, &["run", "acme-us"]);
     let b = spawn(&home, &["run", "acme-us"]);
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
@@ -321,4 +368,183 @@ fn two_runs_at_once_never_write_a_data_source_twice() {
         rows.extend(read_jsonl(&file));
     }
     assert_eq!(rows, platform.expected_rows("acme-us", None), "{said}");
+}
+
+#[test]
+fn a_live_run_in_another_process_is_never_marked_interrupted() {
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    let home = home_with(&platform, "");
+    connect(&home, "acme-us", "acme-us", "adsample-token-acme");
+    connect(&home, "globex", "globex", "adsample-token-globex");
+    // Slow pages (30 of them, 100 ms each): the first run is still fetching
+    // while the second starts and ends.
+    small_pages(&home, "acme-us", 3);
+    platform.set_delay(Duration::from_millis(100));
+
+    let slow = spawn(&home, &["run", "acme-us"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let running = loop {
+        if let Some(run) = runs(&home, "acme-us").pop() {
+            assert_eq!(run["outcome"], "running", "it ended too soon: {run}");
+            break run;
+        }
+        assert!(Instant::now() < deadline, "the run was never recorded");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // It shows as running in the history meanwhile.
+    let table = home.intake(&["runs"]).ok();
+    assert!(
+        table
+            .stdout
+            .lines()
+            .any(|l| l.starts_with(&format!("{} ", running["id"])) && l.ends_with(" running")),
+        "{}",
+        table.stdout
+    );
+
+    // Another `intake run` starts (and recovers) meanwhile: acme-us is live,
+    // its lock held, so its record is left alone.
+    home.run(&["globex"]).ok();
+    let now = runs(&home, "acme-us");
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_eq!(now[0]["id"], running["id"]);
+    assert_eq!(
+        now[0]["outcome"], "running",
+        "a live run was marked: {}",
+        now[0]
+    );
+
+    let out = slow.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done = runs(&home, "acme-us");
+    assert_eq!(done.len(), 1, "the run's record was not replaced: {done:?}");
+    assert_eq!(done[0]["id"], running["id"]);
+    assert_eq!(done[0]["outcome"], "ok", "{}", done[0]);
+    assert_eq!(
+        done[0]["records"].as_u64().unwrap() as usize,
+        platform.expected_rows("acme-us", None).len()
+    );
+}
+
+#[test]
+fn a_run_with_nothing_new_writes_no_file() {
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    let home = home_with(&platform, "");
+    connect(&home, "acme-us", "acme-us", "adsample-token-acme");
+    let first = home.run(&["acme-us"]).ok();
+    assert!(
+        first.summary_line("acme-us").contains(" ok → "),
+        "{}",
+        first.stdout
+    );
+    assert_eq!(home.outputs("acme-us").len(), 1);
+    let cursor = home.source_json("acme-us")["cursor"].clone();
+    assert!(cursor.is_string(), "{cursor}");
+
+    // Nothing new on the platform: no file, empty or partial, and the
+    // summary says so instead of naming one.
+    let again = home.run(&["acme-us"]).ok();
+    let line = again.summary_line("acme-us");
+    assert!(line.contains("ok (no new records)"), "{line}");
+    assert!(!line.contains('→'), "{line}");
+    assert_eq!(home.outputs("acme-us").len(), 1);
+    let stray: Vec<_> = home
+        .all_files()
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".jsonl"))
+        .collect();
+    assert_eq!(stray.len(), 1, "{stray:?}");
+    // The run is recorded, with no output, and the cursor kept.
+    let last = runs(&home, "acme-us").pop().unwrap();
+    assert_eq!(last["outcome"], "ok", "{last}");
+    assert_eq!(last["records"], 0, "{last}");
+    assert!(last["output"].is_null(), "{last}");
+    assert_eq!(home.source_json("acme-us")["cursor"], cursor);
+
+    // New data: a file again, with only the new records.
+    platform.add_days(1);
+    let out = home.run(&["acme-us"]).ok();
+    assert!(
+        out.summary_line("acme-us").contains(" ok → "),
+        "{}",
+        out.stdout
+    );
+    let files = home.outputs("acme-us");
+    assert_eq!(files.len(), 2);
+    let mut rows = read_jsonl(&files[0]);
+    rows.extend(read_jsonl(&files[1]));
+    assert_eq!(rows, platform.expected_rows("acme-us", None));
+}
+
+/// Collects a child's output stream as it comes, in the background.
+fn collect(stream: impl Read + Send + 'static) -> std::sync::Arc<std::sync::Mutex<String>> {
+    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = text.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            let mut text = sink.lock().unwrap();
+            text.push_str(&line);
+            text.push('\n');
+        }
+    });
+    text
+}
+
+#[track_caller]
+fn wait_for(text: &std::sync::Mutex<String>, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !text.lock().unwrap().contains(what) {
+        assert!(
+            Instant::now() < deadline,
+            "no `{what}` in:\n{}",
+            text.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn serve_reports_a_plugin_that_fails_to_load_once() {
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    let home = home_with(&platform, "tick = \"100ms\"");
+    home.add_plugin("ghost", &home.path().join("ghost-plugin.wasm"), &[]);
+    let mut serve = spawn(&home, &["serve"]);
+    let stdout = collect(serve.stdout.take().unwrap());
+    let stderr = collect(serve.stderr.take().unwrap());
+    wait_for(&stdout, "serving");
+    // A reload loads the plugins again, and fails the same way.
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&serve, "HUP");
+    wait_for(&stderr, "reload refused");
+    signal(&serve, "TERM");
+    let status = serve.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let (stdout, stderr) = (stdout.lock().unwrap(), stderr.lock().unwrap());
+    assert!(status.success(), "{stdout}\n{stderr}");
+
+    // Once when serve starts, once when the reload tries: never twice for
+    // one load.
+    let said = format!("{stdout}{stderr}");
+    assert_eq!(
+        said.matches("ghost-plugin.wasm").count(),
+        2,
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(!stdout.contains("warning:"), "{stdout}");
+    assert!(
+        stdout.contains("1 plugin failed to load: see the error logged above"),
+        "{stdout}"
+    );
+    let refused = stderr
+        .lines()
+        .find(|l| l.contains("reload refused"))
+        .unwrap();
+    assert!(refused.contains("a plugin failed to load"), "{refused}");
+    assert!(!refused.contains("ghost-plugin.wasm"), "{refused}");
 }

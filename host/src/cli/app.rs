@@ -5,11 +5,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use zeroize::Zeroize;
 
 use crate::broker::Broker;
 use crate::config::{self, Config};
 use crate::crypto::{KeyError, KeySource, Keyring};
-use crate::plugin::Runtime;
+use crate::plugin::{CacheKeys, Runtime};
 use crate::secret::SecretString;
 use crate::store::{self, Store, shown};
 
@@ -90,7 +91,8 @@ impl App {
         match self.key_source() {
             KeySource::Passphrase { env, prompt } => {
                 let new = !std::fs::metadata(&path).is_ok_and(|m| m.len() > 0);
-                let passphrase = read_passphrase(env.as_deref(), prompt, create && new)?;
+                let passphrase =
+                    read_passphrase(env.as_deref(), prompt, create && new, "intake passphrase: ")?;
                 if create {
                     Ok(Store::open_with_passphrase(&path, &passphrase)?)
                 } else {
@@ -125,8 +127,8 @@ impl App {
                 );
             }
         }
-        let cache_key = store.keyring().derive("compile cache");
-        let runtime = Runtime::load(&config, Broker::new(store.clone()), Some(cache_key))
+        let cache_keys = CacheKeys::from_keyring(store.keyring());
+        let runtime = Runtime::load(&config, Broker::new(store.clone()), Some(cache_keys))
             .map_err(anyhow::Error::msg)?;
         Ok(Arc::new(runtime))
     }
@@ -183,33 +185,22 @@ pub fn init(config_path: &Path, db: Option<&Path>, out: &mut dyn Write) -> Resul
 }
 
 /// The passphrase from environment variable `env` if it is set, else from a
-/// hidden prompt on the terminal if `prompt` allows one (asked twice when
-/// `confirm`). Never from the command line.
-fn read_passphrase(env: Option<&str>, prompt: bool, confirm: bool) -> Result<SecretString> {
+/// hidden prompt (`label`) on the terminal if `prompt` allows one (asked
+/// twice when `confirm`). Never from the command line.
+pub(super) fn read_passphrase(
+    env: Option<&str>,
+    prompt: bool,
+    confirm: bool,
+    label: &str,
+) -> Result<SecretString> {
     use std::io::IsTerminal;
     if let Some(var) = env
-        && let Some(value) = std::env::var_os(var)
+        && let Some(value) = passphrase_from_env(var)?
     {
-        let value = value
-            .into_string()
-            .map_err(|_| anyhow::anyhow!("environment variable {var} is not valid UTF-8"))?;
-        return Ok(SecretString::new(value));
+        return Ok(value);
     }
     if prompt && std::io::stdin().is_terminal() {
-        let first = SecretString::new(
-            rpassword::prompt_password("intake passphrase: ")
-                .context("cannot read the passphrase from the terminal")?,
-        );
-        if confirm {
-            let again = SecretString::new(
-                rpassword::prompt_password("again, to confirm: ")
-                    .context("cannot read the passphrase from the terminal")?,
-            );
-            if again != first {
-                bail!("the two passphrases differ; nothing was created");
-            }
-        }
-        return Ok(first);
+        return prompt_passphrase(label, confirm, "nothing was created");
     }
     match env {
         Some(var) => Err(crate::crypto::KeyError::PassphraseMissing(var.to_owned()).into()),
@@ -218,4 +209,68 @@ fn read_passphrase(env: Option<&str>, prompt: bool, confirm: bool) -> Result<Sec
              is not one; set `[keys] passphrase_env` to read it from an environment variable"
         ),
     }
+}
+
+/// The variable read for a new passphrase unless `--new-passphrase-env`
+/// names another.
+pub(super) const NEW_PASSPHRASE_ENV: &str = "INTAKE_NEW_PASSPHRASE";
+
+/// The new passphrase when changing it: from the environment variable
+/// `named` (`--new-passphrase-env`, which must then be set), else from
+/// [`NEW_PASSPHRASE_ENV`] if set, else from a hidden prompt on a terminal,
+/// asked twice. Never from the command line.
+pub(super) fn read_new_passphrase(named: Option<&str>) -> Result<SecretString> {
+    use std::io::IsTerminal;
+    if let Some(var) = named {
+        return passphrase_from_env(var)?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "environment variable {var} (--new-passphrase-env) is not set; set it to the new \
+                 passphrase; nothing was changed"
+            )
+        });
+    }
+    if let Some(value) = passphrase_from_env(NEW_PASSPHRASE_ENV)? {
+        return Ok(value);
+    }
+    if std::io::stdin().is_terminal() {
+        return prompt_passphrase("new intake passphrase: ", true, "nothing was changed");
+    }
+    bail!(
+        "no new passphrase: set the environment variable {NEW_PASSPHRASE_ENV} to it (or name \
+         another with --new-passphrase-env), or run in a terminal to be asked; nothing was changed"
+    )
+}
+
+/// The passphrase in environment variable `var`, if it is set.
+fn passphrase_from_env(var: &str) -> Result<Option<SecretString>> {
+    match std::env::var_os(var) {
+        None => Ok(None),
+        Some(value) => value
+            .into_string()
+            .map(|v| Some(SecretString::new(v)))
+            .map_err(|raw| {
+                std::os::unix::ffi::OsStringExt::into_vec(raw).zeroize();
+                anyhow::anyhow!("environment variable {var} is not valid UTF-8")
+            }),
+    }
+}
+
+/// Asks for a passphrase on the terminal without echoing it; with
+/// `confirm`, twice, refusing two that differ (`nothing` says what did not
+/// happen then).
+fn prompt_passphrase(label: &str, confirm: bool, nothing: &str) -> Result<SecretString> {
+    let first = SecretString::new(
+        rpassword::prompt_password(label)
+            .context("cannot read the passphrase from the terminal")?,
+    );
+    if confirm {
+        let again = SecretString::new(
+            rpassword::prompt_password("again, to confirm: ")
+                .context("cannot read the passphrase from the terminal")?,
+        );
+        if again != first {
+            bail!("the two passphrases differ; {nothing}");
+        }
+    }
+    Ok(first)
 }

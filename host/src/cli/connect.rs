@@ -77,7 +77,10 @@ pub const RECONNECT_EXAMPLES: &str = "Examples:
     intake reconnect acme-us --user alice --secrets - --check
 
   # or with a bundle sealed on the client by `intake seal`
-  intake reconnect acme-us --user alice --sealed new-token.sealed";
+  intake reconnect acme-us --user alice --sealed new-token.sealed
+
+  # link it to another of alice's credentials (no secret entered)
+  intake reconnect acme-eu --user alice --credential 3";
 
 /// Arguments of `intake reconnect`.
 #[derive(Debug, Args)]
@@ -98,6 +101,16 @@ pub struct ReconnectArgs {
     /// FILE, or `-` for stdin, instead of plaintext secrets.
     #[arg(long, value_name = "FILE", conflicts_with = "secrets")]
     pub sealed: Option<PathBuf>,
+    /// Link the data source to this other credential of the same user and
+    /// platform instead (a disconnected one, or to stop sharing): no secret
+    /// is entered.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["secrets", "sealed", "check", "title"])]
+    pub credential: Option<u64>,
+    /// A title for the credential (shown in `intake credentials list`); a
+    /// disconnected data source's new credential gets it instead of the
+    /// default.
+    #[arg(long)]
+    pub title: Option<String>,
     /// Run the plugin's check against the platform first; save nothing if it fails.
     #[arg(long)]
     pub check: bool,
@@ -226,6 +239,26 @@ pub async fn reconnect(app: &App, args: ReconnectArgs, out: &mut dyn Write) -> R
         .ok()
         .filter(|s| s.owner == args.user)
         .ok_or_else(|| crate::store::StoreError::UnknownSource(args.source.clone()))?;
+    if let Some(credential) = args.credential {
+        let linked = store.relink(source.id, &args.user, credential)?;
+        let sharing: Vec<String> = store
+            .sources()?
+            .into_iter()
+            .filter(|s| s.credential == Some(credential) && s.id != linked.id)
+            .map(|s| s.name)
+            .collect();
+        write!(
+            out,
+            "data source `{}` now uses credential {credential}",
+            linked.name
+        )?;
+        if sharing.is_empty() {
+            writeln!(out)?;
+        } else {
+            writeln!(out, ", shared with {}", sharing.join(", "))?;
+        }
+        return Ok(());
+    }
     let runtime = app.runtime(&store, Some(&source.platform))?;
     let plugin = runtime.plugin(&source.platform)?;
     let changes = match &args.sealed {
@@ -254,7 +287,10 @@ pub async fn reconnect(app: &App, args: ReconnectArgs, out: &mut dyn Write) -> R
             source.id,
             &args.user,
             &NewSecrets {
-                title: format!("{} credential", plugin.spec.display_name),
+                title: args
+                    .title
+                    .clone()
+                    .unwrap_or_else(|| format!("{} credential", plugin.spec.display_name)),
                 fields,
             },
         )?;
@@ -318,6 +354,10 @@ pub async fn reconnect(app: &App, args: ReconnectArgs, out: &mut dyn Write) -> R
         out,
         "updated credential {credential} to version {version}; data sources using it: {users}"
     )?;
+    if let Some(title) = &args.title {
+        store.rename_credential(credential, &args.user, title)?;
+        writeln!(out, "renamed credential {credential}")?;
+    }
     Ok(())
 }
 

@@ -1,6 +1,7 @@
-//! `intake keys …` and `intake backup`: master key rotation, verification,
-//! retirement of old versions, the host's public key for sealed secrets, and
-//! consistent backups.
+//! `intake keys …` and `intake backup`: master key rotation (or, for a
+//! passphrase database, changing the passphrase), verification, retirement
+//! of old versions, the host's public key for sealed secrets, and consistent
+//! backups.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -8,18 +9,50 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use clap::Subcommand;
 
-use crate::crypto::KeySource;
-use crate::store::{self, FileCheck, Store};
+use crate::crypto::{KeySource, PassphraseChange};
+use crate::store::{self, FileCheck, Store, StoreError};
 
 use super::App;
+use super::app::{read_new_passphrase, read_passphrase};
+
+const ROTATE_EXAMPLES: &str = "Examples:
+  intake keys rotate && intake keys verify
+
+  # a passphrase database: change the passphrase (asked twice on a terminal)
+  intake keys rotate
+
+  # or from variables: [keys] passphrase_env holds the current passphrase,
+  # INTAKE_NEW_PASSPHRASE (or the variable named here) the new one
+  read -rs NEW_PASS && export NEW_PASS && \\
+      intake keys rotate --new-passphrase-env NEW_PASS";
 
 /// `intake keys …`.
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Add a master key version and re-wrap every data key with it. Safe to
-    /// run while intake runs; if interrupted, run it again to finish.
-    #[command(after_help = "Example:\n  intake keys rotate && intake keys verify")]
-    Rotate,
+    /// Add a master key version and re-wrap every data key with it; with a
+    /// passphrase, change the passphrase.
+    ///
+    /// With a key file: adds a version to it and re-wraps every data key in
+    /// small transactions. Safe to run while intake runs; if interrupted, run
+    /// it again to finish; `intake keys retire` then drops the old version.
+    ///
+    /// With a passphrase: asks for the current passphrase (as every command
+    /// does) and for a new one, from the environment variable
+    /// INTAKE_NEW_PASSPHRASE (or the one --new-passphrase-env names), else on
+    /// the terminal, twice; never from the command line. It needs at least
+    /// 12 characters. The next key version is derived from it with Argon2id
+    /// under a fresh salt, and every data key and the host's transit key are
+    /// re-wrapped under it in one transaction: until that commits the old
+    /// passphrase opens everything, afterwards only the new one. If
+    /// interrupted, run it again. Restart intake processes still running
+    /// with the old passphrase.
+    #[command(after_help = ROTATE_EXAMPLES)]
+    Rotate {
+        /// The environment variable holding the new passphrase (passphrase
+        /// databases; default INTAKE_NEW_PASSPHRASE, else a prompt).
+        #[arg(long, value_name = "VAR")]
+        new_passphrase_env: Option<String>,
+    },
     /// Check every page of the database file, then decrypt every credential
     /// and report any that fail, by id.
     #[command(after_help = "Example:\n  intake keys verify")]
@@ -56,15 +89,102 @@ fn key_file(app: &App) -> Result<PathBuf> {
             "the master key comes from environment variable {var}; rotation and retirement edit a key file, so point [keys] file at one"
         ),
         KeySource::Passphrase { .. } => bail!(
-            "the master key is derived from a passphrase, which has a single key version: rotation and \
-             retirement need a key file ([keys] file); see docs/security.md"
+            "the master key is derived from a passphrase, not kept in a key file ([keys] file)"
         ),
     }
 }
 
+/// `intake keys rotate` of a passphrase database: changes the passphrase.
+fn change_passphrase(
+    app: &App,
+    env: Option<&str>,
+    prompt: bool,
+    new_env: Option<&str>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let db = app.db_path();
+    store::require_existing(&db)?;
+    // Where the current passphrase came from, when it was a variable.
+    let from_var = env
+        .filter(|var| std::env::var_os(var).is_some())
+        .map(|var| format!(" (in {var})"))
+        .unwrap_or_default();
+    let current = read_passphrase(env, prompt, false, "current intake passphrase: ")?;
+    let new = read_new_passphrase(new_env)?;
+    PassphraseChange::check_new(&current, &new)?;
+    let store = match Store::open_existing_with_passphrase(&db, &current) {
+        Ok(store) => store,
+        Err(StoreError::WrongPassphrase { .. }) => {
+            // An earlier run may have finished, and been stopped before it
+            // said so: then the new passphrase opens the database.
+            return match Store::open_existing_with_passphrase(&db, &new) {
+                Ok(store) => {
+                    writeln!(
+                        out,
+                        "the passphrase of {} was changed already: the new passphrase opens it \
+                         (key version {}); nothing to do",
+                        db.display(),
+                        store.keyring().current().version()
+                    )?;
+                    Ok(())
+                }
+                Err(StoreError::WrongPassphrase { .. }) => bail!(
+                    "wrong current passphrase: it does not open the database {} (nor does the new \
+                     one); nothing was changed. Give the passphrase that opens it now{}",
+                    db.display(),
+                    from_var
+                ),
+                Err(e) => Err(e.into()),
+            };
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let change = PassphraseChange::prepare(store.keyring(), &current, &new)?;
+    drop((current, new));
+    tracing::info!(
+        "changing the passphrase: re-wrapping every data key under master key version {} in one \
+         transaction",
+        change.version()
+    );
+    let rotation = store.change_passphrase(&change)?;
+    tracing::info!("the passphrase is changed");
+    writeln!(
+        out,
+        "changed the passphrase of {}: master key version {} (Argon2id, a fresh salt) now wraps \
+         all {} data keys; version {} is gone",
+        db.display(),
+        rotation.version,
+        rotation.rewrapped,
+        change.old_version()
+    )?;
+    writeln!(
+        out,
+        "the old passphrase no longer opens the database: give the new one from now on{}, and \
+         restart any intake still running with the old one",
+        from_var
+    )?;
+    Ok(())
+}
+
 pub fn keys(app: &App, command: KeysCommand, out: &mut dyn Write) -> Result<()> {
     match command {
-        KeysCommand::Rotate => {
+        KeysCommand::Rotate { new_passphrase_env } => {
+            if let KeySource::Passphrase { env, prompt } = app.key_source() {
+                return change_passphrase(
+                    app,
+                    env.as_deref(),
+                    prompt,
+                    new_passphrase_env.as_deref(),
+                    out,
+                );
+            }
+            if new_passphrase_env.is_some() {
+                bail!(
+                    "--new-passphrase-env changes the passphrase of a passphrase database; the \
+                     master key of this one is the {}",
+                    app.key_source()
+                );
+            }
             let path = key_file(app)?;
             let db = app.db_path();
             store::require_existing(&db)?;
@@ -139,6 +259,17 @@ pub fn keys(app: &App, command: KeysCommand, out: &mut dyn Write) -> Result<()> 
             }
         }
         KeysCommand::Retire { version } => {
+            if let KeySource::Passphrase { .. } = app.key_source() {
+                let current = app.store()?.keyring().current().version();
+                if version == current {
+                    bail!("version {version} is the current key, derived from the passphrase");
+                }
+                bail!(
+                    "the database holds no key version {version}: a passphrase database keeps only \
+                     its current version ({current}); changing the passphrase with `intake keys \
+                     rotate` removes the old one itself"
+                );
+            }
             let path = key_file(app)?;
             let db = app.db_path();
             store::require_existing(&db)?;

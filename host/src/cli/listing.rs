@@ -286,13 +286,24 @@ pub fn runs(
     let rows: Vec<_> = runs
         .iter()
         .map(|r| {
+            // A run that is running, or was interrupted, has no duration,
+            // record count or attempts to show (its records were not kept).
+            let (took, records, attempts) = if r.ended() {
+                (
+                    super::table::duration(std::time::Duration::from_millis(r.duration_ms)),
+                    r.records.to_string(),
+                    r.attempts.len().to_string(),
+                )
+            } else {
+                ("-".to_owned(), "-".to_owned(), "-".to_owned())
+            };
             vec![
                 r.id.to_string(),
                 r.source_name.clone(),
                 time(r.started_ms),
-                super::table::duration(std::time::Duration::from_millis(r.duration_ms)),
-                r.records.to_string(),
-                r.attempts.len().to_string(),
+                took,
+                records,
+                attempts,
                 r.outcome.clone(),
                 r.error.clone().unwrap_or_default(),
             ]

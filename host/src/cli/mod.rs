@@ -374,7 +374,7 @@ async fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<ExitCode> {
                     if !deleted.detached.is_empty() {
                         writeln!(
                             out,
-                            "data sources now disconnected (reconnect them): {}",
+                            "data sources now disconnected (give them a credential with `intake reconnect`): {}",
                             deleted.detached.join(", ")
                         )?;
                     }

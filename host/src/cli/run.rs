@@ -129,13 +129,10 @@ fn write_summary(summaries: &[RunSummary], out: &mut dyn Write) -> Result<ExitCo
             let (records, result) = match &s.outcome {
                 Ok(o) => (
                     o.records.to_string(),
-                    format!(
-                        "ok → {}",
-                        s.output
-                            .as_ref()
-                            .map(|p| p.display().to_string())
-                            .unwrap_or_default()
-                    ),
+                    match &s.output {
+                        Some(path) => format!("ok → {}", path.display()),
+                        None => "ok (no new records)".to_owned(),
+                    },
                 ),
                 Err(e) => {
                     failed += 1;
@@ -178,10 +175,10 @@ pub async fn serve(
     out: &mut dyn Write,
 ) -> Result<ExitCode> {
     let store = app.store()?;
+    // The runtime logs each plugin that fails to load (an ERROR line, or a
+    // JSON event, on stderr); the line below only counts them.
     let runtime = app.runtime(&store, None)?;
-    for e in runtime.load_errors() {
-        writeln!(out, "warning: {e}")?;
-    }
+    let failed = runtime.load_errors().count();
     let scheduler = Scheduler::new(runtime, store.clone(), &app.config);
     let scheduled = store
         .sources()?
@@ -190,13 +187,18 @@ pub async fn serve(
         .count();
     writeln!(
         out,
-        "serving {scheduled} scheduled data sources{}; SIGHUP reloads intake.toml, Ctrl-C stops",
+        "serving {scheduled} scheduled data sources{}{}; SIGHUP reloads intake.toml, Ctrl-C stops",
         app.config
             .scheduler
             .metrics
             .as_ref()
             .map(|m| format!(", metrics at http://{m}/metrics"))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        match failed {
+            0 => String::new(),
+            1 => " (1 plugin failed to load: see the error logged above)".to_owned(),
+            n => format!(" ({n} plugins failed to load: see the errors logged above)"),
+        }
     )?;
     out.flush()?;
     let (tx, rx) = mpsc::channel(4);
@@ -222,8 +224,15 @@ pub async fn serve(
             fresh.config.store.path = db.clone();
         }
         let runtime = fresh.runtime(&store, None).map_err(|e| format!("{e:#}"))?;
-        if let Some(e) = runtime.load_errors().next() {
-            return Err(e.to_string());
+        // Each failure was logged as the runtime loaded the plugins.
+        match runtime.load_errors().count() {
+            0 => {}
+            1 => return Err("a plugin failed to load (see the error logged above)".into()),
+            n => {
+                return Err(format!(
+                    "{n} plugins failed to load (see the errors logged above)"
+                ));
+            }
         }
         Ok((fresh.config, runtime))
     });

@@ -5,8 +5,10 @@
 //! comes from a key file (mode 0600, refused if others can read it), from an
 //! environment variable, or from a passphrase stretched with Argon2id under
 //! the salt and parameters stored in the database (see
-//! [`Keyring::from_passphrase`]; such a keyring has only version 1). The file
-//! holds one line per version:
+//! [`Keyring::from_passphrase`]; such a keyring holds one version, the one
+//! the database records for its current passphrase). Changing the
+//! passphrase ([`PassphraseChange`]) derives the next version under a fresh
+//! salt. The file holds one line per version:
 //!
 //! ```text
 //! intake-master-key 1 <base64 of 32 random bytes>
@@ -137,6 +139,32 @@ pub enum KeyError {
         /// The minimum.
         min: usize,
     },
+    /// The new passphrase (when changing it) is too short.
+    #[error(
+        "the new passphrase is too short: it needs at least {min} characters (a long sentence \
+         is best); nothing was changed"
+    )]
+    NewPassphraseTooShort {
+        /// The minimum.
+        min: usize,
+    },
+    /// The new passphrase is the current one.
+    #[error(
+        "the new passphrase is the same as the current one; choose another (nothing was changed)"
+    )]
+    SamePassphrase,
+    /// A passphrase change was asked of a keyring that is not from a passphrase.
+    #[error(
+        "the master key comes from a key file (or key variable), not a passphrase: \
+         `intake keys rotate` adds a key version to the key file instead"
+    )]
+    NotFromPassphrase,
+    /// The passphrase was changed by someone else since the database was opened.
+    #[error(
+        "the passphrase of the database was changed meanwhile (by another `intake keys rotate`); \
+         nothing was changed here: run `intake keys verify` with the passphrase that is current now"
+    )]
+    PassphraseChangedMeanwhile,
     /// A passphrase keyring was asked for without the database's salt.
     #[error(
         "a passphrase key is derived with the salt stored in the database; open the database with its passphrase"
@@ -252,21 +280,26 @@ impl Keyring {
         }
     }
 
-    /// The keyring of one key (version 1) derived from `passphrase` with
-    /// Argon2id under `kdf` (the database's stored salt and parameters).
+    /// The keyring of one key, `version`, derived from `passphrase` with
+    /// Argon2id under `kdf` (the database's stored salt and parameters, and
+    /// the version it records for them: 1 until the passphrase is changed).
     pub fn from_passphrase(
         passphrase: &SecretString,
         kdf: &PassphraseKdf,
+        version: u32,
     ) -> Result<Self, KeyError> {
         if passphrase.is_empty() {
             return Err(KeyError::PassphraseTooShort {
                 min: super::MIN_PASSPHRASE_CHARS,
             });
         }
+        if version == 0 {
+            return Err(KeyError::BadKdf("key version 0".into()));
+        }
         kdf.check().map_err(KeyError::BadKdf)?;
         let key = kdf.derive(passphrase)?;
         let mut keys = BTreeMap::new();
-        keys.insert(1, MasterKey { version: 1, key });
+        keys.insert(version, MasterKey { version, key });
         Ok(Self {
             keys,
             from_passphrase: true,
@@ -447,6 +480,127 @@ impl Keyring {
     }
 }
 
+/// A change of passphrase, prepared in memory: the current passphrase's
+/// keyring and the next master key version, derived from the new passphrase
+/// with Argon2id under a fresh random salt (the parameters of a new
+/// database). Nothing is written: [`crate::store::Store::change_passphrase`]
+/// re-wraps every data key from the one to the other and switches the
+/// database's record of the passphrase in a single transaction.
+#[derive(Clone)]
+pub struct PassphraseChange {
+    /// The current version(s) and the new one; the new one is current.
+    transition: Keyring,
+    /// Just the new version: what the new passphrase opens afterwards.
+    new: Keyring,
+    old_version: u32,
+    kdf: PassphraseKdf,
+}
+
+impl std::fmt::Debug for PassphraseChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PassphraseChange")
+            .field("old_version", &self.old_version)
+            .field("version", &self.version())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PassphraseChange {
+    /// Refuses a new passphrase that is too short (the minimum of a new
+    /// database) or the same as the current one. Cheap: check it before
+    /// deriving anything.
+    pub fn check_new(current: &SecretString, new: &SecretString) -> Result<(), KeyError> {
+        let min = super::MIN_PASSPHRASE_CHARS;
+        if new.expose().chars().count() < min {
+            return Err(KeyError::NewPassphraseTooShort { min });
+        }
+        if new.expose() == current.expose() {
+            return Err(KeyError::SamePassphrase);
+        }
+        Ok(())
+    }
+
+    /// Prepares changing the passphrase of a database opened with
+    /// `current` (a keyring derived from `current_passphrase`) to
+    /// `new_passphrase`: a fresh salt, the next key version.
+    pub fn prepare(
+        current: &Keyring,
+        current_passphrase: &SecretString,
+        new_passphrase: &SecretString,
+    ) -> Result<Self, KeyError> {
+        Self::prepare_with(
+            current,
+            current_passphrase,
+            new_passphrase,
+            PassphraseKdf::generate()?,
+        )
+    }
+
+    fn prepare_with(
+        current: &Keyring,
+        current_passphrase: &SecretString,
+        new_passphrase: &SecretString,
+        kdf: PassphraseKdf,
+    ) -> Result<Self, KeyError> {
+        if !current.is_from_passphrase() {
+            return Err(KeyError::NotFromPassphrase);
+        }
+        Self::check_new(current_passphrase, new_passphrase)?;
+        let old_version = current.current().version();
+        let version = old_version + 1;
+        let new = Keyring::from_passphrase(new_passphrase, &kdf, version)?;
+        let mut transition = current.clone();
+        transition.keys.insert(
+            version,
+            new.get(version)
+                .expect("a passphrase keyring holds its version")
+                .clone(),
+        );
+        Ok(Self {
+            transition,
+            new,
+            old_version,
+            kdf,
+        })
+    }
+
+    /// The keyring holding the current version and the new one (which is
+    /// its current, so it wraps): for re-wrapping.
+    pub fn transition(&self) -> &Keyring {
+        &self.transition
+    }
+
+    /// The keyring the new passphrase opens once the change is done.
+    pub fn new_keyring(&self) -> &Keyring {
+        &self.new
+    }
+
+    /// The version the current passphrase derives.
+    pub fn old_version(&self) -> u32 {
+        self.old_version
+    }
+
+    /// The new version, derived from the new passphrase.
+    pub fn version(&self) -> u32 {
+        self.new.current().version()
+    }
+
+    /// The new salt and parameters, to store in place of the old.
+    pub fn kdf(&self) -> &PassphraseKdf {
+        &self.kdf
+    }
+
+    /// The check value of the new version.
+    pub fn check_value(&self) -> Result<Sealed, CryptoError> {
+        let version = self.version();
+        let key = self
+            .new
+            .get(version)
+            .expect("a passphrase keyring holds its version");
+        seal_with(key.bytes(), &check_aad(version), CHECK_PLAINTEXT)
+    }
+}
+
 fn check_aad(version: u32) -> Aad {
     Aad::new("intake/key-check/v1").u64(u64::from(version))
 }
@@ -510,6 +664,111 @@ mod tests {
         let b = Keyring::generate().expect("rng");
         let check = a.check_value(1).expect("rng").expect("v1");
         assert!(!b.verify_check_value(1, &check));
+    }
+
+    const OLD: &str = "the old passphrase, long enough";
+    const NEW: &str = "the new passphrase, long enough";
+
+    #[test]
+    fn passphrase_change_derives_the_next_version_under_a_fresh_salt() {
+        use crate::crypto::DataKey;
+        let (old_pass, new_pass) = (SecretString::from(OLD), SecretString::from(NEW));
+        let old_kdf = PassphraseKdf::generate().expect("rng");
+        let current = Keyring::from_passphrase(&old_pass, &old_kdf, 1).expect("derive");
+        let old_check = current.check_value(1).expect("rng").expect("v1");
+        let aad = Aad::new("intake/test/v1").u64(7);
+        let dek = DataKey::generate().expect("rng");
+        let wrapped_old = dek.wrap(&current, &aad).expect("wrap");
+        let sealed = dek.seal(&aad, b"hunter2").expect("seal");
+
+        let change = PassphraseChange::prepare(&current, &old_pass, &new_pass).expect("prepare");
+        assert_eq!((change.old_version(), change.version()), (1, 2));
+        assert_ne!(change.kdf().salt, old_kdf.salt, "the salt is fresh");
+        let policy = PassphraseKdf::generate().expect("rng");
+        assert_eq!(
+            (
+                change.kdf().m_cost_kib,
+                change.kdf().t_cost,
+                change.kdf().p_cost
+            ),
+            (policy.m_cost_kib, policy.t_cost, policy.p_cost),
+            "the parameters of a new database"
+        );
+        assert!(!format!("{change:?}").contains("key:"));
+
+        // While switching, both versions are held and the new one wraps.
+        let transition = change.transition();
+        assert_eq!(transition.versions(), [1, 2]);
+        assert!(transition.is_from_passphrase());
+        let rewrapped = DataKey::unwrap(transition, &wrapped_old, &aad, || "k".into())
+            .expect("the old version unwraps")
+            .wrap(transition, &aad)
+            .expect("wrap");
+        assert_eq!(rewrapped.kek_version, 2);
+
+        // Afterwards the new passphrase, with the new salt and version, opens
+        // the new check value and the re-wrapped key, to the same data key.
+        let reopened = Keyring::from_passphrase(&new_pass, change.kdf(), 2).expect("derive");
+        assert_eq!(reopened.versions(), change.new_keyring().versions());
+        let check = change.check_value().expect("rng");
+        assert!(reopened.verify_check_value(2, &check));
+        let back = DataKey::unwrap(&reopened, &rewrapped, &aad, || "k".into()).expect("unwrap");
+        let opened = back
+            .open(&aad, &sealed, || "x".into())
+            .expect("same data key");
+        assert_eq!(opened.as_slice(), b"hunter2");
+        assert!(matches!(
+            DataKey::unwrap(&reopened, &wrapped_old, &aad, || "k".into()),
+            Err(CryptoError::UnknownKeyVersion { version: 1, .. })
+        ));
+
+        // The old passphrase opens neither under the new salt, nor does the
+        // new one under the old salt.
+        let old_new_salt = Keyring::from_passphrase(&old_pass, change.kdf(), 2).expect("derive");
+        assert!(!old_new_salt.verify_check_value(2, &check));
+        let new_old_salt = Keyring::from_passphrase(&new_pass, &old_kdf, 1).expect("derive");
+        assert!(!new_old_salt.verify_check_value(1, &old_check));
+        assert!(!change.new_keyring().verify_check_value(1, &old_check));
+
+        // A second change goes on to version 3.
+        let again = PassphraseChange::prepare(&reopened, &new_pass, &old_pass).expect("prepare");
+        assert_eq!((again.old_version(), again.version()), (2, 3));
+        assert_ne!(again.kdf().salt, change.kdf().salt);
+    }
+
+    #[test]
+    fn passphrase_change_refuses_a_short_or_same_passphrase_or_a_key_file() {
+        let old_pass = SecretString::from(OLD);
+        let kdf = PassphraseKdf::generate().expect("rng");
+        let current = Keyring::from_passphrase(&old_pass, &kdf, 1).expect("derive");
+        let err = PassphraseChange::prepare(&current, &old_pass, &SecretString::from("too short"))
+            .unwrap_err();
+        assert!(
+            matches!(err, KeyError::NewPassphraseTooShort { min: 12 }),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("new passphrase is too short"),
+            "{err}"
+        );
+        // Counted in characters, not bytes.
+        let err =
+            PassphraseChange::check_new(&old_pass, &SecretString::from("ééééééééééé")).unwrap_err();
+        assert!(
+            matches!(err, KeyError::NewPassphraseTooShort { .. }),
+            "{err}"
+        );
+        let err =
+            PassphraseChange::prepare(&current, &old_pass, &SecretString::from(OLD)).unwrap_err();
+        assert!(matches!(err, KeyError::SamePassphrase), "{err}");
+        let from_file = Keyring::generate().expect("rng");
+        let err =
+            PassphraseChange::prepare(&from_file, &old_pass, &SecretString::from(NEW)).unwrap_err();
+        assert!(matches!(err, KeyError::NotFromPassphrase), "{err}");
+        assert!(matches!(
+            Keyring::from_passphrase(&old_pass, &kdf, 0),
+            Err(KeyError::BadKdf(_))
+        ));
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //! record fails to open instead of decrypting as someone else's secret.
 //!
 //! The master key comes from a key file, an environment variable, or a
-//! passphrase stretched with Argon2id ([`PassphraseKdf`]). Secrets travelling
-//! to the host are sealed to its X25519 key with HPKE ([`transit`]).
+//! passphrase stretched with Argon2id ([`PassphraseKdf`]), which can be
+//! changed ([`PassphraseChange`]). Secrets travelling to the host are sealed
+//! to its X25519 key with HPKE ([`transit`]).
 
 mod envelope;
 mod keys;
@@ -16,7 +17,7 @@ mod passphrase;
 pub mod transit;
 
 pub use envelope::{Aad, DataKey, Sealed, WrappedKey};
-pub use keys::{KeyError, KeySource, Keyring, MasterKey};
+pub use keys::{KeyError, KeySource, Keyring, MasterKey, PassphraseChange};
 pub use passphrase::{MIN_PASSPHRASE_CHARS, PassphraseKdf};
 pub use transit::{HostKey, HostPublicKey, TransitError};
 
@@ -32,7 +33,11 @@ pub enum CryptoError {
         what: String,
     },
     /// The data was wrapped by a master key version that the keyring lacks.
-    #[error("{what} is wrapped by master key version {version}, which the key file does not hold")]
+    #[error(
+        "{what} is wrapped by master key version {version}, which the key file (or passphrase) in \
+         use does not hold; if the key was rotated or the passphrase changed after this intake \
+         started, restart it"
+    )]
     UnknownKeyVersion {
         /// What needed the key.
         what: String,

@@ -7,6 +7,14 @@
 //! every entry carries an HMAC made with a key derived from the master key:
 //! only artifacts this host wrote are ever loaded; anything else is
 //! recompiled and overwritten.
+//!
+//! The key is derived from the master key's current version, so `intake keys
+//! rotate` changes it. An entry whose HMAC checks out under a key derived from
+//! an older version the keyring still holds was written by this host before a
+//! rotation: it is recompiled and rewritten quietly (a debug log line). An
+//! entry that checks out under none of them, tampered with, written by a host
+//! with another master key, or under a version retired since, is reported
+//! with a warning before it is replaced.
 
 use std::fs;
 use std::hash::{Hash, Hasher};
@@ -20,16 +28,95 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 use zeroize::Zeroizing;
 
+use crate::crypto::Keyring;
+
 type HmacSha256 = Hmac<Sha256>;
 
 /// The largest cache entry read, in bytes: compiled code is a few times the
 /// size of the component.
 const MAX_ENTRY_BYTES: u64 = 4 * super::file::MAX_COMPONENT_BYTES;
 
+/// The keys that authenticate compile cache entries: the one new entries are
+/// written with, derived from the master key's current version, and those
+/// derived from its older versions still in the keyring, which identify
+/// entries written before a rotation. Never printed.
+pub struct CacheKeys {
+    current: Zeroizing<[u8; 32]>,
+    /// By master key version, newest first.
+    previous: Vec<(u32, Zeroizing<[u8; 32]>)>,
+}
+
+impl std::fmt::Debug for CacheKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheKeys")
+            .field(
+                "previous_versions",
+                &self.previous.iter().map(|(v, _)| v).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl CacheKeys {
+    /// What the keys are derived for ([`Keyring::derive`]).
+    const PURPOSE: &'static str = "compile cache";
+
+    /// The keys for every version of `keyring`.
+    pub fn from_keyring(keyring: &Keyring) -> Self {
+        let current = keyring.current().version();
+        let previous = keyring
+            .versions()
+            .into_iter()
+            .rev()
+            .filter(|&v| v != current)
+            .filter_map(|v| derive_for_version(keyring, v).map(|key| (v, key)))
+            .collect();
+        Self {
+            current: keyring.derive(Self::PURPOSE),
+            previous,
+        }
+    }
+
+    /// Only `key`: entries written under any other are reported as foreign.
+    pub fn single(key: Zeroizing<[u8; 32]>) -> Self {
+        Self {
+            current: key,
+            previous: Vec::new(),
+        }
+    }
+}
+
+/// [`Keyring::derive`] as it was when `version` was the current one: the
+/// keyring without its newer versions derives from `version`.
+fn derive_for_version(keyring: &Keyring, version: u32) -> Option<Zeroizing<[u8; 32]>> {
+    let mut older = keyring.clone();
+    for newer in keyring.versions().into_iter().filter(|&v| v > version) {
+        older.remove_version(newer);
+    }
+    (older.current().version() == version).then(|| older.derive(CacheKeys::PURPOSE))
+}
+
+/// What a cache lookup found.
+enum Lookup {
+    /// A valid entry, loaded.
+    Hit(Component),
+    /// No entry (or none that could be read, or one this engine cannot
+    /// load although this host wrote it).
+    Missing,
+    /// An entry this host wrote under an older master key version, before
+    /// a rotation.
+    Stale {
+        /// That version.
+        version: u32,
+    },
+    /// An entry that checks out under none of the keys.
+    Foreign,
+}
+
 /// A directory of compiled components.
 pub struct CompileCache {
     dir: PathBuf,
-    key: Zeroizing<[u8; 32]>,
+    keys: CacheKeys,
 }
 
 impl std::fmt::Debug for CompileCache {
@@ -52,9 +139,9 @@ impl Hasher for Sha256Hasher {
 }
 
 impl CompileCache {
-    /// A cache in `dir` (created 0700), authenticated with `key`.
-    pub fn new(dir: PathBuf, key: Zeroizing<[u8; 32]>) -> Self {
-        Self { dir, key }
+    /// A cache in `dir` (created 0700), authenticated with `keys`.
+    pub fn new(dir: PathBuf, keys: CacheKeys) -> Self {
+        Self { dir, keys }
     }
 
     fn entry_name(engine: &Engine, wasm: &[u8]) -> String {
@@ -66,12 +153,11 @@ impl CompileCache {
         digest.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    fn mac(&self, bytes: &[u8]) -> Vec<u8> {
+    fn mac(key: &[u8; 32], bytes: &[u8]) -> [u8; 32] {
         // HMAC accepts keys of any length; this cannot fail.
-        let mut mac = <HmacSha256 as Mac>::new_from_slice(self.key.as_ref())
-            .expect("HMAC takes any key length");
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length");
         mac.update(bytes);
-        mac.finalize().into_bytes().to_vec()
+        mac.finalize().into_bytes().into()
     }
 
     /// The compiled component for `wasm`: from the cache when a valid entry
@@ -83,8 +169,20 @@ impl CompileCache {
     ) -> wasmtime::Result<(Component, bool)> {
         let name = Self::entry_name(engine, wasm);
         let path = self.dir.join(format!("{name}.cwasm"));
-        if let Some(component) = self.load(engine, &path) {
-            return Ok((component, true));
+        match self.lookup(engine, &path) {
+            Lookup::Hit(component) => return Ok((component, true)),
+            Lookup::Missing => {}
+            Lookup::Stale { version } => tracing::debug!(
+                "compile cache entry {} was written under master key version {version}, before \
+                 a key rotation; recompiling it",
+                path.display()
+            ),
+            Lookup::Foreign => tracing::warn!(
+                "ignoring compile cache entry {}: not written by this host (it does not carry \
+                 this host's authentication tag: it was altered, or written by a host with \
+                 another master key); recompiling it",
+                path.display()
+            ),
         }
         let component = Component::new(engine, wasm)?;
         if let Err(e) = self.store(&path, &component) {
@@ -93,23 +191,47 @@ impl CompileCache {
         Ok((component, false))
     }
 
-    fn load(&self, engine: &Engine, path: &Path) -> Option<Component> {
+    fn lookup(&self, engine: &Engine, path: &Path) -> Lookup {
         // Never block on or exhaust memory with whatever sits at the path.
-        let data = super::file::read_regular_file(path, MAX_ENTRY_BYTES).ok()?;
+        let data = match super::file::read_regular_file(path, MAX_ENTRY_BYTES) {
+            Ok(data) => data,
+            Err(e) => {
+                if path.exists() {
+                    tracing::debug!("cannot read compile cache entry {}: {e}", path.display());
+                }
+                return Lookup::Missing;
+            }
+        };
         if data.len() < 32 {
-            return None;
+            return Lookup::Foreign;
         }
         let (tag, artifact) = data.split_at(32);
-        let mut mac = <HmacSha256 as Mac>::new_from_slice(self.key.as_ref()).ok()?;
-        mac.update(artifact);
-        if mac.verify_slice(tag).is_err() {
-            tracing::warn!(
-                "ignoring compile cache entry {}: not written by this host",
-                path.display()
-            );
-            return None;
+        let verifies = |key: &[u8; 32]| {
+            // HMAC accepts keys of any length; `verify_slice` compares in
+            // constant time.
+            <HmacSha256 as Mac>::new_from_slice(key)
+                .map(|mut mac| {
+                    mac.update(artifact);
+                    mac.verify_slice(tag).is_ok()
+                })
+                .unwrap_or(false)
+        };
+        if verifies(&self.keys.current) {
+            return match deserialize(engine, artifact) {
+                Ok(component) => Lookup::Hit(component),
+                Err(e) => {
+                    tracing::debug!(
+                        "cannot load compile cache entry {}: {e}; recompiling it",
+                        path.display()
+                    );
+                    Lookup::Missing
+                }
+            };
         }
-        deserialize(engine, artifact).ok()
+        match self.keys.previous.iter().find(|(_, key)| verifies(key)) {
+            Some(&(version, _)) => Lookup::Stale { version },
+            None => Lookup::Foreign,
+        }
     }
 
     fn store(&self, path: &Path, component: &Component) -> std::io::Result<()> {
@@ -127,7 +249,7 @@ impl CompileCache {
             .truncate(true)
             .mode(0o600)
             .open(&tmp)?;
-        file.write_all(&self.mac(&artifact))?;
+        file.write_all(&Self::mac(&self.keys.current, &artifact))?;
         file.write_all(&artifact)?;
         file.sync_all()?;
         fs::rename(&tmp, path)
@@ -141,4 +263,83 @@ fn deserialize(engine: &Engine, artifact: &[u8]) -> wasmtime::Result<Component> 
     // the same master key (its HMAC verified), from `Component::serialize`
     // with an engine of the same compatibility hash (part of the entry name).
     unsafe { Component::deserialize(engine, artifact) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(cache: &CompileCache, engine: &Engine, wasm: &[u8]) -> PathBuf {
+        cache
+            .dir
+            .join(format!("{}.cwasm", CompileCache::entry_name(engine, wasm)))
+    }
+
+    fn found(cache: &CompileCache, engine: &Engine, wasm: &[u8]) -> &'static str {
+        match cache.lookup(engine, &entry(cache, engine, wasm)) {
+            Lookup::Hit(_) => "hit",
+            Lookup::Missing => "missing",
+            Lookup::Stale { version: 1 } => "stale v1",
+            Lookup::Stale { .. } => "stale, another version",
+            Lookup::Foreign => "foreign",
+        }
+    }
+
+    #[test]
+    fn an_entry_from_before_a_rotation_is_stale_and_a_forged_one_foreign() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::default();
+        let wasm = wat::parse_str("(component)").unwrap();
+        let mut keyring = Keyring::generate().unwrap();
+        let cache = |keyring: &Keyring| {
+            CompileCache::new(dir.path().to_owned(), CacheKeys::from_keyring(keyring))
+        };
+
+        let v1 = cache(&keyring);
+        assert_eq!(found(&v1, &engine, &wasm), "missing");
+        assert!(!v1.load_or_compile(&engine, &wasm).unwrap().1);
+        assert!(v1.load_or_compile(&engine, &wasm).unwrap().1);
+
+        // A rotation: the entry was written by this host under version 1.
+        keyring.add_version().unwrap();
+        let v2 = cache(&keyring);
+        assert_eq!(found(&v2, &engine, &wasm), "stale v1");
+        // Recompiled and rewritten under version 2, then loaded.
+        assert!(!v2.load_or_compile(&engine, &wasm).unwrap().1);
+        assert_eq!(found(&v2, &engine, &wasm), "hit");
+        assert!(v2.load_or_compile(&engine, &wasm).unwrap().1);
+
+        // An altered artifact checks out under no key.
+        let path = entry(&v2, &engine, &wasm);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(found(&v2, &engine, &wasm), "foreign");
+        assert!(!v2.load_or_compile(&engine, &wasm).unwrap().1);
+
+        // Neither does an entry of a host with another master key, nor a
+        // stub too short to hold a tag.
+        let other = cache(&Keyring::generate().unwrap());
+        assert_eq!(found(&other, &engine, &wasm), "foreign");
+        std::fs::write(&path, b"short").unwrap();
+        assert_eq!(found(&v2, &engine, &wasm), "foreign");
+    }
+
+    #[test]
+    fn cache_keys_per_version_match_what_each_version_derived() {
+        let mut keyring = Keyring::generate().unwrap();
+        let v1 = keyring.derive(CacheKeys::PURPOSE);
+        keyring.add_version().unwrap();
+        let v2 = keyring.derive(CacheKeys::PURPOSE);
+        keyring.add_version().unwrap();
+        let keys = CacheKeys::from_keyring(&keyring);
+        assert_eq!(*keys.current, *keyring.derive(CacheKeys::PURPOSE));
+        let previous: Vec<_> = keys.previous.iter().map(|(v, k)| (*v, **k)).collect();
+        assert_eq!(previous, [(2, *v2), (1, *v1)]);
+        assert_ne!(*v1, *v2);
+        // Never printed.
+        let shown = format!("{keys:?}");
+        assert!(!shown.contains(&format!("{:?}", *v1)), "{shown}");
+    }
 }

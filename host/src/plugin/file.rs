@@ -22,7 +22,8 @@ pub enum ReadError {
     /// Nothing is at the path.
     #[error(
         "there is no such file; check `path` of this [[plugin]] entry in the configuration \
-         (a relative path is taken from the configuration file's directory)"
+         file (intake.toml unless --config names another; a relative path is taken from that \
+         file's directory)"
     )]
     Missing,
     /// The file system refused.

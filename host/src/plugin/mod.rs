@@ -19,5 +19,6 @@ mod scrub;
 mod spec;
 mod state;
 
+pub use cache::CacheKeys;
 pub use runtime::{FetchOutcome, LoadError, LoadedPlugin, PageSink, RunError, Runtime};
 pub use spec::{ConfigSpec, FieldSpec, MAX_FIELD_BYTES, PluginSpec};

@@ -1,4 +1,4 @@
-//! Group commit: many finished runs made durable and committed together.
+//! Group commit: many runs' records made durable and committed together.
 //!
 //! A run's records become visible exactly once (see [`super::output`]): its
 //! output file is made durable, then its run record and cursor are committed,
@@ -14,7 +14,8 @@
 //! filesystem for a large batch, an fsync per file for a small one), all its
 //! runs and cursors are committed in one transaction, then its files are
 //! renamed and their directories synced the same way. Only then is each run
-//! told how it went. A crash at any point leaves what
+//! told how it went. The `running` records of runs that are starting (see
+//! [`Update::Started`]) join the same batches. A crash at any point leaves what
 //! [`super::output::recover`] repairs at the next start: a partial file whose
 //! run was committed is published, any other is removed. If the batch's
 //! transaction fails, each run is retried in a transaction of its own, so
@@ -42,22 +43,29 @@ const MAX_BATCH: usize = 4096;
 /// instead of each file.
 const SYNCFS_FROM: usize = 8;
 
-/// A run that ended, to be committed.
+/// A change to the run history, to be committed.
 #[derive(Debug)]
-pub(super) enum Finished {
+pub(super) enum Update {
+    /// A run that is starting: recorded as running (its id is in the
+    /// reply), so that a crash leaves a trace in the history.
+    Started {
+        /// The run, with outcome [`RunRecord::RUNNING`] and id 0.
+        record: RunRecord,
+    },
     /// A successful run: its output file (written and closed, not yet
-    /// synced) and its data source's new cursor.
+    /// synced), if it fetched any records, and its data source's new cursor.
     Ok {
-        /// The run, with the file's final name.
+        /// The run, with the file's final name if it has one, and the id
+        /// of its `running` record (0 if there is none).
         record: RunRecord,
         /// The cursor to save (`None` clears it).
         cursor: Option<String>,
-        /// The partial file.
-        file: OutputFile,
+        /// The partial file; `None` for a run that fetched no records.
+        file: Option<OutputFile>,
     },
     /// A failed run: recorded, its cursor left as it was.
     Failed {
-        /// The run.
+        /// The run, with the id of its `running` record (0 if none).
         record: RunRecord,
     },
 }
@@ -80,11 +88,20 @@ pub(super) enum CommitError {
     Publish(String),
 }
 
-/// For a successful run, its published file.
-pub(super) type Committed = Result<Option<PathBuf>, CommitError>;
+/// What a committed update became.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Done {
+    /// The run's id in the history.
+    pub id: u64,
+    /// For a successful run that fetched records, its published file.
+    pub published: Option<PathBuf>,
+}
+
+/// How committing an update went.
+pub(super) type Committed = Result<Done, CommitError>;
 
 struct Job {
-    run: Finished,
+    run: Update,
     reply: oneshot::Sender<Committed>,
 }
 
@@ -127,23 +144,30 @@ impl Committer {
     /// Commits `run` (with the next batch) and, for a successful run,
     /// publishes its file. Dropping the future does not undo the commit: a
     /// run handed over is committed and published all the same.
-    pub async fn commit(&self, run: Finished) -> Committed {
+    pub async fn commit(&self, run: Update) -> Committed {
+        Self::answer(self.submit(run)).await
+    }
+
+    /// Hands `run` over to be committed with the next batch, without
+    /// waiting; [`Committer::answer`] waits for the outcome.
+    pub fn submit(&self, run: Update) -> oneshot::Receiver<Committed> {
         let (reply, answer) = oneshot::channel();
         let job = Job { run, reply };
-        match &self.queue {
-            Some(queue) => {
-                if let Err(mpsc::SendError(job)) = queue.send(job) {
-                    // The thread is gone (it panicked): commit here.
-                    let store = self.store.clone();
-                    let _ =
-                        tokio::task::spawn_blocking(move || commit_batch(&store, vec![job])).await;
-                }
-            }
-            None => {
-                let store = self.store.clone();
-                let _ = tokio::task::spawn_blocking(move || commit_batch(&store, vec![job])).await;
-            }
-        }
+        let job = match &self.queue {
+            Some(queue) => match queue.send(job) {
+                Ok(()) => return answer,
+                // The thread is gone (it panicked): commit on the blocking pool.
+                Err(mpsc::SendError(job)) => job,
+            },
+            None => job,
+        };
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || commit_batch(&store, vec![job]));
+        answer
+    }
+
+    /// Waits for the outcome of a [`Committer::submit`].
+    pub async fn answer(answer: oneshot::Receiver<Committed>) -> Committed {
         answer
             .await
             .unwrap_or_else(|_| Err(CommitError::Store("the commit thread failed".into())))
@@ -153,7 +177,8 @@ impl Committer {
 /// What happens to one job of a batch.
 struct Entry {
     record: RunRecord,
-    /// `Some` for a successful run (the cursor to save), `None` for a failed one.
+    /// `Some` for a successful run (the cursor to save), `None` for a failed
+    /// or starting one.
     cursor: Option<Option<String>>,
     file: Option<OutputFile>,
     reply: oneshot::Sender<Committed>,
@@ -165,18 +190,18 @@ fn commit_batch(store: &Store, batch: Vec<Job>) {
     let mut entries: Vec<Entry> = batch
         .into_iter()
         .map(|job| match job.run {
-            Finished::Ok {
+            Update::Ok {
                 record,
                 cursor,
                 file,
             } => Entry {
                 record,
                 cursor: Some(cursor),
-                file: Some(file),
+                file,
                 reply: job.reply,
                 error: None,
             },
-            Finished::Failed { record } => Entry {
+            Update::Started { record } | Update::Failed { record } => Entry {
                 record,
                 cursor: None,
                 file: None,
@@ -213,19 +238,33 @@ fn commit_batch(store: &Store, batch: Vec<Job>) {
             .map(|e| (e.record.clone(), e.cursor.clone()))
             .collect::<Vec<_>>()
     };
-    if let Err(batch_err) = store.commit_runs(runs()) {
-        if entries.len() > 1 {
-            tracing::warn!(
-                "cannot commit {} runs together ({batch_err}); committing them one by one",
-                entries.len()
-            );
+    match store.commit_runs(runs()) {
+        Ok(committed) => {
+            for (entry, run) in entries.iter_mut().zip(committed) {
+                entry.record.id = run.id;
+            }
         }
-        for entry in &mut entries {
-            let one = vec![(entry.record.clone(), entry.cursor.clone())];
-            if let Err(e) = store.commit_runs(one) {
-                entry.file = None;
-                if entry.error.is_none() {
-                    entry.error = Some(CommitError::Store(e.to_string()));
+        Err(batch_err) => {
+            if entries.len() > 1 {
+                tracing::warn!(
+                    "cannot commit {} runs together ({batch_err}); committing them one by one",
+                    entries.len()
+                );
+            }
+            for entry in &mut entries {
+                let one = vec![(entry.record.clone(), entry.cursor.clone())];
+                match store.commit_runs(one) {
+                    Ok(committed) => {
+                        if let Some(run) = committed.first() {
+                            entry.record.id = run.id;
+                        }
+                    }
+                    Err(e) => {
+                        entry.file = None;
+                        if entry.error.is_none() {
+                            entry.error = Some(CommitError::Store(e.to_string()));
+                        }
+                    }
                 }
             }
         }
@@ -263,7 +302,10 @@ fn commit_batch(store: &Store, batch: Vec<Job>) {
     for (entry, path) in entries.into_iter().zip(published) {
         let answer = match entry.error {
             Some(e) => Err(e),
-            None => Ok(path),
+            None => Ok(Done {
+                id: entry.record.id,
+                published: path,
+            }),
         };
         let _ = entry.reply.send(answer);
     }
@@ -345,10 +387,10 @@ mod tests {
             let record = record(i, Some(file.final_path()), "ok");
             let cursor = Some(format!("c{i}"));
             jobs.push(Job {
-                run: Finished::Ok {
+                run: Update::Ok {
                     record,
                     cursor,
-                    file,
+                    file: Some(file),
                 },
                 reply,
             });
@@ -356,7 +398,7 @@ mod tests {
         }
         let (reply, mut failed) = oneshot::channel();
         jobs.push(Job {
-            run: Finished::Failed {
+            run: Update::Failed {
                 record: record(99, None, "transient"),
             },
             reply,
@@ -364,13 +406,15 @@ mod tests {
         commit_batch(&store, jobs);
 
         for (i, mut answer) in (1..=10u64).zip(answers) {
-            let path = answer.try_recv().unwrap().unwrap().unwrap();
+            let path = answer.try_recv().unwrap().unwrap().published.unwrap();
             assert_eq!(std::fs::read(&path).unwrap(), b"{}\n");
             assert!(!out.join(format!("s{i}")).join("run.jsonl.partial").exists());
             assert!(store.run_wrote(&path.display().to_string()).unwrap());
             assert_eq!(store.cursor(i).unwrap(), Some(format!("c{i}")));
         }
-        assert_eq!(failed.try_recv().unwrap(), Ok(None));
+        let failed = failed.try_recv().unwrap().unwrap();
+        assert_eq!(failed.published, None);
+        assert_eq!(store.runs(None, 100).unwrap().last().unwrap().id, failed.id);
         assert_eq!(store.cursor(99).unwrap(), None);
         let runs = store.runs(None, 100).unwrap();
         assert_eq!(runs.len(), 11);
@@ -386,6 +430,7 @@ mod tests {
         let mut answers = Vec::new();
         for i in 1..=2u64 {
             let mut file = OutputFile::create(&out, &format!("s{i}"), "run").unwrap();
+            file.write_page(b"{}\n").unwrap();
             file.close().unwrap();
             if i == 1 {
                 // Gone before the commit: the sync fails.
@@ -393,10 +438,10 @@ mod tests {
             }
             let (reply, answer) = oneshot::channel();
             jobs.push(Job {
-                run: Finished::Ok {
+                run: Update::Ok {
                     record: record(i, Some(file.final_path()), "ok"),
                     cursor: Some("c".into()),
-                    file,
+                    file: Some(file),
                 },
                 reply,
             });
@@ -408,10 +453,59 @@ mod tests {
         assert!(matches!(first, Err(CommitError::Write(_))), "{first:?}");
         assert_eq!(store.cursor(1).unwrap(), None);
         let second = answers.next().unwrap().try_recv().unwrap();
-        assert!(second.unwrap().is_some());
+        assert!(second.unwrap().published.is_some());
         assert_eq!(store.cursor(2).unwrap().as_deref(), Some("c"));
         let runs = store.runs(None, 10).unwrap();
         assert_eq!(runs[0].outcome, "host-error");
         assert_eq!(runs[0].output, None);
+    }
+
+    #[test]
+    fn a_finished_run_replaces_its_running_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.redb"), Keyring::generate().unwrap()).unwrap();
+        let out = dir.path().join("out");
+        let (reply, mut started) = oneshot::channel();
+        commit_batch(
+            &store,
+            vec![Job {
+                run: Update::Started {
+                    record: record(1, None, RunRecord::RUNNING),
+                },
+                reply,
+            }],
+        );
+        let id = started.try_recv().unwrap().unwrap().id;
+        assert_ne!(id, 0);
+        assert_eq!(store.running_runs().unwrap().len(), 1);
+
+        // It fetched nothing new: no file, the cursor saved all the same.
+        let file = OutputFile::create(&out, "s1", "run").unwrap();
+        assert!(file.is_empty());
+        drop(file);
+        let mut done = record(1, None, "ok");
+        done.id = id;
+        done.records = 0;
+        let (reply, mut answer) = oneshot::channel();
+        commit_batch(
+            &store,
+            vec![Job {
+                run: Update::Ok {
+                    record: done,
+                    cursor: Some("c1".into()),
+                    file: None,
+                },
+                reply,
+            }],
+        );
+        let answer = answer.try_recv().unwrap().unwrap();
+        assert_eq!(answer.id, id);
+        assert_eq!(answer.published, None);
+        let runs = store.runs(None, 10).unwrap();
+        assert_eq!(runs.len(), 1, "{runs:?}");
+        assert_eq!((runs[0].id, runs[0].outcome.as_str()), (id, "ok"));
+        assert_eq!(store.cursor(1).unwrap().as_deref(), Some("c1"));
+        assert!(store.running_runs().unwrap().is_empty());
+        assert!(!out.exists(), "an output file or directory was created");
     }
 }

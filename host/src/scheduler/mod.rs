@@ -7,8 +7,11 @@
 //! many data sources do not starve another's. A run is one or more attempts
 //! (see [`retry`]); a successful one commits its output file and cursor
 //! together (see [`output`]), in a group commit with the other runs that
-//! finish meanwhile (see [`commit`]); every run is kept in the run history.
-//! An authentication failure marks the credential broken.
+//! finish meanwhile (see [`commit`]); every run is kept in the run history,
+//! from the moment it starts (as `running`), so that a run whose process is
+//! killed shows as `interrupted` once a later start finds it (see
+//! [`Scheduler::recover_outputs`]). An authentication failure marks the
+//! credential broken.
 //!
 //! [`Scheduler::run_one`] is the entry point for an outside scheduler: it
 //! runs one data source's fetch, with cancellation.
@@ -25,7 +28,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -33,7 +36,7 @@ use crate::config::Config;
 use crate::plugin::{FetchOutcome, RunError, Runtime};
 use crate::store::{Attempt, RunRecord, SourceRecord, Store, now_ms};
 
-use commit::{Committer, Finished};
+use commit::{Committed, Committer, Update};
 
 pub use metrics::Metrics;
 pub use output::{OutputFile, recover};
@@ -50,8 +53,20 @@ pub struct RunSummary {
     pub duration: Duration,
     /// Attempts made.
     pub attempts: u32,
-    /// The output file of a successful run.
+    /// The output file of a successful run; `None` for one that fetched no
+    /// new records (no file is written then).
     pub output: Option<PathBuf>,
+}
+
+/// What [`Scheduler::recover_outputs`] found a crash left behind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Partial files of committed runs, renamed into place.
+    pub published: usize,
+    /// Partial files of runs that were not committed, removed.
+    pub removed: usize,
+    /// Runs recorded as running whose process is gone, marked interrupted.
+    pub interrupted: usize,
 }
 
 /// How a run is stopped: `drain` stops starting new data sources (those
@@ -151,43 +166,123 @@ impl Scheduler {
         &self.store
     }
 
-    /// Finishes or removes output files a crash left behind; call before
-    /// the first run.
+    /// Repairs what a crash left behind; call before the first run.
     ///
-    /// Every process that writes under the output directory holds a shared
-    /// lock on `OUTPUT/.intake.lock` from then on. Recovery needs that lock
-    /// exclusively, so it runs only when no other `intake run` or `intake
-    /// serve` is writing there: their in-flight partial files are never
-    /// mistaken for a crash's leftovers.
-    pub fn recover_outputs(&self) -> std::io::Result<(usize, usize)> {
+    /// Output files: every process that writes under the output directory
+    /// holds a shared lock on `OUTPUT/.intake.lock` from then on. Recovering
+    /// them all needs that lock exclusively, so it runs only when no other
+    /// `intake run` or `intake serve` is writing there: their in-flight
+    /// partial files are never mistaken for a crash's leftovers.
+    ///
+    /// Run history: a run recorded as running is marked interrupted if its
+    /// data source's run lock (`OUTPUT/SOURCE/.lock`) is free, that is, no
+    /// process is running that data source (its lock would be held until
+    /// its run is committed); its partial files are removed under that lock
+    /// too. A run that is live in another process is left alone.
+    pub fn recover_outputs(&self) -> std::io::Result<Recovered> {
         std::fs::create_dir_all(&self.output_dir)?;
         let mut held = self.output_lock.lock().unwrap_or_else(|p| p.into_inner());
         if held.is_some() {
-            return Ok((0, 0));
+            return Ok(Recovered::default());
         }
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(self.output_dir.join(".intake.lock"))?;
-        let counts = match file.try_lock() {
+        let mut recovered = match file.try_lock() {
             Ok(()) => {
                 let counts = recover(&self.output_dir, &self.store);
                 file.unlock()?;
-                counts?
+                let (published, removed) = counts?;
+                Recovered {
+                    published,
+                    removed,
+                    interrupted: 0,
+                }
             }
             Err(std::fs::TryLockError::WouldBlock) => {
                 tracing::info!(
                     "another intake process is writing to {}; leaving partial files to it",
                     self.output_dir.display()
                 );
-                (0, 0)
+                Recovered::default()
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(e),
         };
         file.lock_shared()?;
         *held = Some(file);
-        Ok(counts)
+        drop(held);
+        self.mark_interrupted(&mut recovered)?;
+        if recovered.published + recovered.removed > 0 {
+            tracing::warn!(
+                "recovered the output of interrupted runs: {} files finished, {} partial files removed",
+                recovered.published,
+                recovered.removed
+            );
+        }
+        Ok(recovered)
+    }
+
+    /// Marks the runs whose process is gone interrupted (see
+    /// [`Scheduler::recover_outputs`]).
+    fn mark_interrupted(&self, recovered: &mut Recovered) -> std::io::Result<()> {
+        let store_err = |e: crate::store::StoreError| std::io::Error::other(e.to_string());
+        for run in self.store.running_runs().map_err(store_err)? {
+            if crate::store::check_name("data source name", &run.source_name).is_err() {
+                tracing::warn!(
+                    "run {} is recorded as running under a data source name that is not valid; left as it is",
+                    run.id
+                );
+                continue;
+            }
+            let lock = match open_source_lock(&self.output_dir, &run.source_name) {
+                Ok(file) => file,
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot check whether run {} of {} is still running: {e}",
+                        run.id,
+                        run.source_name
+                    );
+                    continue;
+                }
+            };
+            match lock.try_lock() {
+                Ok(()) => {}
+                // Running in this or another process.
+                Err(std::fs::TryLockError::WouldBlock) => continue,
+                Err(std::fs::TryLockError::Error(e)) => {
+                    tracing::warn!(
+                        "cannot check whether run {} of {} is still running: {e}",
+                        run.id,
+                        run.source_name
+                    );
+                    continue;
+                }
+            }
+            // Its partial file is never published either way (its run was
+            // not committed); removing it is tidying up.
+            match output::recover_source(&self.output_dir.join(&run.source_name), &self.store) {
+                Ok((published, removed)) => {
+                    recovered.published += published;
+                    recovered.removed += removed;
+                }
+                Err(e) => tracing::warn!(
+                    "cannot remove the partial output of {} (it is removed at a later start): {e}",
+                    run.source_name
+                ),
+            }
+            if self.store.mark_interrupted(run.id).map_err(store_err)? {
+                recovered.interrupted += 1;
+                tracing::warn!(
+                    source = %run.source_name,
+                    "run {} was interrupted (the intake process running it stopped); \
+                     marked so in the run history, its partial output discarded",
+                    run.id
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The data sources whose schedule says they are due now.
@@ -271,11 +366,34 @@ impl Scheduler {
             Ok(lock) => lock,
             Err(summary) => return *summary,
         };
+        let start = self.record_start(&source);
         let attempted = self.attempt_all(&source, batch, &stop.abort).await;
         // The limits are on fetching; committing the run does not touch the
         // platform, and waits for the next group commit without a slot.
         drop((permit, platform_permit));
-        self.finish(source, attempted).await
+        self.finish(source, start, attempted).await
+    }
+
+    /// Records the run as running, with the next group commit; the fetch
+    /// does not wait for it ([`Scheduler::finish`] does, and replaces the
+    /// record). Called with the data source's run lock held, so that the
+    /// record is never mistaken for one whose process died.
+    fn record_start(&self, source: &SourceRecord) -> oneshot::Receiver<Committed> {
+        self.committer.submit(Update::Started {
+            record: RunRecord {
+                id: 0,
+                source: source.id,
+                source_name: source.name.clone(),
+                started_ms: now_ms(),
+                duration_ms: 0,
+                records: 0,
+                bytes: 0,
+                attempts: Vec::new(),
+                outcome: RunRecord::RUNNING.into(),
+                error: None,
+                output: None,
+            },
+        })
     }
 
     /// Takes the data source's run lock (`OUTPUT/SOURCE/.lock`, exclusive),
@@ -293,20 +411,12 @@ impl Scheduler {
             })
         };
         let dir = self.output_dir.join(&source.name);
-        let file = std::fs::create_dir_all(&dir)
-            .and_then(|()| {
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(dir.join(".lock"))
-            })
-            .map_err(|e| {
-                skipped(RunError::Host(format!(
-                    "cannot lock {}: {e}",
-                    dir.display()
-                )))
-            })?;
+        let file = open_source_lock(&self.output_dir, &source.name).map_err(|e| {
+            skipped(RunError::Host(format!(
+                "cannot lock {}: {e}",
+                dir.display()
+            )))
+        })?;
         match file.try_lock() {
             Ok(()) => Ok(file),
             Err(std::fs::TryLockError::WouldBlock) => Err(skipped(RunError::Busy(
@@ -332,8 +442,9 @@ impl Scheduler {
             Ok(lock) => lock,
             Err(summary) => return *summary,
         };
+        let start = self.record_start(&source);
         let attempted = self.attempt_all(&source, batch, cancel).await;
-        self.finish(source, attempted).await
+        self.finish(source, start, attempted).await
     }
 
     /// Attempts a run, with retries, until it succeeds, fails for good or
@@ -388,9 +499,14 @@ impl Scheduler {
         }
     }
 
-    /// Commits a run (its file, cursor and record, see [`commit`]) and
-    /// reports it.
-    async fn finish(&self, source: SourceRecord, attempted: Attempted) -> RunSummary {
+    /// Commits a run (its file, cursor and record, see [`commit`]) in place
+    /// of its `running` record, and reports it.
+    async fn finish(
+        &self,
+        source: SourceRecord,
+        start: oneshot::Receiver<Committed>,
+        attempted: Attempted,
+    ) -> RunSummary {
         let Attempted {
             started,
             started_ms,
@@ -398,8 +514,15 @@ impl Scheduler {
             outcome,
         } = attempted;
         let duration = started.elapsed();
+        let id = match Committer::answer(start).await {
+            Ok(done) => done.id,
+            Err(e) => {
+                tracing::warn!(source = %source.name, "cannot record the start of the run: {e}");
+                0
+            }
+        };
         let mut record = RunRecord {
-            id: 0,
+            id,
             source: source.id,
             source_name: source.name.clone(),
             started_ms,
@@ -417,18 +540,21 @@ impl Scheduler {
                 record.records = fetched.records;
                 record.bytes = fetched.bytes;
                 record.outcome = "ok".into();
-                record.output = Some(file.final_path().display().to_string());
+                // A run that fetched nothing new has no file: only its record
+                // and cursor are committed.
+                let file = (!file.is_empty()).then_some(file);
+                record.output = file.as_ref().map(|f| f.final_path().display().to_string());
                 let cursor = fetched.cursor.clone();
                 match self
                     .committer
-                    .commit(Finished::Ok {
+                    .commit(Update::Ok {
                         record,
                         cursor,
                         file,
                     })
                     .await
                 {
-                    Ok(path) => (Ok(fetched), path),
+                    Ok(done) => (Ok(fetched), done.published),
                     Err(e) => (Err(RunError::Host(e.to_string())), None),
                 }
             }
@@ -436,7 +562,7 @@ impl Scheduler {
                 record.outcome = retry::kind(&e).into();
                 record.error = Some(e.to_string());
                 let attempt_ms = record.attempts.last().map_or(started_ms, |a| a.started_ms);
-                if let Err(err) = self.committer.commit(Finished::Failed { record }).await {
+                if let Err(err) = self.committer.commit(Update::Failed { record }).await {
                     tracing::error!("cannot record the run of {}: {err}", source.name);
                 }
                 if let RunError::AuthFailed(message) = &e {
@@ -487,8 +613,8 @@ impl Scheduler {
         }
     }
 
-    /// One attempt: fetch into a partial file, written and closed (synced
-    /// and committed by [`commit`]).
+    /// One attempt: fetch into a partial file (created with the first
+    /// records), written and closed (synced and committed by [`commit`]).
     async fn attempt(
         &self,
         source: &SourceRecord,
@@ -522,6 +648,18 @@ impl Scheduler {
             .map_err(|e| host("cannot write the output file", &e))?;
         Ok((fetched, file))
     }
+}
+
+/// Opens (creating it and its directory) the run lock file of data source
+/// `name`, `OUTPUT/NAME/.lock`, unlocked.
+fn open_source_lock(output_dir: &std::path::Path, name: &str) -> std::io::Result<std::fs::File> {
+    let dir = output_dir.join(name);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(".lock"))
 }
 
 /// Interleaves data sources by owner (round robin, keeping each owner's

@@ -1,7 +1,8 @@
 //! Output files: one JSON Lines file per data source and run, exactly once.
 //!
-//! Records go to `DIR/SOURCE/RUN.jsonl.partial` while a run is in flight.
-//! When it succeeds the file is synced, the run and its cursor are committed
+//! Records go to `DIR/SOURCE/RUN.jsonl.partial` while a run is in flight; the
+//! file is created with the first page of records, so a run that fetches
+//! nothing new leaves no file at all. When it succeeds the file is synced, the run and its cursor are committed
 //! to the database, and only then is the file renamed to `RUN.jsonl` (the
 //! scheduler does the syncing, committing and renaming for many runs at once,
 //! see [`super::commit`]). At start, [`recover`] finishes the rename of a
@@ -27,25 +28,34 @@ pub struct OutputFile {
     partial: PathBuf,
     done: PathBuf,
     writer: Option<BufWriter<File>>,
+    /// Whether the partial file exists (a page of records was written).
+    created: bool,
+    /// Closed: further pages are refused.
+    closed: bool,
     /// The run is committed: the partial file must stay (to be renamed, or
     /// recovered at the next start).
     keep: bool,
 }
 
 impl OutputFile {
-    /// Creates `dir/source/run.jsonl.partial`.
+    /// The output file of `run` of data source `source`:
+    /// `dir/source/run.jsonl.partial`, created (with its directory) when the
+    /// first page of records is written.
     pub fn create(dir: &Path, source: &str, run: &str) -> std::io::Result<Self> {
         let dir = dir.join(source);
-        fs::create_dir_all(&dir)?;
-        let done = dir.join(format!("{run}.jsonl"));
-        let partial = dir.join(format!("{run}.jsonl.partial"));
-        let writer = BufWriter::with_capacity(BUFFER, File::create(&partial)?);
         Ok(Self {
-            partial,
-            done,
-            writer: Some(writer),
+            done: dir.join(format!("{run}.jsonl")),
+            partial: dir.join(format!("{run}.jsonl.partial")),
+            writer: None,
+            created: false,
+            closed: false,
             keep: false,
         })
+    }
+
+    /// Whether no records were written: there is no file.
+    pub fn is_empty(&self) -> bool {
+        !self.created
     }
 
     /// The final name the file gets once its run is committed.
@@ -71,6 +81,7 @@ impl OutputFile {
     /// until [`OutputFile::publish`] (the caller syncs it before the run is
     /// committed). Further pages are refused.
     pub fn close(&mut self) -> std::io::Result<()> {
+        self.closed = true;
         if let Some(mut w) = self.writer.take() {
             w.flush()?;
         }
@@ -78,7 +89,8 @@ impl OutputFile {
     }
 
     /// Renames the synced file to its final name and syncs its directory
-    /// (after the run is committed).
+    /// (after the run is committed). Fails for a run that wrote no records
+    /// ([`OutputFile::is_empty`]): there is no file to publish.
     pub fn publish(mut self) -> std::io::Result<PathBuf> {
         let path = self.rename_into_place()?;
         if let Some(dir) = path.parent() {
@@ -100,16 +112,30 @@ impl OutputFile {
 
 impl PageSink for OutputFile {
     fn write_page(&mut self, records: &[u8]) -> std::io::Result<()> {
-        match &mut self.writer {
-            Some(w) => w.write_all(records),
-            None => Err(std::io::Error::other("the output file is closed")),
+        if self.closed {
+            return Err(std::io::Error::other("the output file is closed"));
         }
+        if records.is_empty() {
+            return Ok(());
+        }
+        let writer = match &mut self.writer {
+            Some(w) => w,
+            None => {
+                if let Some(dir) = self.partial.parent() {
+                    fs::create_dir_all(dir)?;
+                }
+                let file = File::create(&self.partial)?;
+                self.created = true;
+                self.writer.insert(BufWriter::with_capacity(BUFFER, file))
+            }
+        };
+        writer.write_all(records)
     }
 }
 
 impl Drop for OutputFile {
     fn drop(&mut self) {
-        if !self.keep {
+        if !self.keep && self.created {
             self.writer = None;
             let _ = fs::remove_file(&self.partial);
         }
@@ -124,28 +150,38 @@ pub fn recover(dir: &Path, store: &Store) -> std::io::Result<(usize, usize)> {
         return Ok(counts);
     };
     for source in sources.flatten() {
-        let Ok(files) = fs::read_dir(source.path()) else {
+        let (published, removed) = recover_source(&source.path(), store)?;
+        counts.0 += published;
+        counts.1 += removed;
+    }
+    Ok(counts)
+}
+
+/// [`recover`] for the directory of one data source; the caller holds its
+/// run lock, or knows that no other process writes there.
+pub(super) fn recover_source(dir: &Path, store: &Store) -> std::io::Result<(usize, usize)> {
+    let mut counts = (0, 0);
+    let Ok(files) = fs::read_dir(dir) else {
+        return Ok(counts);
+    };
+    for file in files.flatten() {
+        let path = file.path();
+        let Some(done) = path
+            .to_str()
+            .and_then(|p| p.strip_suffix(".partial"))
+            .map(PathBuf::from)
+        else {
             continue;
         };
-        for file in files.flatten() {
-            let path = file.path();
-            let Some(done) = path
-                .to_str()
-                .and_then(|p| p.strip_suffix(".partial"))
-                .map(PathBuf::from)
-            else {
-                continue;
-            };
-            let committed = store
-                .run_wrote(&done.display().to_string())
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            if committed {
-                fs::rename(&path, &done)?;
-                counts.0 += 1;
-            } else {
-                fs::remove_file(&path)?;
-                counts.1 += 1;
-            }
+        let committed = store
+            .run_wrote(&done.display().to_string())
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        if committed {
+            fs::rename(&path, &done)?;
+            counts.0 += 1;
+        } else {
+            fs::remove_file(&path)?;
+            counts.1 += 1;
         }
     }
     Ok(counts)

@@ -39,12 +39,8 @@ pub async fn serve(
     mut reload: Reloader,
     mut control: mpsc::Receiver<Control>,
 ) {
-    match scheduler.recover_outputs() {
-        Ok((0, 0)) => {}
-        Ok((published, removed)) => tracing::warn!(
-            "recovered output of an interrupted run: {published} files finished, {removed} partial files removed"
-        ),
-        Err(e) => tracing::error!("cannot recover output files: {e}"),
+    if let Err(e) = scheduler.recover_outputs() {
+        tracing::error!("cannot recover what an interrupted run left behind: {e}");
     }
     if let Some(addr) = config.scheduler.metrics.clone() {
         match tokio::net::TcpListener::bind(&addr).await {

@@ -344,11 +344,10 @@ impl Store {
         if used.is_empty() {
             return Ok(());
         }
-        self.update_states(used.iter().map(|&(id, at)| {
-            (id, move |s: &mut CredentialState| {
-                s.last_used_ms = Some(s.last_used_ms.map_or(at, |old| old.max(at)));
-            })
-        }))
+        let txn = self.db().begin_write()?;
+        touch_in(&txn, used)?;
+        txn.commit()?;
+        Ok(())
     }
 
     /// Marks a credential broken: the platform rejected it.
@@ -406,22 +405,7 @@ impl Store {
         changes: impl Iterator<Item = (CredentialId, F)>,
     ) -> Result<()> {
         let txn = self.db().begin_write()?;
-        {
-            let creds = txn.open_table(CREDENTIALS)?;
-            let mut states = txn.open_table(CREDENTIAL_STATE)?;
-            for (id, mut change) in changes {
-                if creds.get(id)?.is_none() {
-                    continue;
-                }
-                let mut state: CredentialState = states
-                    .get(id)?
-                    .map(|v| decode(v.value(), "credential state"))
-                    .transpose()?
-                    .unwrap_or_default();
-                change(&mut state);
-                states.insert(id, encode(&state)?.as_slice())?;
-            }
-        }
+        update_states_in(&txn, changes)?;
         txn.commit()?;
         Ok(())
     }
@@ -436,6 +420,42 @@ impl Store {
         txn.commit()?;
         Ok(())
     }
+}
+
+/// Within `txn`, moves the last use of each credential in `used` forward to
+/// the time given (never back); credentials that are gone are skipped.
+pub(super) fn touch_in(txn: &redb::WriteTransaction, used: &[(CredentialId, u64)]) -> Result<()> {
+    update_states_in(
+        txn,
+        used.iter().map(|&(id, at)| {
+            (id, move |s: &mut CredentialState| {
+                s.last_used_ms = Some(s.last_used_ms.map_or(at, |old| old.max(at)));
+            })
+        }),
+    )
+}
+
+/// Within `txn`, applies each change to the state of its credential; those
+/// that are gone are skipped.
+fn update_states_in<F: FnMut(&mut CredentialState)>(
+    txn: &redb::WriteTransaction,
+    changes: impl Iterator<Item = (CredentialId, F)>,
+) -> Result<()> {
+    let creds = txn.open_table(CREDENTIALS)?;
+    let mut states = txn.open_table(CREDENTIAL_STATE)?;
+    for (id, mut change) in changes {
+        if creds.get(id)?.is_none() {
+            continue;
+        }
+        let mut state: CredentialState = states
+            .get(id)?
+            .map(|v| decode(v.value(), "credential state"))
+            .transpose()?
+            .unwrap_or_default();
+        change(&mut state);
+        states.insert(id, encode(&state)?.as_slice())?;
+    }
+    Ok(())
 }
 
 pub(super) fn no_such(owner: &str, id: CredentialId) -> StoreError {

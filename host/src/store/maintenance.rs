@@ -8,6 +8,18 @@
 //! credential stays readable; running the rotation again finishes an
 //! interrupted one instead of starting another. The host's transit key is
 //! re-sealed in the same transaction that clears the marker.
+//!
+//! A passphrase database has one key version, derived from the passphrase.
+//! Changing the passphrase ([`Store::change_passphrase`]) re-wraps every data
+//! key and the transit key under the next version, derived from the new
+//! passphrase under a fresh salt, and replaces the salt, the version and the
+//! check value, all in one write transaction. Killed before it commits,
+//! nothing changed and the old passphrase opens everything; after, only the
+//! new one does. No record ever holds the new key sealed under the old one
+//! (as a batched switch would need, so that the old passphrase could still
+//! read what was already re-wrapped): neither a backup taken meanwhile nor a
+//! page of the file left over from that time gives someone who knows the
+//! old passphrase the new key.
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -17,10 +29,10 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use super::credentials::open_fields;
 use super::model::{CredentialId, CredentialRecord, decode, encode};
 use super::{
-    AUDIT, CREDENTIAL_STATE, CREDENTIALS, CURSORS, META, Result, SOURCE_NAMES, SOURCES, Store,
-    USERS,
+    AUDIT, CREDENTIAL_STATE, CREDENTIALS, CURSORS, META, META_PASSPHRASE_KDF,
+    META_PASSPHRASE_VERSION, Result, SOURCE_NAMES, SOURCES, Store, USERS,
 };
-use crate::crypto::{Aad, DataKey};
+use crate::crypto::{Aad, DataKey, KeyError, PassphraseChange};
 
 const META_ROTATION: &str = "rotation_in_progress";
 const BATCH: usize = 64;
@@ -105,6 +117,97 @@ impl Store {
             txn.commit()?;
             rewrapped += done;
         }
+    }
+
+    /// Changes the passphrase of a passphrase database opened with the
+    /// current one: re-wraps every data key and the host's transit key from
+    /// the current version to the new one `change` derived, stores the new
+    /// salt, version and check value, and removes the old check value, in one
+    /// transaction. Writers in other processes wait for it; readers do not.
+    ///
+    /// Refused, changing nothing, if the database's passphrase is no longer
+    /// the one this store was opened with (changed meanwhile), or if any data
+    /// key does not open (the error names the credential).
+    pub fn change_passphrase(&self, change: &PassphraseChange) -> Result<Rotation> {
+        let old = change.old_version();
+        if !self.keyring().is_from_passphrase() || self.keyring().versions() != [old] {
+            return Err(KeyError::NotFromPassphrase.into());
+        }
+        let keyring = change.transition();
+        let txn = self.db().begin_write()?;
+        {
+            // Still the passphrase and version this store was opened with?
+            let meta = txn.open_table(META)?;
+            let same = match super::stored_kdf(&meta)? {
+                Some((_, version)) if version == old => {
+                    match meta.get(super::check_key(old).as_str())? {
+                        Some(check) => {
+                            let check = decode(check.value(), "key check")?;
+                            self.keyring().verify_check_value(old, &check)
+                        }
+                        None => false,
+                    }
+                }
+                _ => false,
+            };
+            if !same {
+                return Err(KeyError::PassphraseChangedMeanwhile.into());
+            }
+        }
+        let mut rewrapped = 0;
+        {
+            let mut creds = txn.open_table(CREDENTIALS)?;
+            // In batches, to hold a bounded number of records in memory.
+            let mut next = Some(0);
+            while let Some(from) = next {
+                let batch: Vec<(CredentialId, CredentialRecord)> = creds
+                    .range(from..)?
+                    .take(BATCH)
+                    .map(|r| {
+                        r.map_err(Into::into)
+                            .and_then(|(k, v)| Ok((k.value(), decode(v.value(), "credential")?)))
+                    })
+                    .collect::<Result<_>>()?;
+                next = match batch.last() {
+                    Some((key, _)) => key.checked_add(1),
+                    None => None,
+                };
+                for (key, mut record) in batch {
+                    let aad = dek_aad(&record);
+                    let id = record.id;
+                    let dek = DataKey::unwrap(keyring, &record.wrapped_key, &aad, || {
+                        format!("credential {id} (data key)")
+                    })?;
+                    record.wrapped_key = dek.wrap(keyring, &aad)?;
+                    creds.insert(key, encode(&record)?.as_slice())?;
+                    rewrapped += 1;
+                }
+            }
+        }
+        super::transit::rewrap_host_key(&txn, keyring)?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let stale: Vec<String> = meta
+                .range("key_check:"..="key_check;")?
+                .map(|r| r.map(|(k, _)| k.value().to_owned()))
+                .collect::<std::result::Result<_, _>>()?;
+            for name in stale {
+                meta.remove(name.as_str())?;
+            }
+            let version = change.version();
+            meta.insert(
+                super::check_key(version).as_str(),
+                encode(&change.check_value()?)?.as_slice(),
+            )?;
+            meta.insert(META_PASSPHRASE_KDF, encode(change.kdf())?.as_slice())?;
+            meta.insert(META_PASSPHRASE_VERSION, version.to_be_bytes().as_slice())?;
+            meta.remove(META_ROTATION)?;
+        }
+        txn.commit()?;
+        Ok(Rotation {
+            version: change.version(),
+            rewrapped,
+        })
     }
 
     /// Decrypts every credential and reports those that fail, by id.
@@ -193,4 +296,175 @@ where
 
 fn dek_aad(record: &CredentialRecord) -> Aad {
     super::credentials::dek_aad(record.id, &record.owner, &record.platform, record.version)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::secret::{SecretFields, SecretString};
+    use crate::store::{CredentialChoice, NewSecrets, NewSource, StoreError};
+
+    const OLD: &str = "the old passphrase, long enough";
+    const NEW: &str = "the new passphrase, long enough";
+    /// More than one batch of the loop that re-wraps.
+    const CREDENTIALS: u64 = BATCH as u64 + 6;
+
+    fn pass(text: &str) -> SecretString {
+        SecretString::from(text)
+    }
+
+    fn token(id: u64) -> String {
+        format!("token-{id:03}")
+    }
+
+    /// A passphrase database (passphrase `OLD`) with `CREDENTIALS`
+    /// credentials, each holding `token(id)`, and a host transit key.
+    fn passphrase_store(path: &Path) -> Store {
+        let store = Store::open_with_passphrase(path, &pass(OLD)).unwrap();
+        store.add_user("alice").unwrap();
+        for id in 1..=CREDENTIALS {
+            let mut fields = SecretFields::new();
+            fields.insert("access_token", SecretString::new(token(id)));
+            store
+                .connect(NewSource {
+                    name: Some(format!("src-{id:03}")),
+                    owner: "alice".into(),
+                    platform: "adsample".into(),
+                    config: Vec::new(),
+                    credential: CredentialChoice::New(NewSecrets {
+                        title: format!("token {id}"),
+                        fields,
+                    }),
+                })
+                .unwrap();
+        }
+        store.host_key().unwrap();
+        store
+    }
+
+    /// Every credential opens to its own token.
+    #[track_caller]
+    fn assert_all_open(store: &Store, except: Option<CredentialId>) {
+        for id in (1..=CREDENTIALS).filter(|id| Some(*id) != except) {
+            let record = store.credential(id).unwrap().unwrap();
+            let fields = store.open_fields(&record, None).unwrap();
+            assert_eq!(
+                fields.get("access_token").map(SecretString::expose),
+                Some(token(id).as_str())
+            );
+        }
+    }
+
+    fn key_checks(store: &Store) -> Vec<String> {
+        let txn = store.db().begin_read().unwrap();
+        let meta = txn.open_table(META).unwrap();
+        meta.range("key_check:"..="key_check;")
+            .unwrap()
+            .map(|r| r.unwrap().0.value().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn passphrase_change_switches_everything_in_one_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("intake.redb");
+        let store = passphrase_store(&path);
+        let public = store.host_public_key().unwrap();
+        let change = PassphraseChange::prepare(store.keyring(), &pass(OLD), &pass(NEW)).unwrap();
+        let rotation = store.change_passphrase(&change).unwrap();
+        assert_eq!(
+            rotation,
+            Rotation {
+                version: 2,
+                rewrapped: CREDENTIALS as usize
+            }
+        );
+        drop(store);
+
+        let err = Store::open_with_passphrase(&path, &pass(OLD)).unwrap_err();
+        assert!(matches!(err, StoreError::WrongPassphrase { .. }), "{err}");
+        let store = Store::open_with_passphrase(&path, &pass(NEW)).unwrap();
+        assert_eq!(store.keyring().versions(), [2]);
+        assert_all_open(&store, None);
+        let report = store.verify_all().unwrap();
+        assert_eq!(report.by_version, [(2, CREDENTIALS as usize)]);
+        assert_eq!(report.host_key, Some(Ok(2)));
+        assert_eq!(store.host_public_key().unwrap(), public);
+        assert_eq!(key_checks(&store), ["key_check:2"]);
+
+        // Again, back to the first passphrase: version 3, under another salt.
+        let change = PassphraseChange::prepare(store.keyring(), &pass(NEW), &pass(OLD)).unwrap();
+        assert_eq!(store.change_passphrase(&change).unwrap().version, 3);
+        drop(store);
+        let err = Store::open_with_passphrase(&path, &pass(NEW)).unwrap_err();
+        assert!(matches!(err, StoreError::WrongPassphrase { .. }), "{err}");
+        let store = Store::open_with_passphrase(&path, &pass(OLD)).unwrap();
+        assert_eq!(store.keyring().versions(), [3]);
+        assert_all_open(&store, None);
+        assert_eq!(key_checks(&store), ["key_check:3"]);
+    }
+
+    #[test]
+    fn a_failed_passphrase_change_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("intake.redb");
+        let store = passphrase_store(&path);
+        // A data key past the first batch that no longer opens.
+        let bad = BATCH as u64 + 2;
+        let mut record = store.credential(bad).unwrap().unwrap();
+        record.wrapped_key.sealed.ciphertext[0] ^= 1;
+        store.put_credential_record_unchecked(&record).unwrap();
+        let change = PassphraseChange::prepare(store.keyring(), &pass(OLD), &pass(NEW)).unwrap();
+        let err = store.change_passphrase(&change).unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("credential {bad}")),
+            "{err}"
+        );
+        drop(store);
+
+        let err = Store::open_with_passphrase(&path, &pass(NEW)).unwrap_err();
+        assert!(matches!(err, StoreError::WrongPassphrase { .. }), "{err}");
+        let store = Store::open_with_passphrase(&path, &pass(OLD)).unwrap();
+        assert_all_open(&store, Some(bad));
+        let report = store.verify_all().unwrap();
+        assert_eq!(report.by_version, [(1, CREDENTIALS as usize)]);
+        assert_eq!(report.host_key, Some(Ok(1)));
+        assert_eq!(key_checks(&store), ["key_check:1"]);
+    }
+
+    #[test]
+    fn a_change_prepared_before_another_one_committed_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("intake.redb");
+        let store = passphrase_store(&path);
+        let third = "a third passphrase, long enough";
+        let first = PassphraseChange::prepare(store.keyring(), &pass(OLD), &pass(NEW)).unwrap();
+        let second = PassphraseChange::prepare(store.keyring(), &pass(OLD), &pass(third)).unwrap();
+        store.change_passphrase(&first).unwrap();
+        let err = store.change_passphrase(&second).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Key(KeyError::PassphraseChangedMeanwhile)),
+            "{err}"
+        );
+        drop(store);
+        let err = Store::open_with_passphrase(&path, &pass(third)).unwrap_err();
+        assert!(matches!(err, StoreError::WrongPassphrase { .. }), "{err}");
+        let store = Store::open_with_passphrase(&path, &pass(NEW)).unwrap();
+        assert_all_open(&store, None);
+
+        // A store opened with a key file has no passphrase to change.
+        let keyed = Store::open(
+            &dir.path().join("keyed.redb"),
+            crate::crypto::Keyring::generate().unwrap(),
+        )
+        .unwrap();
+        let change = PassphraseChange::prepare(store.keyring(), &pass(NEW), &pass(OLD)).unwrap();
+        let err = keyed.change_passphrase(&change).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Key(KeyError::NotFromPassphrase)),
+            "{err}"
+        );
+    }
 }

@@ -10,7 +10,8 @@
 //!
 //! The `meta` table holds, besides the format version and id counters, one
 //! key check value per master key version (`key_check:N`), the Argon2id salt
-//! and parameters of a passphrase database (`passphrase_kdf`), the host's
+//! and parameters of a passphrase database (`passphrase_kdf`) and the key
+//! version they derive (`passphrase_version`, absent for 1), the host's
 //! transit key sealed under the master key (`host_key`), and the marker of an
 //! unfinished rotation.
 
@@ -64,6 +65,7 @@ pub(crate) const SCHEDULES: TableDefinition<u64, &[u8]> = TableDefinition::new("
 const META_FORMAT: &str = "format_version";
 const META_NEXT_ID: &str = "next_id";
 const META_PASSPHRASE_KDF: &str = "passphrase_kdf";
+const META_PASSPHRASE_VERSION: &str = "passphrase_version";
 
 /// A store error. Messages say what to do; none carries a secret value.
 #[derive(Debug, thiserror::Error)]
@@ -221,7 +223,7 @@ pub enum StoreError {
     },
     /// The credential is still used by data sources.
     #[error(
-        "credential {id} is used by data sources {}; reconnect them with another credential, or pass --detach to leave them disconnected",
+        "credential {id} is used by data sources {}; link them to another credential first (`intake reconnect SOURCE --user USER --credential ID`), or pass --detach to leave them disconnected",
         sources.join(", ")
     )]
     InUse {
@@ -356,8 +358,8 @@ impl Store {
                 Err(e) => return Err(e.into()),
             }
         };
-        let kdf = match stored {
-            Some(kdf) => kdf,
+        let (kdf, version) = match stored {
+            Some(stored) => stored,
             None => {
                 // A new database (or one made with a key): decide in one write
                 // transaction, so that two first opens agree on one salt.
@@ -365,7 +367,7 @@ impl Store {
                 let kdf = {
                     let mut meta = txn.open_table(META)?;
                     match stored_kdf(&meta)? {
-                        Some(kdf) => kdf,
+                        Some(stored) => stored,
                         None => {
                             if meta.range("key_check:"..="key_check;")?.next().is_some() {
                                 return Err(StoreError::KeyFileRequired { path: shown });
@@ -376,7 +378,7 @@ impl Store {
                             }
                             let kdf = PassphraseKdf::generate()?;
                             meta.insert(META_PASSPHRASE_KDF, model::encode(&kdf)?.as_slice())?;
-                            kdf
+                            (kdf, 1)
                         }
                     }
                 };
@@ -384,7 +386,7 @@ impl Store {
                 kdf
             }
         };
-        let keyring = Keyring::from_passphrase(passphrase, &kdf)?;
+        let keyring = Keyring::from_passphrase(passphrase, &kdf, version)?;
         Self::with_db(db, path, keyring).map_err(|e| match e {
             StoreError::WrongKey { path, .. } => StoreError::WrongPassphrase { path },
             other => other,
@@ -554,13 +556,22 @@ fn all_tables_exist(txn: &redb::ReadTransaction) -> Result<bool> {
     ))
 }
 
-/// The passphrase salt and parameters stored in `meta`, if any.
+/// The passphrase salt and parameters stored in `meta`, if any, and the
+/// master key version they derive (1 unless the passphrase was changed).
 fn stored_kdf(
     meta: &impl ReadableTable<&'static str, &'static [u8]>,
-) -> Result<Option<PassphraseKdf>> {
-    meta.get(META_PASSPHRASE_KDF)?
+) -> Result<Option<(PassphraseKdf, u32)>> {
+    let Some(kdf) = meta
+        .get(META_PASSPHRASE_KDF)?
         .map(|v| model::decode::<PassphraseKdf>(v.value(), "passphrase parameters"))
-        .transpose()
+        .transpose()?
+    else {
+        return Ok(None);
+    };
+    let version = meta
+        .get(META_PASSPHRASE_VERSION)?
+        .map_or(1, |v| u32_from(v.value()));
+    Ok(Some((kdf, version)))
 }
 
 /// Refuses a database file that does not exist or is empty (see

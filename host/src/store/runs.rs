@@ -1,11 +1,15 @@
 //! Run history and schedules.
 //!
-//! A successful run is committed in one transaction: its record (with the
-//! output file's final name) and the data source's new cursor. The output
-//! file is renamed into place only after that commit, and a `.partial` file
-//! left by a crash is finished or removed at the next start depending on
-//! whether its run was committed. So a data source's records appear exactly
-//! once: never skipped, never duplicated.
+//! A run is recorded when it starts, with the outcome [`RunRecord::RUNNING`],
+//! and that record is replaced when it ends. A successful run is committed in
+//! one transaction: its record (with the output file's final name, if it
+//! wrote records) and the data source's new cursor. The output file is
+//! renamed into place only after that commit, and a `.partial` file left by a
+//! crash is finished or removed at the next start depending on whether its
+//! run was committed. So a data source's records appear exactly once: never
+//! skipped, never duplicated. A run whose process died leaves its `running`
+//! record behind; the scheduler marks it [`RunRecord::INTERRUPTED`] once it
+//! has made sure that no process is running that data source any more.
 
 use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
@@ -43,12 +47,31 @@ pub struct RunRecord {
     pub bytes: u64,
     /// Every attempt.
     pub attempts: Vec<Attempt>,
-    /// `ok`, or the error kind (`auth-failed`, `rate-limited`, …).
+    /// `ok`, the error kind (`auth-failed`, `rate-limited`, …),
+    /// [`RunRecord::RUNNING`] while it runs, or [`RunRecord::INTERRUPTED`].
     pub outcome: String,
     /// The final error message, if it failed.
     pub error: Option<String>,
-    /// The output file, if it succeeded.
+    /// The output file, if it succeeded and fetched records.
     pub output: Option<String>,
+}
+
+impl RunRecord {
+    /// The outcome of a run that has started and not yet ended.
+    pub const RUNNING: &'static str = "running";
+    /// The outcome of a run whose process stopped before it ended (killed,
+    /// crashed, the machine lost power): nothing it fetched was kept and its
+    /// data source's cursor was not moved.
+    pub const INTERRUPTED: &'static str = "interrupted";
+    /// The error text of an interrupted run.
+    pub const INTERRUPTED_ERROR: &'static str = "the intake process stopped before this run \
+        finished (killed or crashed); its partial output was discarded and its cursor left as \
+        it was, so the next run fetches those records again";
+
+    /// Whether the run has ended (neither running nor interrupted).
+    pub fn ended(&self) -> bool {
+        self.outcome != Self::RUNNING && self.outcome != Self::INTERRUPTED
+    }
 }
 
 /// When a data source is due.
@@ -82,11 +105,13 @@ impl Store {
         Ok(run)
     }
 
-    /// Records many finished runs in one transaction (one durable commit),
-    /// in order: each with its data source's new cursor if it succeeded
-    /// (`Some(cursor)`, `Some(None)` clearing it), or leaving the cursor as
-    /// it is (`None`, a failed run). Returns the runs with their ids. The
-    /// scheduler's group commit; all or nothing.
+    /// Records many runs in one transaction (one durable commit), in order:
+    /// each with its data source's new cursor if it succeeded (`Some(cursor)`,
+    /// `Some(None)` clearing it), or leaving the cursor as it is (`None`: a
+    /// failed run, or one that is starting). A run with an id replaces the
+    /// record of that id (the `running` record made when it started); one
+    /// without (id 0), or whose record is gone, gets a new id. Returns the
+    /// runs with their ids. The scheduler's group commit; all or nothing.
     pub fn commit_runs(
         &self,
         runs: Vec<(RunRecord, Option<Option<String>>)>,
@@ -97,7 +122,9 @@ impl Store {
             let mut cursors = txn.open_table(CURSORS)?;
             let mut table = txn.open_table(RUNS)?;
             for (mut run, cursor) in runs {
-                run.id = next_id(&txn, "run")?;
+                if run.id == 0 || table.get(run.id)?.is_none() {
+                    run.id = next_id(&txn, "run")?;
+                }
                 match cursor {
                     Some(Some(c)) => {
                         cursors.insert(run.source, c.as_str())?;
@@ -143,6 +170,48 @@ impl Store {
         Ok(out)
     }
 
+    /// The runs recorded as [`RunRecord::RUNNING`], oldest first: running
+    /// now, in this or another process, or left behind by a process that
+    /// died.
+    pub fn running_runs(&self) -> Result<Vec<RunRecord>> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(RUNS)?;
+        let mut out = Vec::new();
+        for r in table.iter()? {
+            let run: RunRecord = decode(r?.1.value(), "run")?;
+            if run.outcome == RunRecord::RUNNING {
+                out.push(run);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Marks run `id` [`RunRecord::INTERRUPTED`] if it is still recorded as
+    /// running (checked in the same transaction, so a run that ended
+    /// meanwhile keeps its outcome). The caller makes sure that its process
+    /// is gone. Returns whether it was marked.
+    pub fn mark_interrupted(&self, id: u64) -> Result<bool> {
+        let txn = self.db().begin_write()?;
+        let marked = {
+            let mut table = txn.open_table(RUNS)?;
+            let run: Option<RunRecord> = table
+                .get(id)?
+                .map(|v| decode(v.value(), "run"))
+                .transpose()?;
+            match run {
+                Some(mut run) if run.outcome == RunRecord::RUNNING => {
+                    run.outcome = RunRecord::INTERRUPTED.into();
+                    run.error = Some(RunRecord::INTERRUPTED_ERROR.into());
+                    table.insert(id, encode(&run)?.as_slice())?;
+                    true
+                }
+                _ => false,
+            }
+        };
+        txn.commit()?;
+        Ok(marked)
+    }
+
     /// Whether a committed run wrote the output file `path`.
     pub fn run_wrote(&self, path: &str) -> Result<bool> {
         let txn = self.db().begin_read()?;
@@ -184,16 +253,87 @@ impl Store {
             .transpose()
     }
 
-    /// When each data source's last run started (ms), by data source.
+    /// When each data source's last ended run started (ms), by data source.
+    /// Runs still running, or interrupted, do not count: an interrupted run
+    /// kept nothing, so its data source is due again as if it had not run.
     pub fn last_run_starts(&self) -> Result<std::collections::HashMap<SourceId, u64>> {
         let txn = self.db().begin_read()?;
         let table = txn.open_table(RUNS)?;
         let mut out = std::collections::HashMap::new();
         for r in table.iter()? {
             let run: RunRecord = decode(r?.1.value(), "run")?;
+            if !run.ended() {
+                continue;
+            }
             let e = out.entry(run.source).or_insert(0);
             *e = (*e).max(run.started_ms);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::Keyring;
+
+    fn run(source: SourceId, started_ms: u64, outcome: &str) -> RunRecord {
+        RunRecord {
+            id: 0,
+            source,
+            source_name: format!("s{source}"),
+            started_ms,
+            duration_ms: 0,
+            records: 0,
+            bytes: 0,
+            attempts: Vec::new(),
+            outcome: outcome.into(),
+            error: None,
+            output: None,
+        }
+    }
+
+    #[test]
+    fn a_running_record_is_replaced_or_marked_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.redb"), Keyring::generate().unwrap()).unwrap();
+        let started = store
+            .commit_runs(vec![
+                (run(1, 100, RunRecord::RUNNING), None),
+                (run(2, 200, RunRecord::RUNNING), None),
+            ])
+            .unwrap();
+        let (a, b) = (started[0].id, started[1].id);
+        assert_eq!(store.running_runs().unwrap().len(), 2);
+        // Neither counts as a start for schedules yet.
+        assert!(store.last_run_starts().unwrap().is_empty());
+
+        // Run `a` ends: its record is replaced, not added to.
+        let mut done = run(1, 100, "ok");
+        done.id = a;
+        store
+            .commit_runs(vec![(done, Some(Some("c".into())))])
+            .unwrap();
+        // Run `b`'s process died.
+        assert!(store.mark_interrupted(b).unwrap());
+        // A run that ended is never marked, nor one marked already.
+        assert!(!store.mark_interrupted(a).unwrap());
+        assert!(!store.mark_interrupted(b).unwrap());
+
+        let runs = store.runs(None, 10).unwrap();
+        assert_eq!(runs.len(), 2, "{runs:?}");
+        assert_eq!((runs[0].id, runs[0].outcome.as_str()), (a, "ok"));
+        assert_eq!(
+            (runs[1].id, runs[1].outcome.as_str()),
+            (b, RunRecord::INTERRUPTED)
+        );
+        assert_eq!(runs[1].error.as_deref(), Some(RunRecord::INTERRUPTED_ERROR));
+        assert!(store.running_runs().unwrap().is_empty());
+        assert_eq!(store.cursor(1).unwrap().as_deref(), Some("c"));
+        // The interrupted run kept nothing: its data source is due as if it
+        // had not run.
+        let starts = store.last_run_starts().unwrap();
+        assert_eq!(starts.get(&1), Some(&100));
+        assert_eq!(starts.get(&2), None);
     }
 }

@@ -71,42 +71,17 @@ impl Store {
                 self.create_credential_in(&txn, &new.owner, &new.platform, secrets, now)?
             }
             CredentialChoice::Existing(cred_id) => {
-                let cred_id = *cred_id;
-                let found: Option<CredentialRecord> = txn
-                    .open_table(CREDENTIALS)?
-                    .get(cred_id)?
-                    .map(|v| decode(v.value(), "credential"))
-                    .transpose()?;
-                let refusal = match &found {
-                    None => Some("no such credential".to_owned()),
-                    Some(c) if c.owner != new.owner => {
-                        Some("the credential belongs to another user".to_owned())
-                    }
-                    Some(c) if c.platform != new.platform => {
-                        return Err(StoreError::PlatformMismatch {
-                            id: cred_id,
-                            expected: new.platform.clone(),
-                            actual: c.platform.clone(),
-                        });
-                    }
-                    Some(_) => None,
-                };
-                if let Some(reason) = refusal {
+                if let Err(reason) = reusable_in(&txn, *cred_id, &new.owner, &new.platform)? {
                     drop(txn);
-                    self.append_audit(&[AuditRecord {
-                        at_ms: now,
-                        user: new.owner.clone(),
-                        source: None,
-                        plugin: Some(new.platform.clone()),
-                        credential: Some(cred_id),
-                        field: None,
-                        action: AuditAction::Link,
-                        granted: false,
-                        detail: reason,
-                    }])?;
-                    return Err(no_such(&new.owner, cred_id));
+                    return Err(self.refuse_reuse(
+                        *cred_id,
+                        &new.owner,
+                        &new.platform,
+                        None,
+                        reason,
+                    ));
                 }
-                cred_id
+                *cred_id
             }
         };
         let source = SourceRecord {
@@ -222,6 +197,88 @@ impl Store {
         Ok(cred_id)
     }
 
+    /// Links data source `source` of `owner` to `owner`'s existing
+    /// credential `credential` of the same platform, instead of the one it
+    /// has (or had: a disconnected data source). Another user's credential
+    /// answers like one that does not exist, and the refusal is audited.
+    pub fn relink(
+        &self,
+        source: SourceId,
+        owner: &str,
+        credential: CredentialId,
+    ) -> Result<SourceRecord> {
+        let now = now_ms();
+        let txn = self.db().begin_write()?;
+        let mut record: SourceRecord = match txn.open_table(SOURCES)?.get(source)? {
+            Some(v) => decode(v.value(), "data source")?,
+            None => return Err(StoreError::UnknownSource(source.to_string())),
+        };
+        if record.owner != owner {
+            return Err(StoreError::UnknownSource(source.to_string()));
+        }
+        if let Err(reason) = reusable_in(&txn, credential, owner, &record.platform)? {
+            drop(txn);
+            return Err(self.refuse_reuse(
+                credential,
+                owner,
+                &record.platform,
+                Some(source),
+                reason,
+            ));
+        }
+        let detail = match record.credential {
+            Some(old) if old == credential => "relinked to the credential it had".to_owned(),
+            Some(old) => format!("relinked from credential {old}"),
+            None => "reused credential for a disconnected data source".to_owned(),
+        };
+        record.credential = Some(credential);
+        txn.open_table(SOURCES)?
+            .insert(source, encode(&record)?.as_slice())?;
+        append_in(
+            &txn,
+            &[AuditRecord {
+                at_ms: now,
+                user: owner.to_owned(),
+                source: Some(source),
+                plugin: Some(record.platform.clone()),
+                credential: Some(credential),
+                field: None,
+                action: AuditAction::Link,
+                granted: true,
+                detail,
+            }],
+        )?;
+        txn.commit()?;
+        Ok(record)
+    }
+
+    /// Audits a refused reuse of credential `id` and answers as if it did not
+    /// exist (no existence oracle). An audit failure is the error instead.
+    fn refuse_reuse(
+        &self,
+        id: CredentialId,
+        owner: &str,
+        platform: &str,
+        source: Option<SourceId>,
+        reason: String,
+    ) -> StoreError {
+        let audited = self.append_audit(&[AuditRecord {
+            at_ms: now_ms(),
+            user: owner.to_owned(),
+            source,
+            plugin: Some(platform.to_owned()),
+            credential: Some(id),
+            field: None,
+            action: AuditAction::Link,
+            granted: false,
+            detail: reason,
+        }]);
+        match audited {
+            Ok(()) => no_such(owner, id),
+            Err(e) => e,
+        }
+    }
+
     /// The data source `id`.
     pub fn source(&self, id: SourceId) -> Result<Option<SourceRecord>> {
         let txn = self.db().begin_read()?;
@@ -293,5 +350,31 @@ impl Store {
             .insert(record.name.as_str(), record.id)?;
         txn.commit()?;
         Ok(())
+    }
+}
+
+/// Whether `owner` may link credential `id` to a data source of `platform`:
+/// `Ok(Err(reason))` is a refusal to audit and answer as "no such credential";
+/// a credential of the owner's for another platform is a plain error.
+fn reusable_in(
+    txn: &redb::WriteTransaction,
+    id: CredentialId,
+    owner: &str,
+    platform: &str,
+) -> Result<std::result::Result<(), String>> {
+    let found: Option<CredentialRecord> = txn
+        .open_table(CREDENTIALS)?
+        .get(id)?
+        .map(|v| decode(v.value(), "credential"))
+        .transpose()?;
+    match found {
+        None => Ok(Err("no such credential".to_owned())),
+        Some(c) if c.owner != owner => Ok(Err("the credential belongs to another user".to_owned())),
+        Some(c) if c.platform != platform => Err(StoreError::PlatformMismatch {
+            id,
+            expected: platform.to_owned(),
+            actual: c.platform,
+        }),
+        Some(_) => Ok(Ok(())),
     }
 }
