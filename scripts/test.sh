@@ -4,6 +4,7 @@
 # connectors' own unit tests (run natively). Ends with one total line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/ensure-toolchain.sh
 host=$(rustc -vV | sed -n 's/^host: //p')
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
