@@ -326,51 +326,60 @@ impl Broker {
         Ok((source, credential))
     }
 
-    /// Writes a new value of `field` (e.g. a refreshed token) as a new version
-    /// of the bound credential, after the same checks as a request.
+    /// Stores new values of `changes` as one new version of the credential
+    /// linked to the binding's data source (all or none), after the same
+    /// ownership and platform checks as a request, in the snapshot the
+    /// update is made from. Each field is audited as an update. For a check
+    /// before saving (`pending`), the values go to the pending secrets.
     pub fn update(
         &self,
         binding: &Binding,
-        field: &str,
-        value: SecretString,
+        changes: Vec<(String, SecretString)>,
     ) -> Result<u32, Denial> {
-        if !binding.fields.contains_key(field) {
-            self.record(
-                binding,
-                None,
-                Some(field),
-                AuditAction::Update,
-                Err("undeclared field"),
-            );
-            return Err(Denial::UnknownField(field.to_owned()));
+        if let Some((field, _)) = changes
+            .iter()
+            .find(|(field, _)| !binding.fields.contains_key(field))
+        {
+            for (name, _) in &changes {
+                let why = if name == field {
+                    "undeclared field"
+                } else {
+                    "another field of the update is undeclared"
+                };
+                self.record(binding, None, Some(name), AuditAction::Update, Err(why));
+            }
+            return Err(Denial::UnknownField(field.clone()));
+        }
+        let mut fields = SecretFields::new();
+        for (name, value) in changes {
+            fields.insert(&name, value);
         }
         if let Some(pending) = &binding.pending {
-            pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(field, value);
-            self.record(binding, None, Some(field), AuditAction::Update, Ok(()));
+            let mut pending = pending.lock().unwrap_or_else(|p| p.into_inner());
+            for (name, value) in fields.iter() {
+                pending.insert(name, value.clone());
+                self.record(binding, None, Some(name), AuditAction::Update, Ok(()));
+            }
             return Ok(0);
         }
-        // The same ownership and platform checks as a request, in the
-        // snapshot the update is made from.
-        let (source, credential) = self.linked(binding, Some(field), AuditAction::Update)?;
-        let mut changes = SecretFields::new();
-        changes.insert(field, value);
+        let first = fields.iter().next().map(|(name, _)| name.to_owned());
+        let (source, credential) = self.linked(binding, first.as_deref(), AuditAction::Update)?;
         let outcome = self
             .store
-            .update_credential(credential.id, &source.owner, &changes)
+            .update_credential(credential.id, &source.owner, &fields)
             .map_err(|e| Denial::Store(e.to_string()));
-        self.record(
-            binding,
-            Some(credential.id),
-            Some(field),
-            AuditAction::Update,
-            outcome
-                .as_ref()
-                .map(|_| ())
-                .map_err(|_| "the store refused the update"),
-        );
+        for (name, _) in fields.iter() {
+            self.record(
+                binding,
+                Some(credential.id),
+                Some(name),
+                AuditAction::Update,
+                outcome
+                    .as_ref()
+                    .map(|_| ())
+                    .map_err(|_| "the store refused the update"),
+            );
+        }
         outcome
     }
 

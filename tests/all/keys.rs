@@ -958,7 +958,7 @@ fn format_v1_passphrase_fixture_changes_its_passphrase() {
     let new = SecretString::from("the fixture's new passphrase");
     let store = Store::open_with_passphrase(&db, &old).unwrap();
     assert_eq!(store.keyring().versions(), [1]);
-    let change = intake::crypto::PassphraseChange::prepare(store.keyring(), &old, &new).unwrap();
+    let change = intake::crypto::PassphraseChange::prepare(&store.keyring(), &old, &new).unwrap();
     assert_eq!(store.change_passphrase(&change).unwrap().version, 2);
     drop(store);
     let err = Store::open_with_passphrase(&db, &old).unwrap_err();

@@ -3,11 +3,13 @@
 //! tampering with the compile cache. (Updated once, fixed everywhere, broken
 //! credentials and deleting with `--detach` are in `rules.rs`, rules 4 and 6.)
 
+use std::time::Duration;
+
 use intake::crypto::{KeySource, Keyring};
 use intake::store::Store;
 use intake_sample_platform::{Fixture, SamplePlatform};
 
-use crate::support::Home;
+use crate::support::{Home, read_jsonl, wait_until};
 
 fn setup() -> (SamplePlatform, Home, u64) {
     let platform = SamplePlatform::start(Fixture::demo()).unwrap();
@@ -109,4 +111,147 @@ fn a_key_rotation_is_not_taken_for_a_tampered_compile_cache() {
     assert!(out.stderr.contains(FORGED), "{}", out.stderr);
     assert!(out.stderr.contains("WARN"), "{}", out.stderr);
     assert_ne!(std::fs::read(&path).unwrap(), bytes, "not replaced");
+}
+
+/// `intake keys rotate` while `intake run` is fetching: the data key of the
+/// credential in use is re-wrapped under a master key version the running
+/// process did not load. It re-reads the key file and carries on, every page
+/// authenticated; what it writes afterwards is wrapped under the new version,
+/// so the old one can be retired at once.
+#[test]
+fn key_rotation_while_a_run_is_fetching() {
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    platform.add_days(30);
+    let home = Home::new(&platform.base_url());
+    home.init().ok();
+    home.user_add("alice").ok();
+    let settings = [
+        "connect",
+        "--user",
+        "alice",
+        "--name",
+        "acme-us",
+        "--platform",
+        "adsample",
+        "--set",
+        &format!("base_url={}", platform.base_url()),
+        "--set",
+        "account_id=acme-us",
+        "--set",
+        "page_size=5",
+        "--secrets",
+        "-",
+    ];
+    home.intake_with_stdin(&settings, Some("access_token=adsample-token-acme\n"))
+        .ok();
+    let expected = platform.expected_rows("acme-us", None);
+    assert!(expected.len().div_ceil(5) >= 20, "{}", expected.len());
+    let pages = || {
+        platform
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.contains("/campaign-stats"))
+            .count()
+    };
+
+    platform.set_delay(Duration::from_millis(20));
+    let mut run = home.spawn(&["run"]);
+    wait_until(Duration::from_secs(20), "the first pages", || pages() >= 3);
+    platform.set_delay(Duration::from_millis(200));
+    assert!(!run.finished(), "the run ended before the rotation");
+    home.intake(&["keys", "rotate"]).ok();
+    let rotated_at = pages();
+    platform.set_delay(Duration::ZERO);
+    let out = home.wait(run).ok();
+    assert!(
+        out.summary_line("acme-us").contains(" ok → "),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        pages() > rotated_at + 1,
+        "no page was fetched after the rotation"
+    );
+    let rows: usize = home
+        .outputs("acme-us")
+        .iter()
+        .map(|f| read_jsonl(f).len())
+        .sum();
+    assert_eq!(rows, expected.len());
+    assert!(
+        platform
+            .requests()
+            .iter()
+            .filter(|r| r.path.contains("/campaign-stats"))
+            .all(|r| r.status == 200),
+        "a page was refused"
+    );
+
+    // The run's own writes (last use, audit) and a new credential made by a
+    // process that started before the rotation are under version 2 only.
+    home.intake(&["keys", "retire", "1"]).ok();
+    let out = home.intake(&["keys", "verify"]).ok();
+    assert!(
+        out.stdout.contains("1 credentials decrypt, 0 fail"),
+        "{}",
+        out.stdout
+    );
+}
+
+/// A process that loaded the key before a rotation follows it: it reads data
+/// keys wrapped under the new version, wraps new ones under it (never under
+/// the old, which may be retired), and a key from a source it cannot re-read
+/// is refused with what to do instead of being used to write.
+#[test]
+fn a_process_started_before_a_rotation_follows_it() {
+    let (_platform, home, cred) = setup();
+    let running = home.store();
+    assert_eq!(running.keyring().versions(), [1]);
+    // A copy of the key as it was, loaded from a file that will not change.
+    let stale_path = home.path().join("stale.key");
+    std::fs::copy(home.key_path(), &stale_path).unwrap();
+    let stale = Store::open(
+        &home.db_path(),
+        Keyring::load(&KeySource::File(stale_path)).unwrap(),
+    )
+    .unwrap();
+
+    home.intake(&["keys", "rotate"]).ok();
+    let record = running.credential(cred).unwrap().unwrap();
+    assert_eq!(record.wrapped_key.kek_version, 2);
+    let fields = running.open_fields(&record, None).unwrap();
+    assert_eq!(
+        fields.get("access_token").unwrap().expose(),
+        "adsample-token-acme"
+    );
+    assert_eq!(running.keyring().versions(), [1, 2]);
+    let mut changes = intake::secret::SecretFields::new();
+    changes.insert(
+        "access_token",
+        intake::secret::SecretString::new("adsample-token-acme-2".into()),
+    );
+    running.update_credential(cred, "alice", &changes).unwrap();
+    let record = running.credential(cred).unwrap().unwrap();
+    assert_eq!((record.version, record.wrapped_key.kek_version), (2, 2));
+
+    // The stale key cannot open what version 2 wraps, and refuses to write
+    // under version 1 rather than leave a data key the retirement would lose.
+    let err = stale.open_fields(&record, None).unwrap_err().to_string();
+    assert!(err.contains("version 2"), "{err}");
+    let err = stale
+        .update_credential(cred, "alice", &changes)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("changed after this intake process loaded it") && err.contains("restart"),
+        "{err}"
+    );
+    drop((running, stale));
+    home.intake(&["keys", "retire", "1"]).ok();
+    let out = home.intake(&["keys", "verify"]).ok();
+    assert!(
+        out.stdout.contains("key version 2: 1 credentials"),
+        "{}",
+        out.stdout
+    );
 }

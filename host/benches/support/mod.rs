@@ -186,7 +186,7 @@ impl Home {
     /// Loads every plugin, with the compile cache if `cached` (keyed as
     /// `intake run` keys it).
     pub fn runtime(&self, cached: bool) -> Runtime {
-        let key = cached.then(|| intake::plugin::CacheKeys::from_keyring(self.store.keyring()));
+        let key = cached.then(|| intake::plugin::CacheKeys::from_keyring(&self.store.keyring()));
         let runtime = Runtime::load(&self.config, Broker::new(self.store.clone()), key)
             .expect("the runtime loads");
         if let Some(err) = runtime.load_errors().next() {

@@ -127,7 +127,7 @@ impl App {
                 );
             }
         }
-        let cache_keys = CacheKeys::from_keyring(store.keyring());
+        let cache_keys = CacheKeys::from_keyring(&store.keyring());
         let runtime = Runtime::load(&config, Broker::new(store.clone()), Some(cache_keys))
             .map_err(anyhow::Error::msg)?;
         Ok(Arc::new(runtime))

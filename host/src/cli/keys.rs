@@ -139,7 +139,7 @@ fn change_passphrase(
         }
         Err(e) => return Err(e.into()),
     };
-    let change = PassphraseChange::prepare(store.keyring(), &current, &new)?;
+    let change = PassphraseChange::prepare(&store.keyring(), &current, &new)?;
     drop((current, new));
     tracing::info!(
         "changing the passphrase: re-wrapping every data key under master key version {} in one \

@@ -207,6 +207,10 @@ impl MasterKey {
 pub struct Keyring {
     keys: BTreeMap<u32, MasterKey>,
     from_passphrase: bool,
+    /// Where it was loaded from ([`Keyring::load`]), so that a long-running
+    /// process can re-read it after a rotation; `None` if generated or
+    /// derived from a passphrase.
+    source: Option<KeySource>,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -214,6 +218,7 @@ impl std::fmt::Debug for Keyring {
         f.debug_struct("Keyring")
             .field("versions", &self.versions())
             .field("from_passphrase", &self.from_passphrase)
+            .field("source", &self.source)
             .finish()
     }
 }
@@ -224,6 +229,7 @@ impl Keyring {
         let mut keyring = Self {
             keys: BTreeMap::new(),
             from_passphrase: false,
+            source: None,
         };
         keyring.add_version()?;
         Ok(keyring)
@@ -262,8 +268,21 @@ impl Keyring {
         self.keys.keys().copied().collect()
     }
 
+    /// Where this keyring was loaded from by [`Keyring::load`] (a key file
+    /// or an environment variable); `None` for a generated keyring or one
+    /// derived from a passphrase.
+    pub fn source(&self) -> Option<&KeySource> {
+        self.source.as_ref()
+    }
+
     /// Loads the keyring from `source`.
     pub fn load(source: &KeySource) -> Result<Self, KeyError> {
+        let mut keyring = Self::load_from(source)?;
+        keyring.source = Some(source.clone());
+        Ok(keyring)
+    }
+
+    fn load_from(source: &KeySource) -> Result<Self, KeyError> {
         match source {
             KeySource::File(path) => Self::load_file(path),
             KeySource::Env(var) => {
@@ -303,6 +322,7 @@ impl Keyring {
         Ok(Self {
             keys,
             from_passphrase: true,
+            source: None,
         })
     }
 
@@ -388,6 +408,7 @@ impl Keyring {
         Ok(Self {
             keys,
             from_passphrase: false,
+            source: None,
         })
     }
 
@@ -434,15 +455,14 @@ impl Keyring {
     /// A 256-bit key for `purpose` derived from the current master key
     /// (HMAC-SHA256), e.g. to authenticate the compile cache.
     pub fn derive(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
-        use hmac::{Hmac, Mac};
-        // HMAC accepts keys of any length; this cannot fail.
-        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(self.current().bytes())
-            .expect("HMAC takes any key length");
-        mac.update(b"intake/derive/v1\0");
-        mac.update(purpose.as_bytes());
-        let mut out = Zeroizing::new([0u8; 32]);
-        out.copy_from_slice(&mac.finalize().into_bytes());
-        out
+        derive_from(self.current(), purpose)
+    }
+
+    /// What [`Keyring::derive`] gave for `purpose` while `version` was the
+    /// current one (e.g. to accept what was authenticated before a
+    /// rotation); `None` if this keyring does not hold `version`.
+    pub fn derive_for(&self, version: u32, purpose: &str) -> Option<Zeroizing<[u8; 32]>> {
+        self.get(version).map(|key| derive_from(key, purpose))
     }
 
     /// Replaces the key file at `path` atomically (temporary file with mode
@@ -599,6 +619,19 @@ impl PassphraseChange {
             .expect("a passphrase keyring holds its version");
         seal_with(key.bytes(), &check_aad(version), CHECK_PLAINTEXT)
     }
+}
+
+/// A 256-bit key for `purpose` derived from `key` (HMAC-SHA256).
+fn derive_from(key: &MasterKey, purpose: &str) -> Zeroizing<[u8; 32]> {
+    use hmac::{Hmac, Mac};
+    // HMAC accepts keys of any length; this cannot fail.
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key.bytes())
+        .expect("HMAC takes any key length");
+    mac.update(b"intake/derive/v1\0");
+    mac.update(purpose.as_bytes());
+    let mut out = Zeroizing::new([0u8; 32]);
+    out.copy_from_slice(&mac.finalize().into_bytes());
+    out
 }
 
 fn check_aad(version: u32) -> Aad {

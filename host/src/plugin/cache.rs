@@ -69,7 +69,7 @@ impl CacheKeys {
             .into_iter()
             .rev()
             .filter(|&v| v != current)
-            .filter_map(|v| derive_for_version(keyring, v).map(|key| (v, key)))
+            .filter_map(|v| keyring.derive_for(v, Self::PURPOSE).map(|key| (v, key)))
             .collect();
         Self {
             current: keyring.derive(Self::PURPOSE),
@@ -84,16 +84,6 @@ impl CacheKeys {
             previous: Vec::new(),
         }
     }
-}
-
-/// [`Keyring::derive`] as it was when `version` was the current one: the
-/// keyring without its newer versions derives from `version`.
-fn derive_for_version(keyring: &Keyring, version: u32) -> Option<Zeroizing<[u8; 32]>> {
-    let mut older = keyring.clone();
-    for newer in keyring.versions().into_iter().filter(|&v| v > version) {
-        older.remove_version(newer);
-    }
-    (older.current().version() == version).then(|| older.derive(CacheKeys::PURPOSE))
 }
 
 /// What a cache lookup found.

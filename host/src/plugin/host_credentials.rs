@@ -5,7 +5,7 @@
 use crate::broker::{Denial, Use};
 use crate::secret::SecretString;
 
-use super::bindings::credentials::{CredentialError, Host};
+use super::bindings::credentials::{CredentialError, FieldValue, Host};
 use super::placeholder;
 use super::state::InvocationState;
 
@@ -81,21 +81,37 @@ impl Host for InvocationState {
         }
     }
 
-    fn update(&mut self, field: String, value: String) -> Answer<()> {
+    fn update(&mut self, fields: Vec<FieldValue>) -> Answer<()> {
         self.guest.count_credential_call()?;
         let (Some(binding), Some(broker)) = (&self.guest.binding, &self.guest.broker) else {
             return Ok(Err(unbound()));
         };
-        let value = SecretString::new(value);
-        if value.len() > super::spec::MAX_FIELD_BYTES {
-            return Ok(Err(CredentialError::Other(format!(
-                "the value is longer than {} bytes",
-                super::spec::MAX_FIELD_BYTES
-            ))));
+        // Wrapped at once, so that every copy is wiped whatever happens next.
+        let fields: Vec<(String, SecretString)> = fields
+            .into_iter()
+            .map(|f| (f.name, SecretString::new(f.value)))
+            .collect();
+        if fields.is_empty() {
+            return Ok(Err(CredentialError::Other("no field to update".into())));
+        }
+        for (i, (name, value)) in fields.iter().enumerate() {
+            if value.len() > super::spec::MAX_FIELD_BYTES {
+                return Ok(Err(CredentialError::Other(format!(
+                    "the value of `{name}` is longer than {} bytes",
+                    super::spec::MAX_FIELD_BYTES
+                ))));
+            }
+            if fields[..i].iter().any(|(other, _)| other == name) {
+                return Ok(Err(CredentialError::Other(format!(
+                    "field `{name}` is given twice"
+                ))));
+            }
         }
         // A plugin sees values it writes; scrub them like revealed ones.
-        self.guest.scrubber.add(&value);
-        let updated = broker.update(binding, &field, value).map(|_| ());
+        for (_, value) in &fields {
+            self.guest.scrubber.add(value);
+        }
+        let updated = broker.update(binding, fields).map(|_| ());
         Ok(self.answer(updated))
     }
 }

@@ -190,13 +190,15 @@ impl Store {
         Ok(Some((src, cred)))
     }
 
-    /// Opens fields of a credential record with this store's keyring.
+    /// Opens fields of a credential record with this store's keyring,
+    /// re-reading the key file once if the record's data key is wrapped by
+    /// a version the keyring lacks (rotated by another process).
     pub fn open_fields(
         &self,
         record: &CredentialRecord,
         names: Option<&[&str]>,
     ) -> Result<SecretFields> {
-        open_fields(self.keyring(), record, names)
+        self.with_current_key(|keyring| open_fields(keyring, record, names))
     }
 
     /// "My credentials": every credential `owner` has, with the data sources
@@ -278,7 +280,21 @@ impl Store {
         by: Option<&UpdatedBy<'_>>,
     ) -> Result<u32> {
         check_secret_values(changes)?;
+        self.with_current_key(|keyring| {
+            self.update_credential_once(keyring, id, owner, changes, by)
+        })
+    }
+
+    fn update_credential_once(
+        &self,
+        keyring: &Keyring,
+        id: CredentialId,
+        owner: &str,
+        changes: &SecretFields,
+        by: Option<&UpdatedBy<'_>>,
+    ) -> Result<u32> {
         let txn = self.db().begin_write()?;
+        self.require_current_key(&txn.open_table(super::META)?, keyring)?;
         let version = {
             let mut creds = txn.open_table(CREDENTIALS)?;
             let mut rec: CredentialRecord = match creds.get(id)? {
@@ -288,13 +304,13 @@ impl Store {
             if rec.owner != owner {
                 return Err(no_such(owner, id));
             }
-            let mut fields = open_fields(self.keyring(), &rec, None)?;
+            let mut fields = open_fields(keyring, &rec, None)?;
             for (name, value) in changes.iter() {
                 fields.insert(name, value.clone());
             }
             rec.version += 1;
             rec.updated_ms = now_ms();
-            seal_into(self.keyring(), &mut rec, &fields)?;
+            seal_into(keyring, &mut rec, &fields)?;
             creds.insert(id, encode(&rec)?.as_slice())?;
             let mut states = txn.open_table(CREDENTIAL_STATE)?;
             let mut state: CredentialState = states

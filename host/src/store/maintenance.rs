@@ -69,7 +69,8 @@ impl Store {
 
     /// Re-wraps every data key not wrapped by the current master key version.
     pub fn rewrap_all(&self) -> Result<Rotation> {
-        let current = self.keyring().current().version();
+        let keyring = self.keyring();
+        let current = keyring.current().version();
         {
             let txn = self.db().begin_write()?;
             txn.open_table(META)?
@@ -97,16 +98,16 @@ impl Store {
                 for mut record in stale {
                     let aad = dek_aad(&record);
                     let id = record.id;
-                    let dek = DataKey::unwrap(self.keyring(), &record.wrapped_key, &aad, || {
+                    let dek = DataKey::unwrap(&keyring, &record.wrapped_key, &aad, || {
                         format!("credential {id} (data key)")
                     })?;
-                    record.wrapped_key = dek.wrap(self.keyring(), &aad)?;
+                    record.wrapped_key = dek.wrap(&keyring, &aad)?;
                     creds.insert(id, encode(&record)?.as_slice())?;
                     done += 1;
                 }
             }
             if done == 0 {
-                super::transit::rewrap_host_key(&txn, self.keyring())?;
+                super::transit::rewrap_host_key(&txn, &keyring)?;
                 txn.open_table(META)?.remove(META_ROTATION)?;
                 txn.commit()?;
                 return Ok(Rotation {
@@ -212,6 +213,7 @@ impl Store {
 
     /// Decrypts every credential and reports those that fail, by id.
     pub fn verify_all(&self) -> Result<Verification> {
+        let keyring = self.keyring();
         let txn = self.db().begin_read()?;
         let creds = txn.open_table(CREDENTIALS)?;
         let mut out = Verification::default();
@@ -226,13 +228,13 @@ impl Store {
                 }
             };
             *versions.entry(record.wrapped_key.kek_version).or_insert(0) += 1;
-            match open_fields(self.keyring(), &record, None) {
+            match open_fields(&keyring, &record, None) {
                 Ok(_) => out.ok += 1,
                 Err(e) => out.failed.push((record.id, e.to_string())),
             }
         }
         out.by_version = versions.into_iter().collect();
-        out.host_key = super::transit::check_host_key(&txn, self.keyring())?;
+        out.host_key = super::transit::check_host_key(&txn, &keyring)?;
         Ok(out)
     }
 
@@ -372,7 +374,7 @@ mod tests {
         let path = dir.path().join("intake.redb");
         let store = passphrase_store(&path);
         let public = store.host_public_key().unwrap();
-        let change = PassphraseChange::prepare(store.keyring(), &pass(OLD), &pass(NEW)).unwrap();
+        let change = PassphraseChange::prepare(&store.keyring(), &pass(OLD), &pass(NEW)).unwrap();
         let rotation = store.change_passphrase(&change).unwrap();
         assert_eq!(
             rotation,
@@ -395,7 +397,7 @@ mod tests {
         assert_eq!(key_checks(&store), ["key_check:2"]);
 
         // Again, back to the first passphrase: version 3, under another salt.
-        let change = PassphraseChange::prepare(store.keyring(), &pass(NEW), &pass(OLD)).unwrap();
+        let change = PassphraseChange::prepare(&store.keyring(), &pass(NEW), &pass(OLD)).unwrap();
         assert_eq!(store.change_passphrase(&change).unwrap().version, 3);
         drop(store);
         let err = Store::open_with_passphrase(&path, &pass(NEW)).unwrap_err();
@@ -416,7 +418,7 @@ mod tests {
         let mut record = store.credential(bad).unwrap().unwrap();
         record.wrapped_key.sealed.ciphertext[0] ^= 1;
         store.put_credential_record_unchecked(&record).unwrap();
-        let change = PassphraseChange::prepare(store.keyring(), &pass(OLD), &pass(NEW)).unwrap();
+        let change = PassphraseChange::prepare(&store.keyring(), &pass(OLD), &pass(NEW)).unwrap();
         let err = store.change_passphrase(&change).unwrap_err();
         assert!(
             err.to_string().contains(&format!("credential {bad}")),
@@ -440,8 +442,8 @@ mod tests {
         let path = dir.path().join("intake.redb");
         let store = passphrase_store(&path);
         let third = "a third passphrase, long enough";
-        let first = PassphraseChange::prepare(store.keyring(), &pass(OLD), &pass(NEW)).unwrap();
-        let second = PassphraseChange::prepare(store.keyring(), &pass(OLD), &pass(third)).unwrap();
+        let first = PassphraseChange::prepare(&store.keyring(), &pass(OLD), &pass(NEW)).unwrap();
+        let second = PassphraseChange::prepare(&store.keyring(), &pass(OLD), &pass(third)).unwrap();
         store.change_passphrase(&first).unwrap();
         let err = store.change_passphrase(&second).unwrap_err();
         assert!(
@@ -460,7 +462,7 @@ mod tests {
             crate::crypto::Keyring::generate().unwrap(),
         )
         .unwrap();
-        let change = PassphraseChange::prepare(store.keyring(), &pass(NEW), &pass(OLD)).unwrap();
+        let change = PassphraseChange::prepare(&store.keyring(), &pass(NEW), &pass(OLD)).unwrap();
         let err = keyed.change_passphrase(&change).unwrap_err();
         assert!(
             matches!(err, StoreError::Key(KeyError::NotFromPassphrase)),

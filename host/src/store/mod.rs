@@ -28,12 +28,14 @@ mod users;
 use std::fs;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::{ConcurrencyMode, Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::crypto::{CryptoError, KeyError, Keyring, PassphraseKdf, Sealed, TransitError};
+use crate::crypto::{
+    CryptoError, KeyError, KeySource, Keyring, PassphraseKdf, Sealed, TransitError,
+};
 use crate::secret::SecretString;
 
 pub use audit::AuditFilter;
@@ -149,6 +151,23 @@ pub enum StoreError {
     /// The master key or passphrase cannot be used.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// The database moved on to a master key version this process does not
+    /// hold (a rotation or a change of passphrase by another process), and
+    /// it cannot re-read its key by itself.
+    #[error(
+        "the master key of the database {path} changed after this intake process loaded it \
+         (the database now uses key version {version}; this process holds {held}); {todo}"
+    )]
+    KeyChanged {
+        /// The database file.
+        path: String,
+        /// The newest key version the database uses.
+        version: u32,
+        /// The versions this process holds, e.g. "version 1".
+        held: String,
+        /// What to do.
+        todo: String,
+    },
     /// A sealed bundle or public key was refused.
     #[error(transparent)]
     Transit(#[from] TransitError),
@@ -305,7 +324,9 @@ pub struct Store {
 
 struct Inner {
     db: Database,
-    keyring: Keyring,
+    /// Replaced (never changed in place) when the key file is re-read after
+    /// another process rotated the key; see [`Store::reload_keyring`].
+    keyring: RwLock<Arc<Keyring>>,
     path: PathBuf,
 }
 
@@ -397,11 +418,11 @@ impl Store {
         let store = Self {
             inner: Arc::new(Inner {
                 db,
-                keyring,
+                keyring: RwLock::new(Arc::new(keyring)),
                 path: path.to_owned(),
             }),
         };
-        store.initialise()?;
+        store.initialise(&store.keyring())?;
         Ok(store)
     }
 
@@ -411,12 +432,12 @@ impl Store {
     /// Most opens find everything in place: that is checked in a read
     /// transaction, and nothing is written (so a listing neither waits for
     /// writers in other processes nor writes to a file that may be damaged).
-    fn initialise(&self) -> Result<()> {
+    fn initialise(&self, keyring: &Keyring) -> Result<()> {
         {
             let txn = self.db().begin_read()?;
             match txn.open_table(META) {
                 Ok(meta) => {
-                    if !self.check_meta(&meta)? && all_tables_exist(&txn)? {
+                    if !self.check_meta(&meta, keyring)? && all_tables_exist(&txn)? {
                         return Ok(());
                     }
                 }
@@ -427,14 +448,14 @@ impl Store {
         let txn = self.db().begin_write()?;
         {
             let mut meta = txn.open_table(META)?;
-            self.check_meta(&meta)?;
+            self.check_meta(&meta, keyring)?;
             if meta.get(META_FORMAT)?.is_none() {
                 meta.insert(META_FORMAT, FORMAT_VERSION.to_be_bytes().as_slice())?;
             }
-            for version in self.keyring().versions() {
+            for version in keyring.versions() {
                 let name = check_key(version);
                 if meta.get(name.as_str())?.is_none()
-                    && let Some(check) = self.keyring().check_value(version)?
+                    && let Some(check) = keyring.check_value(version)?
                 {
                     meta.insert(name.as_str(), model::encode(&check)?.as_slice())?;
                 }
@@ -456,7 +477,11 @@ impl Store {
     /// Checks the format version, the kind of key and the key itself against
     /// `meta`. Returns whether something is missing that opening writes: the
     /// format version, or the check value of one of the keyring's versions.
-    fn check_meta(&self, meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<bool> {
+    fn check_meta(
+        &self,
+        meta: &impl ReadableTable<&'static str, &'static [u8]>,
+        keyring: &Keyring,
+    ) -> Result<bool> {
         let mut missing = false;
         if let Some(found) = meta.get(META_FORMAT)? {
             let found = u32_from(found.value());
@@ -470,18 +495,18 @@ impl Store {
             missing = true;
         }
         let passphrase_db = meta.get(META_PASSPHRASE_KDF)?.is_some();
-        if passphrase_db && !self.keyring().is_from_passphrase() {
+        if passphrase_db && !keyring.is_from_passphrase() {
             return Err(StoreError::PassphraseRequired {
                 path: self.path_shown(),
             });
         }
         let mut any_check = false;
-        for version in self.keyring().versions() {
+        for version in keyring.versions() {
             let name = check_key(version);
             if let Some(check) = meta.get(name.as_str())? {
                 any_check = true;
                 let check: Sealed = model::decode(check.value(), "key check")?;
-                if !self.keyring().verify_check_value(version, &check) {
+                if !keyring.verify_check_value(version, &check) {
                     return Err(StoreError::WrongKey {
                         path: self.path_shown(),
                         version,
@@ -496,7 +521,7 @@ impl Store {
         if !any_check && meta.range("key_check:"..="key_check;")?.next().is_some() {
             return Err(StoreError::WrongKey {
                 path: self.path_shown(),
-                version: self.keyring().current().version(),
+                version: keyring.current().version(),
             });
         }
         Ok(missing)
@@ -506,9 +531,113 @@ impl Store {
         &self.inner.db
     }
 
-    /// The master keyring this store was opened with.
-    pub fn keyring(&self) -> &Keyring {
-        &self.inner.keyring
+    /// The master keyring in use: the one this store was opened with, or
+    /// the key file as re-read since ([`Store::reload_keyring`]).
+    pub fn keyring(&self) -> Arc<Keyring> {
+        self.inner
+            .keyring
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Catches up with a master key that another process changed.
+    ///
+    /// If the keyring came from a key file, re-reads the file, verifies its
+    /// versions against the database's check values (writing the check value
+    /// of a version the database lacks yet, as opening does) and uses it from
+    /// now on; an unusable file is refused and the keyring in use is kept.
+    /// A keyring from an environment variable or a passphrase cannot change
+    /// while the process runs: it is kept if the database still uses its
+    /// version, else [`StoreError::KeyChanged`] says to restart.
+    pub fn reload_keyring(&self) -> Result<Arc<Keyring>> {
+        let old = self.keyring();
+        if let Some(source @ KeySource::File(_)) = old.source() {
+            let fresh = Keyring::load(source)?;
+            self.initialise(&fresh)?;
+            let fresh = Arc::new(fresh);
+            *self
+                .inner
+                .keyring
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = Arc::clone(&fresh);
+            return Ok(fresh);
+        }
+        let txn = self.db().begin_read()?;
+        let meta = txn.open_table(META)?;
+        self.require_current_key(&meta, &old)?;
+        Ok(old)
+    }
+
+    /// Runs `op` with the keyring in use; if it fails because the database
+    /// moved on to a master key version that keyring lacks (a data key
+    /// wrapped by an unknown version, or [`Store::require_current_key`]
+    /// refusing to wrap), reloads the keyring ([`Store::reload_keyring`])
+    /// and runs `op` once more. `op` must not have committed anything when
+    /// it fails (a write transaction it drops is rolled back).
+    pub(crate) fn with_current_key<T>(
+        &self,
+        mut op: impl FnMut(&Keyring) -> Result<T>,
+    ) -> Result<T> {
+        let keyring = self.keyring();
+        match op(&keyring) {
+            Err(e) if key_moved_on(&e, &keyring) => {
+                let fresh = self.reload_keyring()?;
+                op(&fresh)
+            }
+            other => other,
+        }
+    }
+
+    /// Refuses to wrap or seal anything with `keyring` unless its current
+    /// version is the database's current one, read from `meta` (inside the
+    /// write transaction that will wrap): the version's check value exists
+    /// and no newer version has one. So a process started before a rotation
+    /// (and a retirement) or a change of passphrase never writes under a
+    /// stale or removed version.
+    pub(crate) fn require_current_key(
+        &self,
+        meta: &impl ReadableTable<&'static str, &'static [u8]>,
+        keyring: &Keyring,
+    ) -> Result<()> {
+        let current = keyring.current().version();
+        let held = meta.get(check_key(current).as_str())?.is_some();
+        let newest = newest_check(meta)?.unwrap_or(current);
+        if held && newest <= current {
+            return Ok(());
+        }
+        let versions = keyring.versions();
+        let held = match versions.as_slice() {
+            [one] => format!("version {one}"),
+            many => format!(
+                "versions {}",
+                many.iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        let todo = match keyring.source() {
+            Some(KeySource::File(path)) => format!(
+                "the key file {} does not hold the database's current key version: restore the \
+                 key file that `intake keys rotate` wrote, then restart this process",
+                path.display()
+            ),
+            Some(KeySource::Env(var)) => format!(
+                "set the environment variable {var} to the new key file's text and restart this \
+                 process (a key from a variable is read only at start)"
+            ),
+            _ if keyring.is_from_passphrase() => {
+                "restart this process with the new passphrase".to_owned()
+            }
+            _ => "restart this process with the new key".to_owned(),
+        };
+        Err(StoreError::KeyChanged {
+            path: self.path_shown(),
+            version: newest,
+            held,
+            todo,
+        })
     }
 
     /// The database file.
@@ -723,6 +852,34 @@ pub(crate) fn next_id(txn: &redb::WriteTransaction, kind: &str) -> Result<u64> {
 
 fn check_key(version: u32) -> String {
     format!("key_check:{version}")
+}
+
+/// The newest master key version that `meta` has a check value for.
+fn newest_check(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<Option<u32>> {
+    let mut newest = None;
+    for entry in meta.range("key_check:"..="key_check;")? {
+        let (name, _) = entry?;
+        if let Some(version) = name
+            .value()
+            .strip_prefix("key_check:")
+            .and_then(|v| v.parse::<u32>().ok())
+        {
+            newest = newest.max(Some(version));
+        }
+    }
+    Ok(newest)
+}
+
+/// Whether `e` says that the database moved on to a master key version
+/// `keyring` lacks, so that re-reading the key may help.
+fn key_moved_on(e: &StoreError, keyring: &Keyring) -> bool {
+    match e {
+        StoreError::KeyChanged { .. } => true,
+        StoreError::Crypto(CryptoError::UnknownKeyVersion { version, .. }) => {
+            keyring.get(*version).is_none()
+        }
+        _ => false,
+    }
 }
 
 fn u32_from(bytes: &[u8]) -> u32 {

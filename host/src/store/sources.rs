@@ -3,7 +3,7 @@
 
 use redb::{ReadableDatabase, ReadableTable};
 
-use crate::crypto::WrappedKey;
+use crate::crypto::{Keyring, WrappedKey};
 
 use super::audit::append_in;
 use super::credentials::{NewSecrets, no_such, seal_into};
@@ -56,9 +56,13 @@ impl Store {
                 });
             }
         }
+        self.with_current_key(|keyring| self.connect_once(keyring, &new))
+    }
+
+    fn connect_once(&self, keyring: &Keyring, new: &NewSource) -> Result<SourceRecord> {
         let txn = self.db().begin_write()?;
         if !users::exists(&txn, &new.owner)? {
-            return Err(StoreError::UnknownUser(new.owner));
+            return Err(StoreError::UnknownUser(new.owner.clone()));
         }
         let id = next_id(&txn, "source")?;
         let now = now_ms();
@@ -68,7 +72,7 @@ impl Store {
             .unwrap_or_else(|| format!("{}-{id}", new.platform));
         let credential = match &new.credential {
             CredentialChoice::New(secrets) => {
-                self.create_credential_in(&txn, &new.owner, &new.platform, secrets, now)?
+                self.create_credential_in(&txn, keyring, &new.owner, &new.platform, secrets, now)?
             }
             CredentialChoice::Existing(cred_id) => {
                 if let Err(reason) = reusable_in(&txn, *cred_id, &new.owner, &new.platform)? {
@@ -112,7 +116,7 @@ impl Store {
                     field: None,
                     action: AuditAction::Link,
                     granted: true,
-                    detail: match new.credential {
+                    detail: match &new.credential {
                         CredentialChoice::New(_) => "new credential".into(),
                         CredentialChoice::Existing(_) => "reused credential".into(),
                     },
@@ -127,6 +131,7 @@ impl Store {
     fn create_credential_in(
         &self,
         txn: &redb::WriteTransaction,
+        keyring: &Keyring,
         owner: &str,
         platform: &str,
         secrets: &NewSecrets,
@@ -134,6 +139,7 @@ impl Store {
     ) -> Result<CredentialId> {
         super::check_title(&secrets.title)?;
         super::credentials::check_secret_values(&secrets.fields)?;
+        self.require_current_key(&txn.open_table(super::META)?, keyring)?;
         let cred_id = next_id(txn, "credential")?;
         let mut record = CredentialRecord {
             id: cred_id,
@@ -152,7 +158,7 @@ impl Store {
             },
             fields: Vec::new(),
         };
-        seal_into(self.keyring(), &mut record, &secrets.fields)?;
+        seal_into(keyring, &mut record, &secrets.fields)?;
         txn.open_table(CREDENTIALS)?
             .insert(cred_id, encode(&record)?.as_slice())?;
         Ok(cred_id)
@@ -166,6 +172,16 @@ impl Store {
         owner: &str,
         secrets: &NewSecrets,
     ) -> Result<CredentialId> {
+        self.with_current_key(|keyring| self.relink_new_once(keyring, source, owner, secrets))
+    }
+
+    fn relink_new_once(
+        &self,
+        keyring: &Keyring,
+        source: SourceId,
+        owner: &str,
+        secrets: &NewSecrets,
+    ) -> Result<CredentialId> {
         let now = now_ms();
         let txn = self.db().begin_write()?;
         let mut record: SourceRecord = match txn.open_table(SOURCES)?.get(source)? {
@@ -175,7 +191,8 @@ impl Store {
         if record.owner != owner {
             return Err(StoreError::UnknownSource(source.to_string()));
         }
-        let cred_id = self.create_credential_in(&txn, owner, &record.platform, secrets, now)?;
+        let cred_id =
+            self.create_credential_in(&txn, keyring, owner, &record.platform, secrets, now)?;
         record.credential = Some(cred_id);
         txn.open_table(SOURCES)?
             .insert(source, encode(&record)?.as_slice())?;

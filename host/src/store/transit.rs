@@ -16,12 +16,16 @@ impl Store {
     /// need (in one write transaction, so concurrent callers agree on one
     /// key), its private half sealed under the current master key.
     pub fn host_key(&self) -> Result<HostKey> {
+        self.with_current_key(|keyring| self.host_key_with(keyring))
+    }
+
+    fn host_key_with(&self, keyring: &Keyring) -> Result<HostKey> {
         {
             let txn = self.db().begin_read()?;
             let meta = txn.open_table(META)?;
             if let Some(v) = meta.get(META_HOST_KEY)? {
                 let wrapped: WrappedKey = decode(v.value(), "host key")?;
-                return Ok(HostKey::unwrap(self.keyring(), &wrapped)?);
+                return Ok(HostKey::unwrap(keyring, &wrapped)?);
             }
         }
         let txn = self.db().begin_write()?;
@@ -32,10 +36,11 @@ impl Store {
                 .map(|v| decode(v.value(), "host key"))
                 .transpose()?;
             match existing {
-                Some(wrapped) => HostKey::unwrap(self.keyring(), &wrapped)?,
+                Some(wrapped) => HostKey::unwrap(keyring, &wrapped)?,
                 None => {
+                    self.require_current_key(&meta, keyring)?;
                     let key = HostKey::generate()?;
-                    let wrapped = key.wrap(self.keyring())?;
+                    let wrapped = key.wrap(keyring)?;
                     meta.insert(META_HOST_KEY, encode(&wrapped)?.as_slice())?;
                     key
                 }

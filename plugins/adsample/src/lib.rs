@@ -365,11 +365,13 @@ fn refresh_access_token(base_url: &str) -> Result<Refresh, ConnectorError> {
         }
     }
     let tokens: TokenAnswer = response.json()?;
-    // The refresh token is single use: store the new one before anything else.
+    // The refresh token is single use: store the new one before anything
+    // else, with the access token in the same version.
+    let mut fields = vec![("access_token", tokens.access_token.as_str())];
     if let Some(new_refresh_token) = &tokens.refresh_token {
-        credentials::update("refresh_token", new_refresh_token)?;
+        fields.push(("refresh_token", new_refresh_token.as_str()));
     }
-    credentials::update("access_token", &tokens.access_token)?;
+    credentials::update(&fields)?;
     info!("refreshed the AdSample access token");
     Ok(Refresh::Saved)
 }

@@ -64,11 +64,22 @@ pub fn reveal(fields: &[&str]) -> Result<Vec<String>, CredentialError> {
     host::reveal(&names)
 }
 
-/// Stores `value` as the new value of `field`, as a new version of the
-/// credential that every data source sharing it sees at once. Placeholders for
-/// the field resolve to the new value from then on.
-pub fn update(field: &str, value: &str) -> Result<(), CredentialError> {
-    host::update(field, value)
+/// Stores new values of `fields` (`(name, value)` pairs) as one new version
+/// of the credential that every data source sharing it sees at once: all or
+/// none. Placeholders for the fields resolve to the new values from then on.
+///
+/// An OAuth refresh that returns a new access token and a new (single-use)
+/// refresh token stores both in one call, so no request sees one without the
+/// other.
+pub fn update(fields: &[(&str, &str)]) -> Result<(), CredentialError> {
+    let fields: Vec<host::FieldValue> = fields
+        .iter()
+        .map(|(name, value)| host::FieldValue {
+            name: (*name).to_owned(),
+            value: (*value).to_owned(),
+        })
+        .collect();
+    host::update(&fields)
 }
 
 /// A sentence describing `error`, without secret values.

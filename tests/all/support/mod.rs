@@ -468,3 +468,13 @@ pub fn random_hex(bytes: usize) -> String {
     getrandom::fill(&mut buf).expect("random bytes");
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Polls `done` every 10 ms until it holds, for at most `limit`.
+#[track_caller]
+pub fn wait_until(limit: std::time::Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}

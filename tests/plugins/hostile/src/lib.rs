@@ -598,7 +598,7 @@ fn undeclared_field(base: &str) -> Result<Page, ConnectorError> {
         ),
         (
             "update(password)".to_owned(),
-            credentials::update("password", "planted")
+            credentials::update(&[("password", "planted")])
                 .map(|()| "stored".to_owned())
                 .map_err(|e| describe(&e)),
         ),
