@@ -249,7 +249,24 @@ pub struct Limits {
     pub http_requests: u32,
     /// Size of one HTTP response body, in MiB (1 to [`MAX_HTTP_RESPONSE_MIB`]).
     pub http_response_mib: u64,
+    /// Records (JSON lines) returned per invocation (at least 1).
+    pub max_records: u64,
+    /// Core module instances the component may create (1 to
+    /// [`MAX_INSTANCES`]).
+    pub instances: u32,
+    /// Tables the component may define (1 to [`MAX_TABLES`]).
+    pub tables: u32,
+    /// Elements of one table (1 to [`MAX_TABLE_ELEMENTS`]).
+    pub table_elements: u32,
 }
+
+/// The largest `instances`.
+pub const MAX_INSTANCES: u32 = 64;
+/// The largest `tables`.
+pub const MAX_TABLES: u32 = 64;
+/// The largest `table_elements` (each slot of the instance pool reserves
+/// this many pointers per table).
+pub const MAX_TABLE_ELEMENTS: u32 = 1_000_000;
 
 /// The largest `memory_mib`: a 32-bit WebAssembly memory holds 4 GiB.
 pub const MAX_MEMORY_MIB: u64 = 4096;
@@ -300,6 +317,20 @@ impl Limits {
             u64::from(u32::MAX),
             "",
         )?;
+        range("max_records", self.max_records, u64::MAX, "")?;
+        range(
+            "instances",
+            u64::from(self.instances),
+            u64::from(MAX_INSTANCES),
+            "",
+        )?;
+        range("tables", u64::from(self.tables), u64::from(MAX_TABLES), "")?;
+        range(
+            "table_elements",
+            u64::from(self.table_elements),
+            u64::from(MAX_TABLE_ELEMENTS),
+            "",
+        )?;
         // `http_requests` may be 0 (a plugin that needs no network) up to
         // the most a u32 holds, which the parser already enforces.
         Ok(())
@@ -325,6 +356,10 @@ impl Default for Limits {
             max_pages: 10_000,
             http_requests: 10_000,
             http_response_mib: 16,
+            max_records: 100_000_000,
+            instances: 16,
+            tables: 8,
+            table_elements: 20_000,
         }
     }
 }

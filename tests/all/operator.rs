@@ -151,6 +151,16 @@ fn a_bad_limit_is_refused_when_the_configuration_loads() {
         ("output_mib = 17592186044480", "limits.output_mib ="),
         ("http_response_mib = 0", "limits.http_response_mib = 0"),
         ("max_pages = 0", "limits.max_pages = 0 is out of range"),
+        ("max_records = 0", "limits.max_records = 0 is out of range"),
+        (
+            "instances = 65",
+            "limits.instances = 65 is out of range 1..=64",
+        ),
+        ("tables = 0", "limits.tables = 0 is out of range 1..=64"),
+        (
+            "table_elements = 1000001",
+            "limits.table_elements = 1000001 is out of range 1..=1000000",
+        ),
     ] {
         let home = Home::new(&platform.base_url());
         append(&home, &format!("{line}\n"));
@@ -299,4 +309,51 @@ fn a_refused_origin_is_explained_with_the_enforced_lists() {
         "{msg}"
     );
     assert!(elsewhere.requests().is_empty());
+}
+
+#[test]
+fn a_plugin_past_its_instance_or_table_limits_says_which() {
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    for (line, says) in [
+        ("instances = 1", "limits.instances = 1"),
+        ("tables = 1", "limits.tables = 1"),
+        ("table_elements = 1", "limits.table_elements = 1"),
+    ] {
+        let home = Home::new(&platform.base_url());
+        append(&home, &format!("{line}\n"));
+        home.init();
+        let out = home.intake(&["plugin", "list"]).failed();
+        let row = out
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("adsample"))
+            .unwrap_or_else(|| panic!("{}", out.stdout));
+        println!("{row}");
+        assert!(row.contains("FAILED: "), "{line}: {row}");
+        assert!(row.contains(says), "{line}: {row}");
+        assert!(!row.contains("pool"), "{line}: {row}");
+    }
+}
+
+#[test]
+fn too_many_records_is_a_limit_error_and_not_retried() {
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    // acme-us has 90 rows.
+    let home = home_with(&platform, "max_records = 50", "max_attempts = 3");
+    let out = home.run(&["acme-us"]).failed();
+    let msg = failure(&out, "acme-us");
+    assert_eq!(
+        msg,
+        "limit exceeded: the plugin returned more than 50 records (limits.max_records)"
+    );
+    let run = last_run(&home, "acme-us");
+    assert_eq!(run["outcome"], "limit", "{run}");
+    assert_eq!(run["attempts"].as_array().unwrap().len(), 1, "{run}");
+    assert!(
+        home.outputs("acme-us").is_empty(),
+        "records of a failed run were published"
+    );
+    // Within the limit, the same data source fetches.
+    let home = home_with(&platform, "max_records = 90", "");
+    home.run(&["acme-us"]).ok();
 }

@@ -26,6 +26,9 @@ pub const KEEP_RESIDENT_MEMORY: usize = 2 << 20;
 /// Dirty table bytes of a slot reset in place rather than dropped.
 pub const KEEP_RESIDENT_TABLE: usize = 64 << 10;
 
+/// The fewest elements a table slot of the pool holds (wasmtime's default).
+const POOL_TABLE_ELEMENTS: u32 = 20_000;
+
 /// Engine sizing.
 #[derive(Debug, Clone, Copy)]
 pub struct EngineSettings {
@@ -33,6 +36,12 @@ pub struct EngineSettings {
     pub max_instances: u32,
     /// The largest memory any plugin may have, in bytes.
     pub max_memory_bytes: u64,
+    /// The most core instances any plugin may create.
+    pub max_core_instances: u32,
+    /// The most tables any plugin may define.
+    pub max_tables: u32,
+    /// The most elements of any plugin's table.
+    pub max_table_elements: u32,
 }
 
 impl Default for EngineSettings {
@@ -40,6 +49,9 @@ impl Default for EngineSettings {
         Self {
             max_instances: 64,
             max_memory_bytes: 64 << 20,
+            max_core_instances: 16,
+            max_tables: 8,
+            max_table_elements: 20_000,
         }
     }
 }
@@ -56,12 +68,22 @@ pub fn new_engine(settings: EngineSettings) -> wasmtime::Result<Engine> {
     let components = settings.max_instances.max(4);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(components);
-    pool.total_core_instances(components * 8);
+    let instances = settings.max_core_instances.max(1);
+    let tables = settings.max_tables.max(1);
+    // Every slot can hold a component at the largest limits, so a busy pool
+    // never refuses a plugin that keeps within its own (the reservation is
+    // address space; pages are committed as they are used).
+    pool.total_core_instances(components.saturating_mul(instances));
     pool.total_memories(components * 2);
-    pool.total_tables(components * 4);
-    pool.max_memories_per_component(4);
-    pool.max_tables_per_component(8);
-    pool.max_core_instances_per_component(16);
+    pool.total_tables(components.saturating_mul(tables));
+    // Per component, the pool takes what any limit may allow: each store's
+    // limiter holds its plugin to its own limits, with an error naming them.
+    pool.max_memories_per_component(super::limiter::MAX_MEMORIES as u32);
+    pool.max_tables_per_component(crate::config::MAX_TABLES);
+    pool.max_core_instances_per_component(crate::config::MAX_INSTANCES);
+    // At least wasmtime's default, so that a plugin whose table starts
+    // larger than its own lower limit is refused by its limiter, naming it.
+    pool.table_elements(settings.max_table_elements.max(POOL_TABLE_ELEMENTS) as usize);
     pool.max_memory_size(usize::try_from(settings.max_memory_bytes).unwrap_or(usize::MAX));
     // Without PAGEMAP_SCAN, keeping memory resident would mean resetting
     // every kept byte (a memset of megabytes) rather than only dirty pages.

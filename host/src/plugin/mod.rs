@@ -13,6 +13,7 @@ mod file;
 mod host_credentials;
 mod host_log;
 mod http;
+mod limiter;
 pub mod placeholder;
 mod runtime;
 mod scrub;

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Engine, Store, StoreLimitsBuilder};
+use wasmtime::{Engine, Store};
 
 use crate::broker::{Binding, Broker};
 use crate::config::{Config, Limits, PluginConfig};
@@ -28,6 +28,7 @@ use super::cache::{CacheKeys, CompileCache};
 use super::engine::{EngineSettings, new_engine};
 use super::file::{MAX_COMPONENT_BYTES, read_regular_file};
 use super::http::HttpPolicy;
+use super::limiter::InvocationLimiter;
 use super::scrub::Scrubber;
 use super::spec::{PluginSpec, Reach};
 use super::state::{
@@ -182,17 +183,6 @@ fn linker(engine: &Engine) -> wasmtime::Result<Linker<InvocationState>> {
     Ok(linker)
 }
 
-fn store_limits(limits: &Limits) -> wasmtime::StoreLimits {
-    StoreLimitsBuilder::new()
-        .memory_size(usize::try_from(limits.memory_bytes()).unwrap_or(usize::MAX))
-        .instances(32)
-        .tables(64)
-        .memories(8)
-        .table_elements(100_000)
-        .trap_on_grow_failure(true)
-        .build()
-}
-
 impl Runtime {
     /// Builds the engine and loads every plugin of `config`. Plugins that fail
     /// to load are kept in [`Runtime::load_errors`]; the rest work.
@@ -211,7 +201,13 @@ impl Runtime {
             .map(|p| p.limits.memory_mib.clamp(1, crate::config::MAX_MEMORY_MIB))
             .max()
             .unwrap_or(64);
+        let largest =
+            |limit: fn(&Limits) -> u32| config.plugins.iter().map(|p| limit(&p.limits)).max();
+        let defaults = Limits::default();
         let settings = EngineSettings {
+            max_core_instances: largest(|l| l.instances).unwrap_or(defaults.instances),
+            max_tables: largest(|l| l.tables).unwrap_or(defaults.tables),
+            max_table_elements: largest(|l| l.table_elements).unwrap_or(defaults.table_elements),
             max_instances: config
                 .scheduler
                 .concurrency
@@ -393,7 +389,7 @@ impl Runtime {
             stderr: StderrTail::default(),
             credential_calls: 0,
         };
-        let state = InvocationState::new(hooks, store_limits(&plugin.limits), guest);
+        let state = InvocationState::new(hooks, InvocationLimiter::new(&plugin.limits), guest);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(1);
@@ -509,6 +505,12 @@ impl Runtime {
                     ));
                 }
                 outcome.records += page.records.iter().filter(|b| **b == b'\n').count() as u64;
+                if outcome.records > limits.max_records {
+                    return Err(RunError::Limit(format!(
+                        "the plugin returned more than {} records (limits.max_records)",
+                        limits.max_records
+                    )));
+                }
                 sink.write_page(&page.records)
                     .map_err(|e| RunError::Host(format!("cannot write records: {e}")))?;
                 outcome.cursor = page.cursor;
@@ -688,15 +690,8 @@ fn trap(e: &wasmtime::Error, limits: &Limits, stderr: &StderrTail) -> RunError {
     if let Some(LimitExceeded(what)) = e.downcast_ref::<LimitExceeded>() {
         return RunError::Limit(what.clone());
     }
-    let text = format!("{e:#}");
-    if text.contains("growing memory")
-        || text.contains("memory.grow")
-        || text.contains("forcing trap when growing")
-    {
-        return RunError::Limit(format!(
-            "the plugin needed more memory than limits.memory_mib = {} MiB allows",
-            limits.memory_mib
-        ));
+    if let Some(what) = super::limiter::count_exceeded(e, limits) {
+        return RunError::Limit(what);
     }
     let cause = match e.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::StackOverflow) => {

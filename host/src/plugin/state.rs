@@ -15,7 +15,6 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
@@ -88,7 +87,7 @@ pub struct InvocationState {
     pub(super) wasi: WasiCtx,
     pub(super) http: WasiHttpCtx,
     pub(super) hooks: HttpPolicy,
-    pub(super) limits: StoreLimits,
+    pub(super) limits: super::limiter::InvocationLimiter,
     pub(super) guest: GuestContext,
 }
 
@@ -292,7 +291,11 @@ impl LogBudget {
 }
 
 impl InvocationState {
-    pub(super) fn new(hooks: HttpPolicy, limits: StoreLimits, guest: GuestContext) -> Self {
+    pub(super) fn new(
+        hooks: HttpPolicy,
+        limits: super::limiter::InvocationLimiter,
+        guest: GuestContext,
+    ) -> Self {
         let wasi = WasiCtxBuilder::new()
             .stderr(guest.stderr.clone())
             .allow_tcp(false)
