@@ -548,3 +548,109 @@ fn serve_reports_a_plugin_that_fails_to_load_once() {
     assert!(refused.contains("a plugin failed to load"), "{refused}");
     assert!(!refused.contains("ghost-plugin.wasm"), "{refused}");
 }
+
+/// SIGTERM while a run is fetching: serve stops starting runs and waits for
+/// the one in flight up to `shutdown_grace`, then cancels it, recorded as
+/// cancelled with nothing published and no partial file left; a second
+/// signal cancels at once, without waiting for the grace period.
+#[test]
+fn serve_cancels_runs_in_flight_after_the_grace_period_or_a_second_signal() {
+    for (grace, signals) in [("300ms", 1), ("1h", 2)] {
+        let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+        let home = home_with(
+            &platform,
+            &format!("tick = \"100ms\"\nshutdown_grace = \"{grace}\""),
+        );
+        connect(&home, "acme-us", "acme-us", "adsample-token-acme");
+        small_pages(&home, "acme-us", 5);
+        home.intake(&["sources", "schedule", "acme-us", "--every", "1h"])
+            .ok();
+        // Each page takes 200 ms: the run (18 pages) outlasts the grace.
+        platform.set_delay(Duration::from_millis(200));
+        let serve = spawn(&home, &["serve"]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while platform.requests().is_empty() {
+            assert!(Instant::now() < deadline, "serve did not start the run");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let asked = Instant::now();
+        for _ in 0..signals {
+            signal(&serve, "TERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = serve.wait_with_output().unwrap();
+        let took = asked.elapsed();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{grace}: {stdout}\n{stderr}");
+        assert!(stdout.contains("stopped"), "{grace}: {stdout}");
+        assert!(!stderr.contains("internal error"), "{grace}: {stderr}");
+        assert!(
+            took < Duration::from_secs(3),
+            "{grace}: shutdown took {took:?}"
+        );
+        let runs = runs(&home, "acme-us");
+        assert_eq!(runs.len(), 1, "{runs:?}");
+        assert_eq!(runs[0]["outcome"], "cancelled", "{grace}: {:?}", runs[0]);
+        assert!(home.outputs("acme-us").is_empty(), "{grace}");
+        let partial = home
+            .all_files()
+            .into_iter()
+            .filter(|p| p.to_string_lossy().ends_with(".partial"))
+            .collect::<Vec<_>>();
+        assert!(partial.is_empty(), "{grace}: {partial:?}");
+    }
+}
+
+/// A platform asking to wait longer than `retry_max` is not retried early:
+/// the run ends at once as rate limited, saying what the platform asked.
+#[test]
+fn a_retry_after_longer_than_retry_max_ends_the_run_without_retrying() {
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    let home = home_with(&platform, "retry_max = \"200ms\"\nmax_attempts = 5");
+    connect(&home, "globex", "globex", "adsample-token-globex");
+    platform.fail_next(1, 429);
+    let started = Instant::now();
+    let out = home.run(&["globex"]).failed();
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "it waited for a retry"
+    );
+    assert!(
+        out.summary_line("globex").contains("rate limited"),
+        "{}",
+        out.stdout
+    );
+    let last = runs(&home, "globex").pop().unwrap();
+    assert_eq!(last["outcome"], "rate-limited", "{last}");
+    assert_eq!(last["attempts"].as_array().unwrap().len(), 1, "{last}");
+    // Nothing is held against the next run once the wait is over.
+    std::thread::sleep(Duration::from_secs(1));
+    home.run(&["globex"]).ok();
+}
+
+/// The global and per-platform concurrency limits hold however many data
+/// sources are due.
+#[test]
+fn concurrency_limits_hold() {
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    let home = home_with(&platform, "concurrency = 2");
+    for i in 0..6 {
+        connect(&home, &format!("s{i}"), "acme-us", "adsample-token-acme");
+    }
+    platform.set_delay(Duration::from_millis(60));
+    home.run(&[]).ok();
+    assert_eq!(platform.take_max_in_flight(), 2, "the global limit");
+
+    // A platform limit below the global one.
+    let mut config = std::fs::read_to_string(home.config_path()).unwrap();
+    config = config.replace("concurrency = 2", "concurrency = 16");
+    config = config.replace(
+        "platform = \"adsample\"\n",
+        "platform = \"adsample\"\nconcurrency = 1\n",
+    );
+    std::fs::write(home.config_path(), &config).unwrap();
+    platform.add_days(1);
+    home.run(&[]).ok();
+    assert_eq!(platform.take_max_in_flight(), 1, "the platform limit");
+}

@@ -212,7 +212,9 @@ pub async fn serve(
                 _ = hup.recv() => Control::Reload,
                 () = terminated() => Control::Shutdown,
             };
-            if tx.send(message).await.is_err() || message == Control::Shutdown {
+            // After a shutdown, keep listening: a second signal cancels
+            // the runs still in flight at once.
+            if tx.send(message).await.is_err() {
                 return;
             }
         }

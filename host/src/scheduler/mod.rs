@@ -17,6 +17,7 @@
 //! runs one data source's fetch, with cancellation.
 
 mod commit;
+mod limits;
 mod metrics;
 mod output;
 pub mod retry;
@@ -28,15 +29,17 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::plugin::{FetchOutcome, RunError, Runtime};
-use crate::store::{Attempt, RunRecord, SourceRecord, Store, now_ms};
+use crate::store::{Attempt, RunRecord, SourceId, SourceRecord, Store, now_ms};
 
 use commit::{Committed, Committer, Update};
+use limits::Limits;
+use retry::Next;
 
 pub use metrics::Metrics;
 pub use output::{OutputFile, recover};
@@ -96,9 +99,11 @@ pub struct Scheduler {
     runtime: Arc<RwLock<Arc<Runtime>>>,
     store: Store,
     output_dir: PathBuf,
-    global: Arc<Semaphore>,
-    platforms: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
-    policy: RetryPolicy,
+    limits: Arc<Limits>,
+    policy: Arc<Mutex<RetryPolicy>>,
+    /// Data sources a platform told to wait longer than the retry policy
+    /// waits within a run: not due again before then (ms since the epoch).
+    not_before: Arc<Mutex<HashMap<SourceId, u64>>>,
     metrics: Arc<Metrics>,
     committer: Committer,
     /// A shared lock on `OUTPUT/.intake.lock`, held while this process may
@@ -117,35 +122,27 @@ struct Attempted {
 impl Scheduler {
     /// A scheduler for `config`'s output directory, limits and retry policy.
     pub fn new(runtime: Arc<Runtime>, store: Store, config: &Config) -> Self {
-        let this = Self {
+        Self {
             runtime: Arc::new(RwLock::new(runtime)),
             store: store.clone(),
             output_dir: config.resolve(&config.output.dir),
-            global: Arc::new(Semaphore::new(config.scheduler.concurrency.max(1))),
-            platforms: Arc::default(),
-            policy: RetryPolicy::from(&config.scheduler),
+            limits: Arc::new(Limits::new(config)),
+            policy: Arc::new(Mutex::new(RetryPolicy::from(&config.scheduler))),
+            not_before: Arc::default(),
             metrics: Arc::default(),
             committer: Committer::start(store.clone()),
             output_lock: Arc::default(),
-        };
-        this.set_platform_limits(config);
-        this
-    }
-
-    fn set_platform_limits(&self, config: &Config) {
-        let mut platforms = self.platforms.lock().unwrap_or_else(|p| p.into_inner());
-        platforms.clear();
-        for p in &config.plugins {
-            if let Some(n) = p.concurrency {
-                platforms.insert(p.platform.clone(), Arc::new(Semaphore::new(n.max(1))));
-            }
         }
     }
 
-    /// Swaps in new plugins (hot reload); runs in flight keep the old ones.
+    /// Swaps in new plugins and takes on `config`'s concurrency limits and
+    /// retry policy (hot reload); runs in flight keep their plugins and
+    /// count against the new limits.
     pub fn replace_runtime(&self, runtime: Arc<Runtime>, config: &Config) {
         *self.runtime.write().unwrap_or_else(|p| p.into_inner()) = runtime;
-        self.set_platform_limits(config);
+        self.limits.apply(config);
+        *self.policy.lock().unwrap_or_else(|p| p.into_inner()) =
+            RetryPolicy::from(&config.scheduler);
     }
 
     /// The plugins in use.
@@ -288,10 +285,16 @@ impl Scheduler {
     /// The data sources whose schedule says they are due now.
     pub fn due(&self, now_ms: u64) -> crate::store::Result<Vec<SourceRecord>> {
         let last = self.store.last_run_starts()?;
+        let not_before = {
+            let mut waits = self.not_before.lock().unwrap_or_else(|p| p.into_inner());
+            waits.retain(|_, until| *until > now_ms);
+            waits.clone()
+        };
         let mut out = Vec::new();
         for source in self.store.sources()? {
             if let Some(s) = self.store.schedule(source.id)?
                 && schedule::is_due(&s, last.get(&source.id).copied(), now_ms)
+                && !not_before.contains_key(&source.id)
             {
                 out.push(source);
             }
@@ -342,35 +345,19 @@ impl Scheduler {
     /// Runs one data source within the global and per-platform limits,
     /// unless the scheduler is draining by the time it gets its turn.
     pub async fn run_limited(&self, source: SourceRecord, batch: &str, stop: &Stop) -> RunSummary {
-        let platform = self
-            .platforms
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&source.platform)
-            .cloned();
-        let platform_permit = match platform {
-            Some(s) => s.acquire_owned().await.ok(),
-            None => None,
+        let permits = tokio::select! {
+            permits = self.limits.acquire(&source.platform) => permits,
+            () = stop.drain.cancelled() => return cancelled(source),
         };
-        let permit = self.global.clone().acquire_owned().await;
         if stop.drain.is_cancelled() {
-            return RunSummary {
-                source,
-                outcome: Err(RunError::Cancelled),
-                duration: Duration::ZERO,
-                attempts: 0,
-                output: None,
-            };
+            return cancelled(source);
         }
         let _running = match self.lock_source(&source) {
             Ok(lock) => lock,
             Err(summary) => return *summary,
         };
         let start = self.record_start(&source);
-        let attempted = self.attempt_all(&source, batch, &stop.abort).await;
-        // The limits are on fetching; committing the run does not touch the
-        // platform, and waits for the next group commit without a slot.
-        drop((permit, platform_permit));
+        let attempted = self.attempt_all(&source, batch, stop, permits).await;
         self.finish(source, start, attempted).await
     }
 
@@ -429,39 +416,51 @@ impl Scheduler {
         }
     }
 
-    /// Runs one data source now: attempts with retries, output committed
-    /// with the cursor, recorded in the run history. Cancelling `cancel`
-    /// stops it (an unfinished output file is removed, the cursor kept).
+    /// Runs one data source now, within the concurrency limits: attempts
+    /// with retries, output committed with the cursor, recorded in the run
+    /// history. Cancelling `cancel` stops it (an unfinished output file is
+    /// removed, the cursor kept, the run recorded as cancelled).
     pub async fn run_one(
         &self,
         source: SourceRecord,
         batch: &str,
         cancel: &CancellationToken,
     ) -> RunSummary {
-        let _running = match self.lock_source(&source) {
-            Ok(lock) => lock,
-            Err(summary) => return *summary,
+        let stop = Stop {
+            drain: cancel.clone(),
+            abort: cancel.clone(),
         };
-        let start = self.record_start(&source);
-        let attempted = self.attempt_all(&source, batch, cancel).await;
-        self.finish(source, start, attempted).await
+        self.run_limited(source, batch, &stop).await
     }
 
     /// Attempts a run, with retries, until it succeeds, fails for good or
-    /// is cancelled.
+    /// is stopped: `stop.abort` cancels it at once; `stop.drain` lets the
+    /// attempt under way finish but starts no retry. Each attempt holds
+    /// concurrency permits (the first one `permits`); a retry waiting for
+    /// its turn holds none.
     async fn attempt_all(
         &self,
         source: &SourceRecord,
         batch: &str,
-        cancel: &CancellationToken,
+        stop: &Stop,
+        permits: limits::Permits,
     ) -> Attempted {
+        let cancel = &stop.abort;
         let started = Instant::now();
         let started_ms = now_ms();
         let mut attempts = Vec::new();
+        let mut permits = Some(permits);
         let outcome = loop {
             if cancel.is_cancelled() {
                 break Err(RunError::Cancelled);
             }
+            let _permits = match permits.take() {
+                Some(p) => p,
+                None => tokio::select! {
+                    p = self.limits.acquire(&source.platform) => p,
+                    () = cancel.cancelled() => break Err(RunError::Cancelled),
+                },
+            };
             let attempt_ms = now_ms();
             let t0 = Instant::now();
             self.metrics.started();
@@ -479,16 +478,33 @@ impl Scheduler {
                 Ok(done) => break Ok(done),
                 Err(e) => e,
             };
+            drop(_permits);
             let attempt = u32::try_from(attempts.len()).unwrap_or(u32::MAX);
-            match self.policy.next_delay(attempt, &err, retry::jitter()) {
-                Some(delay) => {
+            let policy = *self.policy.lock().unwrap_or_else(|p| p.into_inner());
+            match policy.next(attempt, &err, retry::jitter()) {
+                Next::Retry(_) if stop.drain.is_cancelled() => break Err(err),
+                Next::Retry(delay) => {
                     tracing::info!(source = %source.name, attempt, "retrying in {delay:?}: {err}");
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
-                        () = cancel.cancelled() => break Err(err),
+                        () = cancel.cancelled() => break Err(RunError::Cancelled),
                     }
                 }
-                None => break Err(err),
+                Next::WaitLonger(wait) => {
+                    let until = now_ms()
+                        .saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
+                    tracing::info!(
+                        source = %source.name,
+                        "the platform asked to wait {}; not due again before then: {err}",
+                        humantime::format_duration(wait)
+                    );
+                    self.not_before
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(source.id, until);
+                    break Err(err);
+                }
+                Next::GiveUp => break Err(err),
             }
         };
         Attempted {
@@ -647,6 +663,17 @@ impl Scheduler {
         file.close()
             .map_err(|e| host("cannot write the output file", &e))?;
         Ok((fetched, file))
+    }
+}
+
+/// The summary of a run that was cancelled before it started.
+fn cancelled(source: SourceRecord) -> RunSummary {
+    RunSummary {
+        source,
+        outcome: Err(RunError::Cancelled),
+        duration: Duration::ZERO,
+        attempts: 0,
+        output: None,
     }
 }
 

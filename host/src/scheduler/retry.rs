@@ -1,7 +1,9 @@
 //! What to do after a failed attempt: retry (after how long) or give up.
 //!
 //! Transient errors back off exponentially with jitter; a rate limit waits
-//! for the platform's retry-after (bounded); authentication failures, invalid
+//! for the platform's retry-after (if that is longer than `retry_max`, the
+//! run ends and the data source is not due again before the time the
+//! platform gave); authentication failures, invalid
 //! config, plugin errors, crashes and limits are not retried: trying again
 //! would fail the same way, or, for credentials, get the user locked out.
 
@@ -49,11 +51,42 @@ pub fn kind(err: &RunError) -> &'static str {
     }
 }
 
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Try again after this delay.
+    Retry(Duration),
+    /// The platform asked to wait this long, longer than a run waits
+    /// (`retry_max`): end the run, and do not start another one for the
+    /// data source before then. Retrying sooner would ignore what the
+    /// platform said, and platforms ban accounts that do.
+    WaitLonger(Duration),
+    /// Give up: the error is final, or the attempts are used up.
+    GiveUp,
+}
+
 impl RetryPolicy {
+    /// After attempt number `attempt` (1-based) failed with `err`: whether
+    /// and when to try again. `jitter` is a random number in [0, 1).
+    pub fn next(&self, attempt: u32, err: &RunError, jitter: f64) -> Next {
+        if let RunError::RateLimited {
+            retry_after: Some(wait),
+            ..
+        } = err
+            && *wait > self.max
+        {
+            return Next::WaitLonger(*wait);
+        }
+        match self.next_delay(attempt, err, jitter) {
+            Some(delay) => Next::Retry(delay),
+            None => Next::GiveUp,
+        }
+    }
+
     /// After attempt number `attempt` (1-based) failed with `err`: the delay
-    /// before the next attempt, or `None` to give up. `jitter` is a random
-    /// number in [0, 1).
-    pub fn next_delay(&self, attempt: u32, err: &RunError, jitter: f64) -> Option<Duration> {
+    /// before the next attempt, or `None` to give up. A retry-after longer
+    /// than `max` gives up (see [`Next::WaitLonger`]).
+    fn next_delay(&self, attempt: u32, err: &RunError, jitter: f64) -> Option<Duration> {
         if attempt >= self.max_attempts {
             return None;
         }
@@ -70,9 +103,11 @@ impl RetryPolicy {
         };
         match err {
             RunError::Transient(_) => Some(backoff()),
-            RunError::RateLimited { retry_after, .. } => {
-                Some(retry_after.map_or_else(backoff, |d| d.min(self.max)))
-            }
+            RunError::RateLimited { retry_after, .. } => match retry_after {
+                Some(wait) if *wait > self.max => None,
+                Some(wait) => Some(*wait),
+                None => Some(backoff()),
+            },
             _ => None,
         }
     }
@@ -124,12 +159,28 @@ mod tests {
             retry_after: Some(Duration::from_secs(3)),
             message: String::new(),
         };
-        assert_eq!(p.next_delay(1, &e, 0.3), Some(Duration::from_secs(3)));
+        assert_eq!(p.next(1, &e, 0.3), Next::Retry(Duration::from_secs(3)));
+        // Asked to wait longer than a run waits: the run ends, and the data
+        // source waits as long as it was told (even on its last attempt).
         let e = RunError::RateLimited {
             retry_after: Some(Duration::from_secs(3600)),
             message: String::new(),
         };
-        assert_eq!(p.next_delay(1, &e, 0.3), Some(Duration::from_secs(10)));
+        assert_eq!(
+            p.next(1, &e, 0.3),
+            Next::WaitLonger(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            p.next(4, &e, 0.3),
+            Next::WaitLonger(Duration::from_secs(3600))
+        );
+        // Without a retry-after it backs off like a transient error.
+        let e = RunError::RateLimited {
+            retry_after: None,
+            message: String::new(),
+        };
+        assert_eq!(p.next(1, &e, 0.0), Next::Retry(Duration::from_millis(500)));
+        assert_eq!(p.next(4, &e, 0.0), Next::GiveUp);
     }
 
     #[test]

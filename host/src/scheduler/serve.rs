@@ -108,10 +108,21 @@ pub async fn serve(
     }
     let grace = stop.graceful(config.scheduler.shutdown_grace);
     tokio::pin!(grace);
+    // After the grace period (or a second shutdown signal) the runs in
+    // flight are cancelled; they still end through `tasks`, committed as
+    // cancelled, so this waits for them either way.
+    let mut aborted = false;
     loop {
         tokio::select! {
             joined = tasks.join_next() => if joined.is_none() { break },
-            () = &mut grace => {}
+            () = &mut grace, if !aborted => aborted = true,
+            message = control.recv(), if !aborted => {
+                if matches!(message, Some(Control::Shutdown)) {
+                    tracing::warn!("second shutdown signal: cancelling the runs in flight now");
+                    stop.abort.cancel();
+                    aborted = true;
+                }
+            }
         }
     }
     if let Err(e) = scheduler.runtime().broker().flush() {

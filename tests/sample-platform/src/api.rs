@@ -130,9 +130,13 @@ async fn log_and_inject(State(shared): State<Shared>, request: Request, next: Ne
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let is_v1 = uri.path().starts_with("/v1/");
     let (delay, padding) = {
-        let state = lock(&shared);
+        let mut state = lock(&shared);
+        state.in_flight += 1;
+        state.max_in_flight = state.max_in_flight.max(state.in_flight);
         (state.delay, state.padding)
     };
+    // Counted out however the handler ends (also if the client goes away).
+    let _counted = InFlight(shared.clone());
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
@@ -368,4 +372,13 @@ async fn oauth_token(
 /// Any other path or method.
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such path")
+}
+
+/// Takes a request off the in-flight count when dropped.
+struct InFlight(Shared);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        lock(&self.0).in_flight -= 1;
+    }
 }

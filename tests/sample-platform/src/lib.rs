@@ -133,6 +133,14 @@ impl SamplePlatform {
         lock(&self.shared).delay = delay;
     }
 
+    /// The most requests the platform was answering at once since it started
+    /// or since the last call, which starts counting again.
+    pub fn take_max_in_flight(&self) -> usize {
+        let mut state = lock(&self.shared);
+        let now = state.in_flight;
+        std::mem::replace(&mut state.max_in_flight, now)
+    }
+
     /// With `on`, every 401 answer's message quotes the `authorization` header the
     /// request carried (`...; received authorization: "Bearer TOKEN"`), as a careless
     /// platform might: tests use it to check that a secret echoed back by the platform

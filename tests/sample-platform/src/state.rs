@@ -53,6 +53,10 @@ pub(crate) struct State {
     /// Bytes of whitespace appended to every answer's body (valid JSON all the same),
     /// so that tests can make responses larger than a size limit.
     pub padding: usize,
+    /// Requests being answered now, and the most there have been at once
+    /// (tests check concurrency limits with it).
+    pub in_flight: usize,
+    pub max_in_flight: usize,
     pub log: Vec<RequestRecord>,
 }
 
@@ -98,6 +102,8 @@ impl State {
             delay: Duration::ZERO,
             echo_authorization: false,
             padding: 0,
+            in_flight: 0,
+            max_in_flight: 0,
             log: Vec::new(),
         }
     }
