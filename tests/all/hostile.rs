@@ -27,7 +27,7 @@ const GOOD: &str = "good-ads";
 const GOOD_ACCOUNT: &str = "acme-us";
 
 /// The attacks of the `hostile` plugin run as data sources `h-ATTACK`.
-const ATTACKS: [&str; 18] = [
+const ATTACKS: [&str; 21] = [
     "ok",
     "loop",
     "sleep",
@@ -46,6 +46,9 @@ const ATTACKS: [&str; 18] = [
     "tricky-authority",
     "fs-env",
     "undeclared-field",
+    "repeated-header",
+    "resource-flood",
+    "connection-flood",
 ];
 
 /// Broken plugins next to the good ones: platform, file name (in the home).
@@ -86,6 +89,8 @@ struct Attacked {
     /// Requests the `target` platform (allowed for requests, not for the
     /// token) received.
     target_requests: Vec<RequestRecord>,
+    /// The most requests `target` was answering at once.
+    target_max_in_flight: usize,
     /// Requests the `outside` platform (allowed for nothing) received.
     outside_requests: Vec<RequestRecord>,
     /// Every file of the home, with its bytes.
@@ -203,6 +208,8 @@ fn attack() -> Attacked {
     let platform = SamplePlatform::start(Fixture::demo()).unwrap();
     let target = SamplePlatform::start(Fixture::demo()).unwrap();
     let outside = SamplePlatform::start(Fixture::demo()).unwrap();
+    // Slow enough for the connection flood's requests to overlap.
+    target.set_delay(std::time::Duration::from_millis(30));
     let base = platform.base_url();
     let home = Home::new(&base);
     write_broken_components(home.path());
@@ -315,6 +322,7 @@ fn attack() -> Attacked {
         target: target.base_url(),
         requests: platform.requests(),
         target_requests: target.requests(),
+        target_max_in_flight: target.take_max_in_flight(),
         outside_requests: outside.requests(),
         files,
     }
@@ -345,7 +353,8 @@ fn hostile_run_contains_every_attack() {
     let ok = a.result("h-ok");
     assert!(ok.starts_with("ok → "), "{ok}");
     assert_eq!(a.records["h-ok"], [serde_json::json!({"attack": "ok"})]);
-    let failed = ATTACKS.len() - 2; // all but `ok` and `fs-env`
+    // All but `ok`, `fs-env`, `repeated-header` and `connection-flood`.
+    let failed = ATTACKS.len() - 4;
     assert!(
         a.run.stdout.contains(&format!(
             "{failed} of {} data sources failed",
@@ -363,7 +372,15 @@ fn hostile_run_contains_every_attack() {
         a.run.stdout
     );
     for (name, rows) in &a.records {
-        if name != GOOD && name != "h-ok" && name != "h-fs-env" {
+        if ![
+            GOOD,
+            "h-ok",
+            "h-fs-env",
+            "h-repeated-header",
+            "h-connection-flood",
+        ]
+        .contains(&name.as_str())
+        {
             assert!(rows.is_empty(), "{name} wrote records: {rows:?}");
         }
     }
@@ -380,7 +397,10 @@ fn hostile_secret_goes_nowhere_else() {
             || r.path.contains(&a.token)
             || r.body.as_deref().is_some_and(|b| b.contains(&a.token));
         if has {
-            assert_eq!(r.path, "/hostile/elsewhere/home", "{r:?}");
+            assert!(
+                ["/hostile/elsewhere/home", "/hostile/repeated-header"].contains(&r.path.as_str()),
+                "{r:?}"
+            );
         }
     }
     assert!(
@@ -391,7 +411,14 @@ fn hostile_secret_goes_nowhere_else() {
         "the control request with the injected token never arrived: {:?}",
         a.requests
     );
-    assert!(a.target_requests.is_empty(), "{:?}", a.target_requests);
+    // Only the connection flood reaches `target`, never with the token.
+    assert!(
+        a.target_requests
+            .iter()
+            .all(|r| r.path.starts_with("/hostile/connection-flood/") && r.authorization.is_none()),
+        "{:?}",
+        a.target_requests
+    );
     assert!(a.outside_requests.is_empty(), "{:?}", a.outside_requests);
     for text in [
         &a.run.stdout,
@@ -731,4 +758,57 @@ fn hostile_broken_components_fail_alone() {
             a.run.stderr
         );
     }
+}
+
+#[test]
+fn hostile_repeated_headers_are_each_substituted() {
+    let a = attacked();
+    let result = a.result("h-repeated-header");
+    assert!(result.starts_with("ok → "), "{result}");
+    let request = a
+        .requests
+        .iter()
+        .find(|r| r.path == "/hostile/repeated-header")
+        .expect("the request was sent");
+    assert_eq!(
+        request.authorization.as_deref(),
+        Some(format!("Bearer {}", a.token).as_str())
+    );
+    let injected = a
+        .audit_of("h-repeated-header")
+        .into_iter()
+        .filter(|r| r["action"] == "inject" && r["decision"] == "granted")
+        .count();
+    assert!(injected >= 1, "no inject audited");
+}
+
+#[test]
+fn hostile_resource_flood_hits_the_resource_limit() {
+    let msg = attacked().failure("resource-flood");
+    assert!(
+        msg.starts_with("limit exceeded: the plugin held more than 4096 host resources"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn hostile_connection_flood_is_held_to_a_few_at_once() {
+    let a = attacked();
+    let result = a.result("h-connection-flood");
+    assert!(result.starts_with("ok → "), "{result}");
+    assert_eq!(
+        a.records["h-connection-flood"],
+        [serde_json::json!({"attack": "connection-flood", "answered": 16})]
+    );
+    let sent = a
+        .target_requests
+        .iter()
+        .filter(|r| r.path.starts_with("/hostile/connection-flood/"))
+        .count();
+    assert_eq!(sent, 16);
+    assert!(
+        (2..=8).contains(&a.target_max_in_flight),
+        "{} requests were open at once",
+        a.target_max_in_flight
+    );
 }

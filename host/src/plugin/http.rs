@@ -42,6 +42,11 @@ type SendFuture =
 /// The largest request body a plugin may send, in bytes.
 pub const MAX_REQUEST_BODY: usize = 4 * 1024 * 1024;
 
+/// Requests of one invocation open at once (sent and not yet finished with):
+/// more wait for one to end, so that a plugin cannot hold thousands of
+/// connections (and the host's file descriptors) open.
+pub const MAX_IN_FLIGHT: usize = 8;
+
 /// The HTTP policy of one invocation.
 pub struct HttpPolicy {
     /// Origins this invocation may reach: those of [`HttpPolicy::declared`]
@@ -72,6 +77,8 @@ pub struct HttpPolicy {
     pub scrubber: Scrubber,
     /// Set when a limit is exceeded.
     pub tripwire: Tripwire,
+    /// Permits for requests open at once ([`MAX_IN_FLIGHT`]).
+    pub in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for HttpPolicy {
@@ -233,10 +240,22 @@ impl WasiHttpHooks for HttpPolicy {
         let max_mib = self.max_response_mib;
         let max_response = max_mib.saturating_mul(1 << 20);
         let tripwire = self.tripwire.clone();
+        let in_flight = self.in_flight.clone();
         Box::new(async move {
             let origin = admitted?;
+            // Held until the connection is done with (the I/O future ends or
+            // the plugin drops the response).
+            let permit = in_flight
+                .acquire_owned()
+                .await
+                .map_err(|_| Error::InternalError(None))?;
             let request = injector.inject(request, &origin).await?;
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            let io = async move {
+                let done = io.await;
+                drop(permit);
+                done
+            };
             let response = response.map(|body| {
                 Limited::new(body, usize::try_from(max_response).unwrap_or(usize::MAX))
                     .map_err(move |e| match e.downcast::<Error>() {
@@ -307,21 +326,24 @@ impl Injector {
         let uri_text = parts.uri.to_string();
         let malformed = |e: placeholder::Malformed| self.refuse(e.to_string());
         let in_uri = placeholder::find(uri_text.as_bytes(), "URI").map_err(malformed)?;
-        let mut in_headers = Vec::new();
+        // Every header value on its own: a name may be given several times,
+        // each value with its own placeholders (or none).
+        let mut in_headers = Vec::with_capacity(parts.headers.len());
         for (name, value) in &parts.headers {
             let found = placeholder::find(value.as_bytes(), "headers").map_err(malformed)?;
-            if !found.is_empty() {
-                in_headers.push((name.clone(), found));
-            }
+            in_headers.push((name.clone(), value.clone(), found));
         }
         let in_body = placeholder::find(&body, "body").map_err(malformed)?;
-        if in_uri.is_empty() && in_headers.is_empty() && in_body.is_empty() {
+        if in_uri.is_empty()
+            && in_headers.iter().all(|(_, _, f)| f.is_empty())
+            && in_body.is_empty()
+        {
             return Ok(http::Request::from_parts(parts, full(body)));
         }
 
         let found: Vec<&Placeholder> = in_uri
             .iter()
-            .chain(in_headers.iter().flat_map(|(_, f)| f.iter()))
+            .chain(in_headers.iter().flat_map(|(_, _, f)| f.iter()))
             .chain(in_body.iter())
             .map(|(_, _, p)| p)
             .collect();
@@ -363,18 +385,21 @@ impl Injector {
             parts.uri = http::Uri::try_from(new.as_slice())
                 .map_err(|_| self.refuse("the URI is invalid after substitution".into()))?;
         }
-        for (name, found) in &in_headers {
-            let Some(old) = parts.headers.get(name) else {
+        let mut headers = http::HeaderMap::with_capacity(in_headers.len());
+        for (name, old, found) in in_headers {
+            if found.is_empty() {
+                headers.append(name, old);
                 continue;
-            };
-            let new = placeholder::substitute(old.as_bytes(), found, values, Context::Header)
+            }
+            let new = placeholder::substitute(old.as_bytes(), &found, values, Context::Header)
                 .map_err(unencodable)?;
             let mut value = http::HeaderValue::from_bytes(&new).map_err(|_| {
                 self.refuse(format!("header `{name}` is invalid after substitution"))
             })?;
             value.set_sensitive(true);
-            parts.headers.insert(name.clone(), value);
+            headers.append(name, value);
         }
+        parts.headers = headers;
         let body = if in_body.is_empty() {
             body
         } else {
@@ -455,6 +480,7 @@ mod tests {
             label: "test".into(),
             notes: Arc::default(),
             scrubber: Scrubber::default(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
             tripwire: Tripwire::default(),
         }
     }

@@ -377,6 +377,7 @@ impl Runtime {
             notes: notes.clone(),
             scrubber: scrubber.clone(),
             tripwire: tripwire.clone(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(super::http::MAX_IN_FLIGHT)),
         };
         let guest = GuestContext {
             broker: binding.as_ref().map(|_| self.broker.clone()),
@@ -692,6 +693,17 @@ fn trap(e: &wasmtime::Error, limits: &Limits, stderr: &StderrTail) -> RunError {
     }
     if let Some(what) = super::limiter::count_exceeded(e, limits) {
         return RunError::Limit(what);
+    }
+    if e.chain().any(|cause| {
+        cause
+            .downcast_ref::<wasmtime::component::ResourceTableError>()
+            .is_some_and(|t| matches!(t, wasmtime::component::ResourceTableError::Full))
+    }) {
+        return RunError::Limit(format!(
+            "the plugin held more than {} host resources (streams, HTTP requests and \
+             responses, header sets) at once",
+            super::state::MAX_RESOURCES
+        ));
     }
     let cause = match e.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::StackOverflow) => {

@@ -81,6 +81,14 @@ impl Tripwire {
     }
 }
 
+/// Host resources (streams, HTTP requests and responses, header sets, …) a
+/// plugin may hold at once: each lives in host memory, outside the plugin's
+/// memory limit.
+pub const MAX_RESOURCES: usize = 4096;
+
+/// Bytes of one set of HTTP header fields a plugin builds (host memory too).
+pub const MAX_FIELDS_BYTES: usize = 32 * 1024;
+
 /// Store data of one invocation.
 pub struct InvocationState {
     pub(super) table: ResourceTable,
@@ -302,10 +310,14 @@ impl InvocationState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(MAX_FIELDS_BYTES);
         Self {
-            table: ResourceTable::new(),
+            table,
             wasi,
-            http: WasiHttpCtx::new(),
+            http,
             hooks,
             limits,
             guest,

@@ -82,6 +82,14 @@ pub enum Attack {
     /// Not an attack: [`BULK_PAGES`] pages of [`BULK_RECORDS`] records of
     /// exactly 1 KiB each (the benchmarks' record path).
     Bulk,
+    /// One header name given several times, with and without placeholders.
+    RepeatedHeader,
+    /// Host resources (header sets) created and kept until the host refuses.
+    ResourceFlood,
+    /// Requests sent at once to `target` (16, within the hostile request
+    /// budget of 20), none waited for until all
+    /// are out.
+    ConnectionFlood,
 }
 
 /// Pages a `bulk` fetch returns.
@@ -93,7 +101,7 @@ pub const BULK_RECORD_BYTES: usize = 1024;
 
 impl Attack {
     /// Every attack with its setting value.
-    pub const ALL: [(&'static str, Attack); 20] = [
+    pub const ALL: [(&'static str, Attack); 23] = [
         ("ok", Attack::Ok),
         ("loop", Attack::Loop),
         ("sleep", Attack::Sleep),
@@ -114,6 +122,9 @@ impl Attack {
         ("undeclared-field", Attack::UndeclaredField),
         ("empty", Attack::Empty),
         ("bulk", Attack::Bulk),
+        ("repeated-header", Attack::RepeatedHeader),
+        ("resource-flood", Attack::ResourceFlood),
+        ("connection-flood", Attack::ConnectionFlood),
     ];
 
     fn parse(name: &str) -> Result<Attack, ConnectorError> {
@@ -218,6 +229,11 @@ impl Connector for Hostile {
                 more: false,
             }),
             Attack::Bulk => Ok(bulk_page(request.cursor.as_deref())),
+            Attack::RepeatedHeader => repeated_header(base),
+            Attack::ResourceFlood => resource_flood(),
+            Attack::ConnectionFlood => connection_flood(
+                config::get_or(config, "target", DEFAULT_TARGET).trim_end_matches('/'),
+            ),
         }
     }
 }
@@ -604,4 +620,80 @@ fn undeclared_field(base: &str) -> Result<Page, ConnectorError> {
         ),
     ];
     Err(verdict("undeclared-field", &attempts))
+}
+
+/// Sends one header name three times, a placeholder in the second and third
+/// values only, and one with two placeholders: the host must substitute each
+/// value on its own and send them all, in order.
+fn repeated_header(base: &str) -> Result<Page, ConnectorError> {
+    let token = credentials::placeholder("token")?;
+    let response = Request::get(format!("{base}/hostile/repeated-header"))
+        .header("x-repeated", "plain")
+        .header("x-repeated", format!("Bearer {token}"))
+        .header("x-repeated", format!("{token}:{token}"))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .map_err(|e| ConnectorError::Other(format!("repeated-header: {e}")))?;
+    Ok(one_record(&format!(
+        r#"{{"attack":"repeated-header","status":{}}}"#,
+        response.status
+    )))
+}
+
+/// Creates header sets (each held in host memory) and keeps them all.
+fn resource_flood() -> Result<Page, ConnectorError> {
+    use intake_plugin_sdk::bindings::wasi::http::types::Fields;
+    let mut kept = Vec::new();
+    for _ in 0..10_000_000 {
+        let fields = Fields::new();
+        let _ = fields.append("x-flood", &[b'x'; 1024]);
+        kept.push(fields);
+    }
+    Err(ConnectorError::Other(format!(
+        "resource-flood LEAK: {} header sets held",
+        kept.len()
+    )))
+}
+
+/// Sends 16 requests to `target` before waiting for any answer; returns how
+/// many were answered.
+fn connection_flood(target: &str) -> Result<Page, ConnectorError> {
+    use intake_plugin_sdk::bindings::wasi::http::outgoing_handler;
+    use intake_plugin_sdk::bindings::wasi::http::types::{
+        Fields, OutgoingBody, OutgoingRequest, Scheme,
+    };
+    let authority = target
+        .strip_prefix("http://")
+        .ok_or_else(|| ConnectorError::InvalidConfig(format!("target `{target}` is not http")))?;
+    let mut pending = Vec::new();
+    for i in 0..16 {
+        let request = OutgoingRequest::new(Fields::new());
+        let _ = request.set_scheme(Some(&Scheme::Http));
+        let _ = request.set_authority(Some(authority));
+        let _ = request.set_path_with_query(Some(&format!("/hostile/connection-flood/{i}")));
+        let body = request
+            .body()
+            .map_err(|()| ConnectorError::Other("no body".into()))?;
+        let future = outgoing_handler::handle(request, None)
+            .map_err(|e| ConnectorError::Other(format!("connection-flood: {e:?}")))?;
+        OutgoingBody::finish(body, None)
+            .map_err(|e| ConnectorError::Other(format!("connection-flood: {e:?}")))?;
+        pending.push(future);
+    }
+    let mut answered = 0;
+    for future in &pending {
+        loop {
+            match future.get() {
+                Some(Ok(Ok(_))) => {
+                    answered += 1;
+                    break;
+                }
+                Some(_) => break,
+                None => future.subscribe().block(),
+            }
+        }
+    }
+    Ok(one_record(&format!(
+        r#"{{"attack":"connection-flood","answered":{answered}}}"#
+    )))
 }
