@@ -252,6 +252,14 @@ impl Broker {
             return Err((source.credential, Denial::NotConnected));
         };
         let id = Some(credential.id);
+        // The store refuses a row that names another id; checked again here
+        // so that the link and the record agree whatever the store does.
+        if id != source.credential {
+            return Err((
+                source.credential,
+                Denial::Denied("the stored credential is not the one linked".into()),
+            ));
+        }
         if credential.owner != source.owner {
             return Err((
                 id,

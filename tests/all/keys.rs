@@ -203,6 +203,106 @@ fn moved_ciphertext_fails() {
     );
 }
 
+/// Whole rows swapped or copied in the file, and sealed values moved
+/// between fields and versions or re-labelled in the clear: each fails with
+/// an error naming the credential, and the choke point never serves one
+/// credential's secret for another.
+#[test]
+fn swapped_rows_fields_and_versions_fail() {
+    use intake::broker::{Binding, Broker, Use};
+    use intake::origin::Origin;
+    use std::collections::{BTreeSet, HashMap};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        &dir.path().join("intake.redb"),
+        Keyring::generate().unwrap(),
+    )
+    .unwrap();
+    store.add_user("alice").unwrap();
+    let a = new_credential(&store, "alice", "alice-a", "token-a");
+    let b = new_credential(&store, "alice", "alice-b", "token-b");
+    let source_b = store.find_source("alice-b").unwrap();
+
+    // A's whole row copied under B's key: same owner and platform, and its
+    // fields are bound to A's id, so they would open. Refused as moved.
+    store.put_credential_row_unchecked(b.id, &a).unwrap();
+    match store.credential(b.id) {
+        Err(StoreError::Corrupt(why)) => assert!(why.contains("moved or copied"), "{why}"),
+        other => panic!("a moved row was read: {other:?}"),
+    }
+    let origin = Origin::parse("http://127.0.0.1:1").unwrap();
+    let binding = Binding {
+        source: source_b.id,
+        owner: "alice".into(),
+        platform: "adsample".into(),
+        fields: Arc::new(HashMap::from([(
+            "access_token".to_owned(),
+            vec![origin.clone()],
+        )])),
+        reveal: Arc::new(BTreeSet::new()),
+        pending: None,
+    };
+    let broker = Broker::new(store.clone());
+    let served = broker.request(&binding, &["access_token"], &Use::Inject { origin });
+    assert!(served.is_err(), "A's token was served for B: {served:?}");
+    store.put_credential_row_unchecked(b.id, &b).unwrap();
+
+    // Two fields of one credential swapped.
+    let mut two = SecretFields::new();
+    two.insert("access_token", SecretString::new("the-access".into()));
+    two.insert("refresh_token", SecretString::new("the-refresh".into()));
+    store.update_credential(a.id, "alice", &two).unwrap();
+    let v2 = store.credential(a.id).unwrap().unwrap();
+    assert_eq!(v2.fields.len(), 2);
+    let mut swapped = v2.clone();
+    let (x, y) = (
+        swapped.fields[0].sealed.clone(),
+        swapped.fields[1].sealed.clone(),
+    );
+    swapped.fields[0].sealed = y;
+    swapped.fields[1].sealed = x;
+    store.put_credential_record_unchecked(&swapped).unwrap();
+    assert_integrity_error(&store, &swapped);
+    store.put_credential_record_unchecked(&v2).unwrap();
+
+    // A field of version 2 with the envelope of version 3.
+    store
+        .update_credential(a.id, "alice", &secrets("token-a-3"))
+        .unwrap();
+    let v3 = store.credential(a.id).unwrap().unwrap();
+    let mut mixed = v3.clone();
+    let old = v2
+        .fields
+        .iter()
+        .find(|f| f.name == "refresh_token")
+        .unwrap();
+    let at = mixed
+        .fields
+        .iter()
+        .position(|f| f.name == "refresh_token")
+        .unwrap();
+    mixed.fields[at].sealed = old.sealed.clone();
+    store.put_credential_record_unchecked(&mixed).unwrap();
+    assert_integrity_error(&store, &mixed);
+
+    // Version 3 relabelled version 4, or another platform's, in the clear.
+    let mut relabelled = v3.clone();
+    relabelled.version += 1;
+    store.put_credential_record_unchecked(&relabelled).unwrap();
+    assert_integrity_error(&store, &relabelled);
+    let mut relabelled = v3.clone();
+    relabelled.platform = "other".into();
+    store.put_credential_record_unchecked(&relabelled).unwrap();
+    assert_integrity_error(&store, &relabelled);
+
+    store.put_credential_record_unchecked(&v3).unwrap();
+    let fields = store.open_fields(&v3, None).unwrap();
+    assert_eq!(fields.get("access_token").unwrap().expose(), "token-a-3");
+    assert_eq!(fields.get("refresh_token").unwrap().expose(), "the-refresh");
+}
+
 /// Runs `intake --config HOME/intake.toml ARGS…` with the environment
 /// variable INTAKE_TEST_PASSPHRASE set to `passphrase` (or unset).
 fn intake_with_passphrase(home: &Home, args: &[&str], passphrase: Option<&str>) -> Output {

@@ -255,3 +255,44 @@ fn a_process_started_before_a_rotation_follows_it() {
         out.stdout
     );
 }
+
+/// Key commands that edit the key file take turns: while another holds the
+/// key file's lock, `intake keys rotate` and `intake keys retire` wait (and
+/// say so) instead of writing over the other's version.
+#[test]
+fn key_commands_take_turns_with_the_key_file() {
+    let (_platform, home, _) = setup();
+    home.intake(&["keys", "rotate"]).ok();
+    let mut lock_path = home.key_path().into_os_string();
+    lock_path.push(".lock");
+    for args in [&["keys", "rotate"][..], &["keys", "retire", "1"]] {
+        let held = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .unwrap();
+        held.lock().unwrap();
+        let before = std::fs::read(home.key_path()).unwrap();
+        let mut child = home.spawn(args);
+        std::thread::sleep(Duration::from_millis(700));
+        assert!(!child.finished(), "{args:?} did not wait for the lock");
+        assert_eq!(std::fs::read(home.key_path()).unwrap(), before, "{args:?}");
+        drop(held);
+        let out = home.wait(child).ok();
+        assert!(
+            out.stderr
+                .contains("waiting for another `intake keys` command"),
+            "{}",
+            out.stderr
+        );
+    }
+    let out = home.intake(&["keys", "verify"]).ok();
+    assert!(
+        out.stdout.contains("key version 3: 1 credentials"),
+        "{}",
+        out.stdout
+    );
+    let keyring = Keyring::load(&KeySource::File(home.key_path())).unwrap();
+    assert_eq!(keyring.versions(), [2, 3]);
+}

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use clap::Subcommand;
 
-use crate::crypto::{KeySource, PassphraseChange};
+use crate::crypto::{KeySource, Keyring, PassphraseChange};
 use crate::store::{self, FileCheck, Store, StoreError};
 
 use super::App;
@@ -92,6 +92,17 @@ fn key_file(app: &App) -> Result<PathBuf> {
             "the master key is derived from a passphrase, not kept in a key file ([keys] file)"
         ),
     }
+}
+
+/// Locks the key file at `path` against other key commands for as long as
+/// the returned file lives, saying so if it has to wait for one.
+fn lock_key_file(path: &std::path::Path) -> Result<std::fs::File> {
+    Ok(Keyring::lock_file(path, || {
+        tracing::warn!(
+            "waiting for another `intake keys` command to finish with {}",
+            path.display()
+        );
+    })?)
 }
 
 /// `intake keys rotate` of a passphrase database: changes the passphrase.
@@ -188,6 +199,8 @@ pub fn keys(app: &App, command: KeysCommand, out: &mut dyn Write) -> Result<()> 
             let path = key_file(app)?;
             let db = app.db_path();
             store::require_existing(&db)?;
+            // Read and written back under the lock: see `Keyring::lock_file`.
+            let _lock = lock_key_file(&path)?;
             let mut keyring = app.keyring()?;
             let store = Store::open_existing(&db, keyring.clone())?;
             if store.rotation_in_progress()? {
@@ -273,6 +286,7 @@ pub fn keys(app: &App, command: KeysCommand, out: &mut dyn Write) -> Result<()> 
             let path = key_file(app)?;
             let db = app.db_path();
             store::require_existing(&db)?;
+            let _lock = lock_key_file(&path)?;
             let mut keyring = app.keyring()?;
             if keyring.current().version() == version {
                 bail!("version {version} is the current key; rotate first");

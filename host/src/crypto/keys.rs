@@ -483,6 +483,38 @@ impl Keyring {
         Ok(())
     }
 
+    /// Takes the exclusive lock that every command editing the key file at
+    /// `path` holds from reading it to writing it back (`PATH.lock`, mode
+    /// 0600), so that two of them (a rotation and a retirement, say) never
+    /// write over each other's version and lose a key in use. Waits for the
+    /// other command, calling `waiting` first if it has to. Released when
+    /// the file is dropped (or the process ends).
+    pub fn lock_file(path: &Path, waiting: impl FnOnce()) -> Result<fs::File, KeyError> {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".lock");
+        let lock_path = PathBuf::from(name);
+        let io = |error| KeyError::Io {
+            path: lock_path.display().to_string(),
+            error,
+        };
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                waiting();
+                file.lock().map_err(io)?;
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        Ok(file)
+    }
+
     /// A check value for `version`: proves later that a key is the same.
     pub fn check_value(&self, version: u32) -> Result<Option<Sealed>, CryptoError> {
         let Some(key) = self.get(version) else {

@@ -14,7 +14,7 @@ use crate::secret::{SecretFields, SecretString};
 use super::audit::append_in;
 use super::model::{
     AuditAction, AuditRecord, Broken, CredentialId, CredentialRecord, CredentialState, SealedField,
-    SourceId, SourceRecord, decode, encode,
+    SourceId, SourceRecord, decode, decode_row, encode,
 };
 use super::{CREDENTIAL_STATE, CREDENTIALS, Result, SOURCES, Store, StoreError, now_ms};
 
@@ -162,7 +162,7 @@ impl Store {
         let table = txn.open_table(CREDENTIALS)?;
         table
             .get(id)?
-            .map(|v| decode(v.value(), "credential"))
+            .map(|v| decode_row(id, v.value(), "credential"))
             .transpose()
     }
 
@@ -178,12 +178,12 @@ impl Store {
         let Some(src) = sources.get(source)? else {
             return Ok(None);
         };
-        let src: SourceRecord = decode(src.value(), "data source")?;
+        let src: SourceRecord = decode_row(source, src.value(), "data source")?;
         let cred = match src.credential {
             Some(id) => txn
                 .open_table(CREDENTIALS)?
                 .get(id)?
-                .map(|v| decode(v.value(), "credential"))
+                .map(|v| decode_row(id, v.value(), "credential"))
                 .transpose()?,
             None => None,
         };
@@ -211,14 +211,16 @@ impl Store {
         let sources = txn.open_table(SOURCES)?;
         let mut linked: Vec<SourceRecord> = Vec::new();
         for r in sources.iter()? {
-            let src: SourceRecord = decode(r?.1.value(), "data source")?;
+            let (k, v) = r?;
+            let src: SourceRecord = decode_row(k.value(), v.value(), "data source")?;
             if src.owner == owner {
                 linked.push(src);
             }
         }
         let mut out = Vec::new();
         for r in creds.iter()? {
-            let rec: CredentialRecord = decode(r?.1.value(), "credential")?;
+            let (k, v) = r?;
+            let rec: CredentialRecord = decode_row(k.value(), v.value(), "credential")?;
             if rec.owner != owner {
                 continue;
             }
@@ -298,7 +300,7 @@ impl Store {
         let version = {
             let mut creds = txn.open_table(CREDENTIALS)?;
             let mut rec: CredentialRecord = match creds.get(id)? {
-                Some(v) => decode(v.value(), "credential")?,
+                Some(v) => decode_row(id, v.value(), "credential")?,
                 None => None.ok_or_else(|| no_such(owner, id))?,
             };
             if rec.owner != owner {
@@ -392,7 +394,7 @@ impl Store {
             let creds = txn.open_table(CREDENTIALS)?;
             let record: Option<CredentialRecord> = creds
                 .get(id)?
-                .map(|v| decode(v.value(), "credential"))
+                .map(|v| decode_row(id, v.value(), "credential"))
                 .transpose()?;
             match record {
                 Some(r) if r.updated_ms <= attempt_ms => {
@@ -430,9 +432,19 @@ impl Store {
     /// tools and tests that must simulate a damaged or tampered database;
     /// the secret choke point still checks every use.
     pub fn put_credential_record_unchecked(&self, record: &CredentialRecord) -> Result<()> {
+        self.put_credential_row_unchecked(record.id, record)
+    }
+
+    /// Writes a credential record under row `key`, whatever id it names,
+    /// without any check: how tests simulate rows swapped in the file.
+    pub fn put_credential_row_unchecked(
+        &self,
+        key: CredentialId,
+        record: &CredentialRecord,
+    ) -> Result<()> {
         let txn = self.db().begin_write()?;
         txn.open_table(CREDENTIALS)?
-            .insert(record.id, encode(record)?.as_slice())?;
+            .insert(key, encode(record)?.as_slice())?;
         txn.commit()?;
         Ok(())
     }

@@ -27,7 +27,7 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::credentials::open_fields;
-use super::model::{CredentialId, CredentialRecord, decode, encode};
+use super::model::{CredentialId, CredentialRecord, decode, decode_row, encode};
 use super::{
     AUDIT, CREDENTIAL_STATE, CREDENTIALS, CURSORS, META, META_PASSPHRASE_KDF,
     META_PASSPHRASE_VERSION, Result, SOURCE_NAMES, SOURCES, Store, USERS,
@@ -87,7 +87,7 @@ impl Store {
                     .iter()?
                     .map(|r| {
                         r.map_err(Into::into)
-                            .and_then(|(_, v)| decode(v.value(), "credential"))
+                            .and_then(|(k, v)| decode_row(k.value(), v.value(), "credential"))
                     })
                     .filter(|r: &Result<CredentialRecord>| {
                         r.as_ref()
@@ -165,8 +165,9 @@ impl Store {
                     .range(from..)?
                     .take(BATCH)
                     .map(|r| {
-                        r.map_err(Into::into)
-                            .and_then(|(k, v)| Ok((k.value(), decode(v.value(), "credential")?)))
+                        r.map_err(Into::into).and_then(|(k, v)| {
+                            Ok((k.value(), decode_row(k.value(), v.value(), "credential")?))
+                        })
                     })
                     .collect::<Result<_>>()?;
                 next = match batch.last() {

@@ -10,7 +10,7 @@ use redb::ReadableTable;
 use super::audit::append_in;
 use super::credentials::no_such;
 use super::model::{
-    AuditAction, AuditRecord, CredentialId, CredentialRecord, SourceRecord, decode, encode,
+    AuditAction, AuditRecord, CredentialId, CredentialRecord, SourceRecord, decode_row, encode,
 };
 use super::{
     CREDENTIAL_STATE, CREDENTIALS, CURSORS, Result, SOURCE_NAMES, SOURCES, Store, StoreError,
@@ -36,7 +36,7 @@ fn owned_credential(
     let creds = txn.open_table(CREDENTIALS)?;
     let record: Option<CredentialRecord> = creds
         .get(id)?
-        .map(|v| decode(v.value(), "credential"))
+        .map(|v| decode_row(id, v.value(), "credential"))
         .transpose()?;
     record
         .filter(|r| r.owner == owner)
@@ -47,7 +47,8 @@ fn sources_using(txn: &redb::WriteTransaction, id: CredentialId) -> Result<Vec<S
     let sources = txn.open_table(SOURCES)?;
     let mut out = Vec::new();
     for r in sources.iter()? {
-        let s: SourceRecord = decode(r?.1.value(), "data source")?;
+        let (k, v) = r?;
+        let s: SourceRecord = decode_row(k.value(), v.value(), "data source")?;
         if s.credential == Some(id) {
             out.push(s);
         }
@@ -136,14 +137,16 @@ impl Store {
         }
         let mut creds = Vec::new();
         for r in txn.open_table(CREDENTIALS)?.iter()? {
-            let c: CredentialRecord = decode(r?.1.value(), "credential")?;
+            let (k, v) = r?;
+            let c: CredentialRecord = decode_row(k.value(), v.value(), "credential")?;
             if c.owner == name {
                 creds.push(c.id);
             }
         }
         let mut sources = Vec::new();
         for r in txn.open_table(SOURCES)?.iter()? {
-            let s: SourceRecord = decode(r?.1.value(), "data source")?;
+            let (k, v) = r?;
+            let s: SourceRecord = decode_row(k.value(), v.value(), "data source")?;
             if s.owner == name {
                 sources.push(s);
             }

@@ -153,3 +153,35 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
     postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
+
+/// A record stored under its own id.
+pub(crate) trait Row: DeserializeOwned {
+    /// The id the record says it has.
+    fn row_id(&self) -> u64;
+}
+
+impl Row for CredentialRecord {
+    fn row_id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl Row for SourceRecord {
+    fn row_id(&self) -> u64 {
+        self.id
+    }
+}
+
+/// Decodes the record stored under `key`, refusing one that names another
+/// id: a row copied or moved under another key (the sealed fields are bound
+/// to the id the record names, so they would open, as the other record's).
+pub(crate) fn decode_row<T: Row>(key: u64, bytes: &[u8], what: &str) -> Result<T, StoreError> {
+    let record: T = decode(bytes, what)?;
+    if record.row_id() != key {
+        return Err(StoreError::Corrupt(format!(
+            "{what} {key}: the row holds {what} {} (moved or copied)",
+            record.row_id()
+        )));
+    }
+    Ok(record)
+}

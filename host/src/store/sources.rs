@@ -8,7 +8,7 @@ use crate::crypto::{Keyring, WrappedKey};
 use super::audit::append_in;
 use super::credentials::{NewSecrets, no_such, seal_into};
 use super::model::{
-    AuditAction, AuditRecord, CredentialId, CredentialRecord, SourceId, SourceRecord, decode,
+    AuditAction, AuditRecord, CredentialId, CredentialRecord, SourceId, SourceRecord, decode_row,
     encode,
 };
 use super::{
@@ -185,7 +185,7 @@ impl Store {
         let now = now_ms();
         let txn = self.db().begin_write()?;
         let mut record: SourceRecord = match txn.open_table(SOURCES)?.get(source)? {
-            Some(v) => decode(v.value(), "data source")?,
+            Some(v) => decode_row(source, v.value(), "data source")?,
             None => return Err(StoreError::UnknownSource(source.to_string())),
         };
         if record.owner != owner {
@@ -227,7 +227,7 @@ impl Store {
         let now = now_ms();
         let txn = self.db().begin_write()?;
         let mut record: SourceRecord = match txn.open_table(SOURCES)?.get(source)? {
-            Some(v) => decode(v.value(), "data source")?,
+            Some(v) => decode_row(source, v.value(), "data source")?,
             None => return Err(StoreError::UnknownSource(source.to_string())),
         };
         if record.owner != owner {
@@ -302,7 +302,7 @@ impl Store {
         let table = txn.open_table(SOURCES)?;
         table
             .get(id)?
-            .map(|v| decode(v.value(), "data source"))
+            .map(|v| decode_row(id, v.value(), "data source"))
             .transpose()
     }
 
@@ -315,8 +315,11 @@ impl Store {
             None => name.parse::<u64>().ok(),
         };
         let sources = txn.open_table(SOURCES)?;
-        match id.map(|id| sources.get(id)).transpose()?.flatten() {
-            Some(v) => decode(v.value(), "data source"),
+        match id {
+            Some(id) => match sources.get(id)? {
+                Some(v) => decode_row(id, v.value(), "data source"),
+                None => Err(StoreError::UnknownSource(name.to_owned())),
+            },
             None => Err(StoreError::UnknownSource(name.to_owned())),
         }
     }
@@ -327,7 +330,10 @@ impl Store {
         let table = txn.open_table(SOURCES)?;
         table
             .iter()?
-            .map(|r| decode(r?.1.value(), "data source"))
+            .map(|r| {
+                let (k, v) = r?;
+                decode_row(k.value(), v.value(), "data source")
+            })
             .collect()
     }
 
@@ -382,7 +388,7 @@ fn reusable_in(
     let found: Option<CredentialRecord> = txn
         .open_table(CREDENTIALS)?
         .get(id)?
-        .map(|v| decode(v.value(), "credential"))
+        .map(|v| decode_row(id, v.value(), "credential"))
         .transpose()?;
     match found {
         None => Ok(Err("no such credential".to_owned())),
