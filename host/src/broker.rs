@@ -45,6 +45,17 @@ pub struct Binding {
     /// Secrets not yet saved (`connect --check`, `reconnect --check`): served
     /// instead of the stored credential, and updated in place by the plugin.
     pub pending: Option<Arc<Mutex<SecretFields>>>,
+    /// The stored credential the pending secrets are a version of (for the
+    /// audit), if any; the caller checked it is the owner's, of the platform.
+    pub pending_of: Option<CredentialId>,
+}
+
+impl Binding {
+    /// The data source for the audit log: none for one not saved yet (the
+    /// check before `intake connect` saves it runs with id 0; ids start at 1).
+    pub fn audited_source(&self) -> Option<SourceId> {
+        (self.source != 0).then_some(self.source)
+    }
 }
 
 /// How a plugin wants to use field values.
@@ -146,7 +157,7 @@ impl Broker {
         };
         let outcome = self.decide(binding, fields, use_);
         let (credential, decision) = match &outcome {
-            Ok(_) if binding.pending.is_some() => (None, Ok(())),
+            Ok(_) if binding.pending.is_some() => (binding.pending_of, Ok(())),
             Ok(g) => (Some(g.credential), Ok(())),
             Err((cred, denial)) => (*cred, Err(denial.to_string())),
         };
@@ -165,7 +176,7 @@ impl Broker {
                 pending.audit.push(AuditRecord {
                     at_ms: now,
                     user: binding.owner.clone(),
-                    source: Some(binding.source),
+                    source: binding.audited_source(),
                     plugin: Some(binding.platform.clone()),
                     credential,
                     field: Some((*field).to_owned()),
@@ -366,7 +377,13 @@ impl Broker {
             let mut pending = pending.lock().unwrap_or_else(|p| p.into_inner());
             for (name, value) in fields.iter() {
                 pending.insert(name, value.clone());
-                self.record(binding, None, Some(name), AuditAction::Update, Ok(()));
+                self.record(
+                    binding,
+                    binding.pending_of,
+                    Some(name),
+                    AuditAction::Update,
+                    Ok(()),
+                );
             }
             return Ok(0);
         }
@@ -411,7 +428,7 @@ impl Broker {
         self.lock().audit.push(AuditRecord {
             at_ms: now_ms(),
             user: binding.owner.clone(),
-            source: Some(binding.source),
+            source: binding.audited_source(),
             plugin: Some(binding.platform.clone()),
             credential,
             field: field.map(str::to_owned),

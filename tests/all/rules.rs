@@ -187,6 +187,7 @@ fn binding(source: u64, owner: &str, origin: &Origin, reveal: bool) -> Binding {
             BTreeSet::new()
         }),
         pending: None,
+        pending_of: None,
     }
 }
 
@@ -1263,8 +1264,10 @@ fn rule_4_rotated_tokens_saved_across_runs_and_data_sources() {
     }
     assert_saved(&platform, &home);
 
-    // Every write by a plugin in a run is audited, granted, against the
-    // shared credential, for the data source whose plugin made it.
+    // Every write by a plugin is audited, granted, against the shared
+    // credential: in the runs and in the reconnect's check for the data
+    // source whose plugin made it, in the new data source's check for none
+    // (it was not saved yet).
     let audit = audit_json(&home, &[]);
     let runs: BTreeSet<u64> = ["umbrella-a", "umbrella-b"]
         .iter()
@@ -1274,11 +1277,12 @@ fn rule_4_rotated_tokens_saved_across_runs_and_data_sources() {
         .iter()
         .filter(|r| r["action"] == "update" && r["credential"] == cred)
         .collect();
-    assert_eq!(updates.len() as u64, 2 * in_runs, "{updates:#?}");
+    let writes = in_runs + 2;
+    assert_eq!(updates.len() as u64, 2 * writes, "{updates:#?}");
     for field in ["refresh_token", "access_token"] {
         assert_eq!(
             updates.iter().filter(|r| r["field"] == field).count() as u64,
-            in_runs,
+            writes,
             "{updates:#?}"
         );
     }
@@ -1286,15 +1290,20 @@ fn rule_4_rotated_tokens_saved_across_runs_and_data_sources() {
         assert_eq!(r["decision"], "granted", "{r}");
         assert_eq!(r["user"], "alice", "{r}");
         assert_eq!(r["plugin"], "adsample", "{r}");
-        assert!(runs.contains(&r["source"].as_u64().unwrap()), "{r}");
     }
+    let unsaved = updates.iter().filter(|r| r["source"].is_null()).count();
+    assert_eq!(unsaved, 2, "{updates:#?}");
+    assert!(
+        updates
+            .iter()
+            .filter_map(|r| r["source"].as_u64())
+            .all(|s| runs.contains(&s)),
+        "{updates:#?}"
+    );
     // The checks' rotations were saved by the commands, audited as such.
     for detail in [
         format!("reconnected: version {}", before + 1),
-        format!(
-            "rotated by the check of a new data source: version {}",
-            before + 2
-        ),
+        format!("rotated by a check: version {}", before + 2),
     ] {
         assert!(
             audit.iter().any(|r| r["action"] == "manage"
@@ -2467,4 +2476,137 @@ fn rule_8_audited() {
             assert!(!out.stdout.contains(&encoded));
         }
     }
+}
+
+/// `--check` goes through the same rules as linking: another user's
+/// credential id answers like a missing one (audited) and another platform's
+/// credential is refused, both before any secret is opened or the plugin
+/// runs; what a check rotates (a single-use refresh token) is saved even when
+/// the check fails, so the credential's other data sources keep working; a
+/// reconnect check saves the given values and what it rotated, nothing more.
+#[test]
+fn checks_follow_the_rules_and_keep_what_they_rotate() {
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    let home = home_with_users(&platform, &["alice", "bob"]);
+    home.add_plugin("hostile", &guest("hostile"), &[&platform.base_url()]);
+    connect(
+        &home,
+        "alice",
+        "umbrella-a",
+        &adsample(&home, "umbrella"),
+        &[],
+        Some("refresh_token=adsample-refresh-umbrella-0\nclient_id=intake-demo\n"),
+    )
+    .ok();
+    let cred = home.credential_of("umbrella-a");
+    connect(
+        &home,
+        "alice",
+        "h",
+        &hostile(&home),
+        &[],
+        Some("token=hostile-token\n"),
+    )
+    .ok();
+    let hostile_cred = home.credential_of("h");
+    platform.clear_requests();
+
+    // bob, with alice's id: like a missing one, audited, nothing opened.
+    let out = connect(
+        &home,
+        "bob",
+        "sneaky",
+        &adsample(&home, "umbrella"),
+        &["--credential", &cred.to_string(), "--check"],
+        None,
+    )
+    .failed();
+    assert!(
+        out.stderr
+            .contains(&format!("user `bob` has no credential {cred}")),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stdout.contains("check passed"), "{}", out.stdout);
+    let denied = audit_json(&home, &["--user", "bob"]);
+    assert!(
+        denied
+            .iter()
+            .any(|r| r["action"] == "link" && r["decision"] == "denied"),
+        "{denied:?}"
+    );
+    // alice's credential of another platform, for adsample: refused.
+    let out = connect(
+        &home,
+        "alice",
+        "wrong-platform",
+        &adsample(&home, "umbrella"),
+        &["--credential", &hostile_cred.to_string(), "--check"],
+        None,
+    )
+    .failed();
+    assert!(out.stderr.contains("hostile"), "{}", out.stderr);
+    assert!(!out.stdout.contains("check passed"), "{}", out.stdout);
+    assert!(platform.requests().is_empty(), "the plugin ran");
+
+    // A check of alice's own credential for an account it cannot read: it
+    // refreshes (using up the refresh token), then fails. What it rotated is
+    // saved, audited against the credential; umbrella-a still runs.
+    let out = connect(
+        &home,
+        "alice",
+        "not-mine",
+        &adsample(&home, "acme-us"),
+        &["--credential", &cred.to_string(), "--check"],
+        None,
+    )
+    .failed();
+    assert!(
+        out.stderr.contains("the check against the platform failed"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stdout.contains("saved what the check rotated"),
+        "{}",
+        out.stdout
+    );
+    assert!(home.sources_json().iter().all(|s| s["name"] != "not-mine"));
+    assert_eq!(
+        stored_fields(&home, cred).get("refresh_token"),
+        platform.current_refresh_token("umbrella").as_ref()
+    );
+    let updates = audit_json(&home, &["--user", "alice"]);
+    assert!(
+        updates.iter().any(|r| r["action"] == "update"
+            && r["credential"].as_u64() == Some(cred)
+            && r["source"].is_null()),
+        "{updates:?}"
+    );
+    let out = home.run(&["umbrella-a"]).ok();
+    assert!(
+        out.summary_line("umbrella-a").contains(" ok → "),
+        "{}",
+        out.stdout
+    );
+
+    // A reconnect check saves the given client id and the rotation, and
+    // leaves the rest as stored.
+    platform.expire_access_tokens();
+    let before = stored_fields(&home, cred);
+    reconnect(
+        &home,
+        "alice",
+        "umbrella-a",
+        &["--check"],
+        "client_id=intake-demo\n",
+    )
+    .ok();
+    let after = stored_fields(&home, cred);
+    assert_eq!(after["client_id"], "intake-demo");
+    assert_ne!(after["refresh_token"], before["refresh_token"]);
+    assert_eq!(
+        after.get("refresh_token"),
+        platform.current_refresh_token("umbrella").as_ref()
+    );
 }

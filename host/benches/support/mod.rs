@@ -431,6 +431,7 @@ impl SecretFixture {
             fields: Arc::new([("token".to_owned(), vec![origin.clone()])].into()),
             reveal: Arc::new(["token".to_owned()].into()),
             pending: None,
+            pending_of: None,
         };
         Self {
             broker: Broker::new(home.store.clone()),

@@ -167,48 +167,49 @@ pub async fn connect(app: &App, args: ConnectArgs, out: &mut dyn Write) -> Resul
             config: config.clone(),
             created_ms: 0,
         };
-        let pending = match &credential {
-            CredentialChoice::New(secrets) => secrets.fields.clone(),
+        // An existing credential is checked to be the user's own, of this
+        // platform, before any of it is opened (a refusal is audited and
+        // answers like a missing id), as linking it will check again.
+        let (pending, pending_of) = match &credential {
+            CredentialChoice::New(secrets) => (secrets.fields.clone(), None),
             CredentialChoice::Existing(id) => {
-                let record = store
-                    .credential(*id)?
-                    .filter(|c| c.owner == args.user)
-                    .ok_or_else(|| crate::store::StoreError::NoSuchCredential {
-                        user: args.user.clone(),
-                        id: *id,
-                    })?;
-                store.open_fields(&record, None)?
+                let record = store.reusable_credential(*id, &args.user, &args.platform)?;
+                (store.open_fields(&record, None)?, Some(*id))
             }
         };
         let checked = runtime
-            .check(&provisional, Some(pending.clone()))
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!("the check against the platform failed, nothing was saved: {e}")
-            })?;
-        writeln!(out, "check passed")?;
+            .check(&provisional, Some(pending.clone()), pending_of)
+            .await;
         // The check may have rotated secrets (an OAuth refresh uses up a
-        // single-use refresh token): save what the platform now expects, not
-        // what was given.
-        if let Some(checked) = checked {
-            match &mut credential {
-                CredentialChoice::New(secrets) => secrets.fields = checked,
-                CredentialChoice::Existing(id) => {
-                    let changes = changed(&pending, &checked);
-                    if !changes.is_empty() {
-                        store.update_credential_by(
-                            *id,
-                            &args.user,
-                            &changes,
-                            &UpdatedBy {
-                                source: None,
-                                plugin: Some(&args.platform),
-                                why: "rotated by the check of a new data source",
-                            },
-                        )?;
-                    }
-                }
+        // single-use refresh token): an existing credential keeps what the
+        // platform now expects even if the check failed; a new one is saved
+        // as the check left it.
+        let after = checked.secrets.unwrap_or_else(|| pending.clone());
+        let rotated = match &credential {
+            CredentialChoice::Existing(id) => save_rotated(
+                &store,
+                *id,
+                &args.user,
+                &args.platform,
+                None,
+                &pending,
+                &after,
+                out,
+            )?,
+            CredentialChoice::New(_) => false,
+        };
+        checked.outcome.map_err(|e| {
+            if rotated {
+                anyhow::anyhow!(
+                    "the check against the platform failed, the data source was not connected: {e}"
+                )
+            } else {
+                anyhow::anyhow!("the check against the platform failed, nothing was saved: {e}")
             }
+        })?;
+        writeln!(out, "check passed")?;
+        if let CredentialChoice::New(secrets) = &mut credential {
+            secrets.fields = after;
         }
     }
     let source = store.connect(NewSource {
@@ -272,14 +273,12 @@ pub async fn reconnect(app: &App, args: ReconnectArgs, out: &mut dyn Write) -> R
         // Its credential was deleted: these secrets become a new one.
         validate(&plugin.spec, &changes)?;
         let fields = if args.check {
-            let checked = runtime
-                .check(&source, Some(changes.clone()))
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!("the check against the platform failed, nothing was saved: {e}")
-                })?;
+            let checked = runtime.check(&source, Some(changes.clone()), None).await;
+            checked.outcome.map_err(|e| {
+                anyhow::anyhow!("the check against the platform failed, nothing was saved: {e}")
+            })?;
             writeln!(out, "check passed")?;
-            checked.unwrap_or(changes)
+            checked.secrets.unwrap_or(changes)
         } else {
             changes
         };
@@ -320,11 +319,36 @@ pub async fn reconnect(app: &App, args: ReconnectArgs, out: &mut dyn Write) -> R
         .validate_secrets(&merged)
         .map_err(|e| anyhow::anyhow!("invalid secrets: {e}"))?;
     let to_save = if args.check {
-        let checked = runtime.check(&source, Some(merged)).await.map_err(|e| {
-            anyhow::anyhow!("the check against the platform failed, nothing was saved: {e}")
-        })?;
+        let checked = runtime
+            .check(&source, Some(merged.clone()), Some(credential))
+            .await;
+        let after = checked.secrets.unwrap_or_else(|| merged.clone());
+        if let Err(e) = checked.outcome {
+            // The new secrets are not saved, but what the plugin rotated
+            // while checking them is (the platform expects it now).
+            let rotated = save_rotated(
+                &store,
+                credential,
+                &args.user,
+                &source.platform,
+                Some(source.id),
+                &merged,
+                &after,
+                out,
+            )?;
+            if rotated {
+                bail!("the check against the platform failed, the new secrets were not saved: {e}");
+            }
+            bail!("the check against the platform failed, nothing was saved: {e}");
+        }
         writeln!(out, "check passed")?;
-        checked.unwrap_or(changes)
+        // The given values, and what the check rotated on top of them;
+        // nothing else (a token rotated meanwhile by a run stays as it is).
+        let mut to_save = changes;
+        for (name, value) in changed(&merged, &after).iter() {
+            to_save.insert(name, value.clone());
+        }
+        to_save
     } else {
         changes
     };
@@ -368,6 +392,42 @@ fn validate(spec: &crate::plugin::PluginSpec, fields: &SecretFields) -> Result<(
         .map_err(anyhow::Error::from)
         .and_then(|()| spec.validate_secrets(fields).map_err(anyhow::Error::msg))
         .map_err(|e| anyhow::anyhow!("invalid secrets: {e}"))
+}
+
+/// Saves what a check rotated in credential `id` (the fields of `after`
+/// that differ from `before`), if anything, saying so; returns whether it
+/// saved anything.
+#[allow(clippy::too_many_arguments)]
+fn save_rotated(
+    store: &crate::store::Store,
+    id: crate::store::CredentialId,
+    owner: &str,
+    platform: &str,
+    source: Option<crate::store::SourceId>,
+    before: &SecretFields,
+    after: &SecretFields,
+    out: &mut dyn Write,
+) -> Result<bool> {
+    let rotated = changed(before, after);
+    if rotated.is_empty() {
+        return Ok(false);
+    }
+    let version = store.update_credential_by(
+        id,
+        owner,
+        &rotated,
+        &UpdatedBy {
+            source,
+            plugin: Some(platform),
+            why: "rotated by a check",
+        },
+    )?;
+    writeln!(
+        out,
+        "saved what the check rotated ({}) as version {version} of credential {id}",
+        rotated.names().collect::<Vec<_>>().join(", ")
+    )?;
+    Ok(true)
 }
 
 /// The fields of `after` whose values differ from (or are missing in) `before`.

@@ -21,5 +21,5 @@ mod spec;
 mod state;
 
 pub use cache::CacheKeys;
-pub use runtime::{FetchOutcome, LoadError, LoadedPlugin, PageSink, RunError, Runtime};
+pub use runtime::{Checked, FetchOutcome, LoadError, LoadedPlugin, PageSink, RunError, Runtime};
 pub use spec::{ConfigSpec, FieldSpec, MAX_FIELD_BYTES, PluginSpec};

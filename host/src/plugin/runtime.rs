@@ -430,6 +430,7 @@ impl Runtime {
         &self,
         source: &SourceRecord,
         pending: Option<Arc<Mutex<SecretFields>>>,
+        pending_of: Option<crate::store::CredentialId>,
     ) -> Result<Prepared, RunError> {
         let plugin = self.plugin(&source.platform)?.clone();
         let config = plugin
@@ -447,6 +448,7 @@ impl Runtime {
             fields: Arc::new(std::mem::take(&mut reach.fields)),
             reveal: plugin.reveal.clone(),
             pending,
+            pending_of,
         };
         Ok((plugin, binding, config, reach))
     }
@@ -459,7 +461,7 @@ impl Runtime {
         cursor: Option<String>,
         sink: &mut dyn PageSink,
     ) -> Result<FetchOutcome, RunError> {
-        let (plugin, binding, config, reach) = self.prepare(source, None)?;
+        let (plugin, binding, config, reach) = self.prepare(source, None, None)?;
         let label = format!("{} ({})", source.name, source.platform);
         let mut store = self.new_store(&plugin, Some(binding), reach, label);
         let limits = plugin.limits.clone();
@@ -561,15 +563,33 @@ impl Runtime {
 impl Runtime {
     /// Runs the plugin's `check` for `source`. With `pending`, the plugin is
     /// served those secrets instead of the stored credential (for checking
-    /// before saving); the returned fields include any value the plugin
-    /// wrote back (a refreshed token), to be saved with the credential.
+    /// before saving; `pending_of` names the stored credential they are a
+    /// version of, for the audit). [`Checked::secrets`] holds them as the
+    /// check left them, with any value the plugin wrote back (a refreshed
+    /// token), whether the check passed or not: a single-use refresh token
+    /// used by a check that failed is gone all the same.
     pub async fn check(
         &self,
         source: &SourceRecord,
         pending: Option<SecretFields>,
-    ) -> Result<Option<SecretFields>, RunError> {
+        pending_of: Option<crate::store::CredentialId>,
+    ) -> Checked {
         let pending = pending.map(|p| Arc::new(Mutex::new(p)));
-        let (plugin, binding, config, reach) = self.prepare(source, pending.clone())?;
+        let outcome = self.check_with(source, pending.clone(), pending_of).await;
+        Checked {
+            outcome,
+            secrets: pending
+                .map(|p| std::mem::take(&mut *p.lock().unwrap_or_else(|e| e.into_inner()))),
+        }
+    }
+
+    async fn check_with(
+        &self,
+        source: &SourceRecord,
+        pending: Option<Arc<Mutex<SecretFields>>>,
+        pending_of: Option<crate::store::CredentialId>,
+    ) -> Result<(), RunError> {
+        let (plugin, binding, config, reach) = self.prepare(source, pending, pending_of)?;
         let label = format!("{} ({}, check)", source.name, source.platform);
         let mut store = self.new_store(&plugin, Some(binding), reach, label);
         let limits = plugin.limits.clone();
@@ -588,10 +608,17 @@ impl Runtime {
                 .map_err(connector_error)
         };
         let timed = tokio::time::timeout(limits.wall_time, run).await;
-        self.conclude(store, timed, "check", limits.wall_time)
-            .await?;
-        Ok(pending.map(|p| std::mem::take(&mut *p.lock().unwrap_or_else(|e| e.into_inner()))))
+        self.conclude(store, timed, "check", limits.wall_time).await
     }
+}
+
+/// What [`Runtime::check`] found.
+#[derive(Debug)]
+pub struct Checked {
+    /// Whether the credentials and config work against the platform.
+    pub outcome: Result<(), RunError>,
+    /// The pending secrets as the check left them (see [`Runtime::check`]).
+    pub secrets: Option<SecretFields>,
 }
 
 /// Logs how many of the plugin's log lines the rate limit dropped.

@@ -271,6 +271,32 @@ impl Store {
 
     /// Audits a refused reuse of credential `id` and answers as if it did not
     /// exist (no existence oracle). An audit failure is the error instead.
+    /// Credential `id`, if `owner` may use it for a data source of
+    /// `platform`: their own, of that platform. Otherwise the refusal is
+    /// audited and answered exactly like an id that does not exist (another
+    /// platform's credential of theirs says so). For checking a credential
+    /// against the platform before [`Store::connect`] links it.
+    pub fn reusable_credential(
+        &self,
+        id: CredentialId,
+        owner: &str,
+        platform: &str,
+    ) -> Result<CredentialRecord> {
+        let reason = match self.credential(id)? {
+            None => "no such credential",
+            Some(c) if c.owner != owner => "the credential belongs to another user",
+            Some(c) if c.platform != platform => {
+                return Err(StoreError::PlatformMismatch {
+                    id,
+                    expected: platform.to_owned(),
+                    actual: c.platform,
+                });
+            }
+            Some(c) => return Ok(c),
+        };
+        Err(self.refuse_reuse(id, owner, platform, None, reason.to_owned()))
+    }
+
     fn refuse_reuse(
         &self,
         id: CredentialId,
