@@ -182,7 +182,8 @@ fn secret_lines_are_trimmed_and_duplicates_refused_in_json_too() {
             )
             .failed();
         assert!(
-            out.stderr.contains("`access_token` is given twice"),
+            out.stderr.contains("a field is given twice")
+                || out.stderr.contains("repeats a field given above"),
             "{secrets}: {}",
             out.stderr
         );
@@ -388,4 +389,28 @@ fn small_things_behave() {
             .contains("no user named `nobody`"),
         "{last}"
     );
+}
+
+/// A bare token pasted where `field=value` lines belong (a token may hold
+/// `=`, base64 padding say) is refused without echoing any of it.
+#[test]
+fn a_pasted_token_is_never_echoed_as_a_field_name() {
+    let (_platform, home) = setup();
+    for pasted in [
+        "c2VjcmV0LXRva2VuLXZhbHVlLWNhbmFyeQ==\n",
+        "{\"c2VjcmV0LXRva2VuLXZhbHVlLWNhbmFyeQ\": \"x\"}",
+    ] {
+        let out = home
+            .intake_with_stdin(
+                &["reconnect", "acme-us", "--user", "alice", "--secrets", "-"],
+                Some(pasted),
+            )
+            .failed();
+        assert!(!out.stderr.contains("c2VjcmV0"), "{}", out.stderr);
+        assert!(
+            out.stderr.contains("does not have (it has: access_token"),
+            "{}",
+            out.stderr
+        );
+    }
 }

@@ -246,7 +246,7 @@ fn rule_1_fields_declared_by_the_plugin() {
             &acme_eu,
             &[],
             &unknown,
-            "`favourite` is not a credential field of platform `adsample`",
+            "the secrets name a field that platform `adsample` does not have",
         ),
         (
             "empty value",
@@ -288,7 +288,7 @@ fn rule_1_fields_declared_by_the_plugin() {
             &h,
             &[],
             "token=t\naccess_token=adsample-token-acme\n",
-            "`access_token` is not a credential field of platform `hostile`",
+            "the secrets name a field that platform `hostile` does not have",
         ),
         (
             "rejected by the platform (--check)",
@@ -328,7 +328,7 @@ fn rule_1_fields_declared_by_the_plugin() {
             "acme-us",
             &[],
             &unknown,
-            "`favourite` is not a credential field of platform `adsample`",
+            "the secrets name a field that platform `adsample` does not have",
         ),
         (
             "empty value",

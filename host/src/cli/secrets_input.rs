@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 
 use crate::plugin::PluginSpec;
 use crate::secret::{SecretFields, SecretString};
-use crate::store::{Store, shown};
+use crate::store::Store;
 
 /// The most secret input read, in bytes: far above any real credential.
 const MAX_INPUT: u64 = 1 << 20;
@@ -123,11 +123,13 @@ pub fn parse(text: &str) -> Result<SecretFields> {
             )
         })?;
         for (name, value) in entries {
+            // Names are shown only once they are known to be the spec's
+            // (see `PluginSpec::validate_secrets`): one may be a secret.
             let serde_json::Value::String(v) = value else {
-                bail!("secret `{}` must be a JSON string", shown(&name));
+                bail!("every value of the secrets' JSON object must be a string");
             };
             if fields.get(&name).is_some() {
-                bail!("field `{}` is given twice in the secrets", shown(&name));
+                bail!("a field is given twice in the secrets");
             }
             fields.insert(name, SecretString::new(v));
         }
@@ -142,7 +144,7 @@ pub fn parse(text: &str) -> Result<SecretFields> {
             };
             let name = name.trim_matches(BLANK);
             if fields.get(name).is_some() {
-                bail!("field `{}` is given twice in the secrets", shown(name));
+                bail!("line {} of the secrets repeats a field given above", n + 1);
             }
             fields.insert(
                 name,
@@ -202,11 +204,19 @@ mod tests {
     #[test]
     fn duplicates_are_refused_in_both_forms() {
         let err = parse("a=1\n a =2\n").unwrap_err().to_string();
-        assert!(err.contains("`a` is given twice"), "{err}");
+        assert!(
+            err.contains("line 2 of the secrets repeats a field given above"),
+            "{err}"
+        );
         let err = parse(r#"{"a": "canary1", "a": "canary2"}"#)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("`a` is given twice"), "{err}");
+        assert!(err.contains("a field is given twice"), "{err}");
+        assert!(!err.contains("canary"), "{err}");
+        // A name may be a secret pasted without `field=`: never shown.
+        let err = parse("canary-token=x\ncanary-token=y\n")
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("canary"), "{err}");
     }
 

@@ -245,8 +245,11 @@ impl PluginSpec {
                     .iter()
                     .map(|f| f.name.as_str())
                     .collect();
+                // The name is not shown: a bare token pasted where a
+                // `field=value` line belongs would be read as a name.
                 return Err(format!(
-                    "`{name}` is not a credential field of platform `{}` (it has: {})",
+                    "the secrets name a field that platform `{}` does not have (it has: {}); \
+                     the name is not shown, in case it is a secret pasted without `field=`",
                     self.platform,
                     known.join(", ")
                 ));
