@@ -110,6 +110,10 @@ pub struct Broker {
     /// Held while a flush writes; see [`Broker::flush`].
     flushing: Arc<Mutex<()>>,
     granted: Arc<AtomicU64>,
+    /// The last credential version each data source's plugin wrote (an
+    /// OAuth refresh), so that a run failing after its own refresh still
+    /// marks the credential broken; see [`Broker::take_written`].
+    written: Arc<Mutex<HashMap<SourceId, u32>>>,
     denied: Arc<AtomicU64>,
 }
 
@@ -127,6 +131,7 @@ impl Broker {
             pending: Arc::default(),
             flushing: Arc::default(),
             granted: Arc::default(),
+            written: Arc::default(),
             denied: Arc::default(),
         }
     }
@@ -137,6 +142,16 @@ impl Broker {
             self.granted.load(Ordering::Relaxed),
             self.denied.load(Ordering::Relaxed),
         )
+    }
+
+    /// The last credential version the plugin wrote for data source
+    /// `source` since the last call, if any (one run of a data source at a
+    /// time, so what a run's attempt wrote).
+    pub fn take_written(&self, source: SourceId) -> Option<u32> {
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&source)
     }
 
     /// The store it reads.
@@ -393,6 +408,12 @@ impl Broker {
             .store
             .update_credential(credential.id, &source.owner, &fields)
             .map_err(|e| Denial::Store(e.to_string()));
+        if let Ok(version) = &outcome {
+            self.written
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(binding.source, *version);
+        }
         for (name, _) in fields.iter() {
             self.record(
                 binding,

@@ -654,3 +654,55 @@ fn concurrency_limits_hold() {
     home.run(&[]).ok();
     assert_eq!(platform.take_max_in_flight(), 1, "the platform limit");
 }
+
+/// A run whose plugin refreshes the token (a new version it writes itself)
+/// and is then rejected still marks the credential broken: only an update
+/// by someone else since the attempt started (a reconnect) spares it.
+#[test]
+fn a_rejection_after_the_plugins_own_refresh_marks_the_credential_broken() {
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    let home = home_with(&platform, "max_attempts = 3\nretry_base = \"10ms\"");
+    home.connect(
+        "alice",
+        "umbrella",
+        "umbrella",
+        Some("refresh_token=adsample-refresh-umbrella-0\nclient_id=intake-demo\n"),
+        None,
+    )
+    .ok();
+    home.run(&["umbrella"]).ok();
+    // The stored access token is refused; the plugin refreshes (saving a
+    // new version) and is refused again, also while it waits to see whether
+    // another data source refreshed meanwhile.
+    platform.fail_next(20, 401);
+    platform.add_days(1);
+    let out = home.run(&["umbrella"]).failed();
+    assert!(
+        out.summary_line("umbrella")
+            .contains("authentication failed"),
+        "{}",
+        out.stdout
+    );
+    let refreshed = platform
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/oauth/token" && r.status == 200)
+        .count();
+    assert!(
+        refreshed >= 2,
+        "the plugin did not refresh in the failing run"
+    );
+    let listed = home.credentials_json("alice");
+    assert!(
+        listed[0]["status"].as_str().unwrap().starts_with("broken"),
+        "{}",
+        listed[0]
+    );
+    // ... and its data sources are skipped until a reconnect.
+    let out = home.run(&["umbrella"]).failed();
+    assert!(
+        out.summary_line("umbrella").contains("reconnect"),
+        "{}",
+        out.stdout
+    );
+}

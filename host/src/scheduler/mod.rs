@@ -610,16 +610,18 @@ impl Scheduler {
     /// Marks the data source's credential broken, after checking again that
     /// the link is legitimate (the owner's credential of this platform), so
     /// that a tampered record cannot get another user's credential marked.
-    /// A credential updated after the failing attempt started (a reconnect
-    /// that fixed it meanwhile) is left alone.
+    /// A credential updated after the failing attempt started by anyone but
+    /// that attempt's plugin (a reconnect that fixed it meanwhile) is left
+    /// alone.
     fn mark_broken(&self, source: &SourceRecord, message: &str, attempt_ms: u64) {
+        let own = self.runtime().broker().take_written(source.id);
         match self.store.source_with_credential(source.id) {
             Ok(Some((current, Some(credential))))
                 if credential.owner == current.owner && credential.platform == current.platform =>
             {
                 if let Err(e) =
                     self.store
-                        .mark_broken_unless_updated(credential.id, message, attempt_ms)
+                        .mark_broken_unless_updated(credential.id, message, attempt_ms, own)
                 {
                     tracing::error!("cannot mark credential {} broken: {e}", credential.id);
                 }
@@ -659,6 +661,8 @@ impl Scheduler {
         let mut file = OutputFile::create(&self.output_dir, &source.name, batch)
             .map_err(|e| host("cannot create the output file", &e))?;
         let runtime = self.runtime();
+        // What an earlier attempt wrote is not this one's.
+        runtime.broker().take_written(source.id);
         let fetched = runtime.fetch(source, cursor, &mut file).await?;
         file.close()
             .map_err(|e| host("cannot write the output file", &e))?;

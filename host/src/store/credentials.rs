@@ -381,13 +381,15 @@ impl Store {
 
     /// Marks a credential broken because an attempt that started at
     /// `attempt_ms` was rejected, unless a newer version was written since
-    /// (a reconnect fixed it meanwhile). Checked and written in one
-    /// transaction. Returns whether it was marked.
+    /// by someone else (a reconnect fixed it meanwhile): the version the
+    /// attempt itself wrote (`own`, a token it refreshed) does not count.
+    /// Checked and written in one transaction. Returns whether it was marked.
     pub fn mark_broken_unless_updated(
         &self,
         id: CredentialId,
         message: &str,
         attempt_ms: u64,
+        own: Option<u32>,
     ) -> Result<bool> {
         let txn = self.db().begin_write()?;
         let marked = {
@@ -397,7 +399,7 @@ impl Store {
                 .map(|v| decode_row(id, v.value(), "credential"))
                 .transpose()?;
             match record {
-                Some(r) if r.updated_ms <= attempt_ms => {
+                Some(r) if r.updated_ms <= attempt_ms || own == Some(r.version) => {
                     let mut states = txn.open_table(CREDENTIAL_STATE)?;
                     let mut state: CredentialState = states
                         .get(id)?

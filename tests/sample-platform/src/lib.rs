@@ -186,6 +186,12 @@ impl SamplePlatform {
         lock(&self.shared).log.clear();
     }
 
+    /// Drops the failures queued by [`SamplePlatform::fail_next`] that are not
+    /// answered yet.
+    pub fn clear_failures(&self) {
+        lock(&self.shared).failures.clear();
+    }
+
     /// All rows the API returns for `account_id` from `since` (`YYYY-MM-DD`, inclusive),
     /// across all pages and in order. Empty for an unknown account or a bad date.
     pub fn expected_rows(&self, account_id: &str, since: Option<&str>) -> Vec<Value> {
