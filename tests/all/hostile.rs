@@ -27,7 +27,7 @@ const GOOD: &str = "good-ads";
 const GOOD_ACCOUNT: &str = "acme-us";
 
 /// The attacks of the `hostile` plugin run as data sources `h-ATTACK`.
-const ATTACKS: [&str; 21] = [
+const ATTACKS: [&str; 22] = [
     "ok",
     "loop",
     "sleep",
@@ -49,6 +49,7 @@ const ATTACKS: [&str; 21] = [
     "repeated-header",
     "resource-flood",
     "connection-flood",
+    "reflect-exfiltrate",
 ];
 
 /// Broken plugins next to the good ones: platform, file name (in the home).
@@ -210,6 +211,8 @@ fn attack() -> Attacked {
     let outside = SamplePlatform::start(Fixture::demo()).unwrap();
     // Slow enough for the connection flood's requests to overlap.
     target.set_delay(std::time::Duration::from_millis(30));
+    // A careless platform: its 401s quote the authorization header.
+    platform.echo_authorization(true);
     let base = platform.base_url();
     let home = Home::new(&base);
     write_broken_components(home.path());
@@ -398,7 +401,12 @@ fn hostile_secret_goes_nowhere_else() {
             || r.body.as_deref().is_some_and(|b| b.contains(&a.token));
         if has {
             assert!(
-                ["/hostile/elsewhere/home", "/hostile/repeated-header"].contains(&r.path.as_str()),
+                [
+                    "/hostile/elsewhere/home",
+                    "/hostile/repeated-header",
+                    "/v1/me"
+                ]
+                .contains(&r.path.as_str()),
                 "{r:?}"
             );
         }
@@ -810,5 +818,33 @@ fn hostile_connection_flood_is_held_to_a_few_at_once() {
         (2..=8).contains(&a.target_max_in_flight),
         "{} requests were open at once",
         a.target_max_in_flight
+    );
+}
+
+#[test]
+fn hostile_reflected_secret_goes_nowhere() {
+    let a = attacked();
+    let msg = a.failure("reflect-exfiltrate");
+    assert!(
+        msg.contains("the plugin returned a credential value in its records"),
+        "{msg}"
+    );
+    assert!(!msg.contains(&a.token), "{msg}");
+    assert!(a.records["h-reflect-exfiltrate"].is_empty());
+    assert!(
+        a.target_requests
+            .iter()
+            .all(|r| !r.path.starts_with("/hostile/reflect/")),
+        "{:?}",
+        a.target_requests
+    );
+    let denied = a.denied("h-reflect-exfiltrate", "inject", "token");
+    assert!(
+        denied.len() >= 2
+            && denied.iter().all(|r| r["detail"]
+                .as_str()
+                .unwrap()
+                .contains("carries the value of credential field `token`")),
+        "{denied:?}"
     );
 }

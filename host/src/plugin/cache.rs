@@ -143,10 +143,21 @@ impl CompileCache {
         digest.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    fn mac(key: &[u8; 32], bytes: &[u8]) -> [u8; 32] {
+    /// The HMAC of an entry: its artifact bound to its name (the wasm's
+    /// hash and the engine's), so that an entry copied to another name (one
+    /// plugin's code under another's) does not verify.
+    fn hmac(key: &[u8; 32], name: &str) -> HmacSha256 {
         // HMAC accepts keys of any length; this cannot fail.
         let mut mac = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length");
-        mac.update(bytes);
+        mac.update(b"intake compile cache entry v2\0");
+        mac.update(name.as_bytes());
+        mac.update(b"\0");
+        mac
+    }
+
+    fn mac(key: &[u8; 32], name: &str, artifact: &[u8]) -> [u8; 32] {
+        let mut mac = Self::hmac(key, name);
+        mac.update(artifact);
         mac.finalize().into_bytes().into()
     }
 
@@ -159,7 +170,7 @@ impl CompileCache {
     ) -> wasmtime::Result<(Component, bool)> {
         let name = Self::entry_name(engine, wasm);
         let path = self.dir.join(format!("{name}.cwasm"));
-        match self.lookup(engine, &path) {
+        match self.lookup(engine, &name, &path) {
             Lookup::Hit(component) => return Ok((component, true)),
             Lookup::Missing => {}
             Lookup::Stale { version } => tracing::debug!(
@@ -175,13 +186,13 @@ impl CompileCache {
             ),
         }
         let component = Component::new(engine, wasm)?;
-        if let Err(e) = self.store(&path, &component) {
+        if let Err(e) = self.store(&name, &path, &component) {
             tracing::warn!("cannot write the compile cache {}: {e}", path.display());
         }
         Ok((component, false))
     }
 
-    fn lookup(&self, engine: &Engine, path: &Path) -> Lookup {
+    fn lookup(&self, engine: &Engine, name: &str, path: &Path) -> Lookup {
         // Never block on or exhaust memory with whatever sits at the path.
         let data = match super::file::read_regular_file(path, MAX_ENTRY_BYTES) {
             Ok(data) => data,
@@ -197,14 +208,10 @@ impl CompileCache {
         }
         let (tag, artifact) = data.split_at(32);
         let verifies = |key: &[u8; 32]| {
-            // HMAC accepts keys of any length; `verify_slice` compares in
-            // constant time.
-            <HmacSha256 as Mac>::new_from_slice(key)
-                .map(|mut mac| {
-                    mac.update(artifact);
-                    mac.verify_slice(tag).is_ok()
-                })
-                .unwrap_or(false)
+            // `verify_slice` compares in constant time.
+            let mut mac = Self::hmac(key, name);
+            mac.update(artifact);
+            mac.verify_slice(tag).is_ok()
         };
         if verifies(&self.keys.current) {
             return match deserialize(engine, artifact) {
@@ -224,7 +231,7 @@ impl CompileCache {
         }
     }
 
-    fn store(&self, path: &Path, component: &Component) -> std::io::Result<()> {
+    fn store(&self, name: &str, path: &Path, component: &Component) -> std::io::Result<()> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -233,13 +240,15 @@ impl CompileCache {
             .serialize()
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        // A new file of our own: never through a link planted at that name.
+        let _ = fs::remove_file(&tmp);
         let mut file = fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .mode(0o600)
             .open(&tmp)?;
-        file.write_all(&Self::mac(&self.keys.current, &artifact))?;
+        file.write_all(&Self::mac(&self.keys.current, name, &artifact))?;
         file.write_all(&artifact)?;
         file.sync_all()?;
         fs::rename(&tmp, path)
@@ -266,7 +275,8 @@ mod tests {
     }
 
     fn found(cache: &CompileCache, engine: &Engine, wasm: &[u8]) -> &'static str {
-        match cache.lookup(engine, &entry(cache, engine, wasm)) {
+        let name = CompileCache::entry_name(engine, wasm);
+        match cache.lookup(engine, &name, &entry(cache, engine, wasm)) {
             Lookup::Hit(_) => "hit",
             Lookup::Missing => "missing",
             Lookup::Stale { version: 1 } => "stale v1",
@@ -314,6 +324,24 @@ mod tests {
         assert_eq!(found(&other, &engine, &wasm), "foreign");
         std::fs::write(&path, b"short").unwrap();
         assert_eq!(found(&v2, &engine, &wasm), "foreign");
+    }
+
+    #[test]
+    fn an_entry_copied_to_another_name_is_foreign() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::default();
+        let keyring = Keyring::generate().unwrap();
+        let cache = CompileCache::new(dir.path().to_owned(), CacheKeys::from_keyring(&keyring));
+        let a = wat::parse_str("(component)").unwrap();
+        let b = wat::parse_str("(component (core module))").unwrap();
+        cache.load_or_compile(&engine, &a).unwrap();
+        cache.load_or_compile(&engine, &b).unwrap();
+        assert_eq!(found(&cache, &engine, &b), "hit");
+        // A's host-written entry put where B's belongs: it is A's code, so
+        // it must not load as B (under B's allowances).
+        std::fs::copy(entry(&cache, &engine, &a), entry(&cache, &engine, &b)).unwrap();
+        assert_eq!(found(&cache, &engine, &b), "foreign");
+        assert_eq!(found(&cache, &engine, &a), "hit");
     }
 
     #[test]

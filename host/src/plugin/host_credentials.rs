@@ -72,7 +72,7 @@ impl Host for InvocationState {
                 for name in &names {
                     if let Some(v) = granted.values.get(name) {
                         out.push(v.expose().to_owned());
-                        self.guest.scrubber.add(v);
+                        self.guest.scrubber.add(v, name);
                     }
                 }
                 Ok(Ok(out))
@@ -108,8 +108,8 @@ impl Host for InvocationState {
             }
         }
         // A plugin sees values it writes; scrub them like revealed ones.
-        for (_, value) in &fields {
-            self.guest.scrubber.add(value);
+        for (name, value) in &fields {
+            self.guest.scrubber.add(value, name);
         }
         let updated = broker.update(binding, fields).map(|_| ());
         Ok(self.answer(updated))

@@ -291,6 +291,54 @@ impl Injector {
         note_refusal(&self.notes, &self.label, self.scrubber.scrub(&why))
     }
 
+    /// Refuses a request that carries, verbatim, a secret value the plugin
+    /// was given or saw (revealed, written back, or echoed by a platform
+    /// after an injection) to an origin its field may not be injected into:
+    /// the plugin cannot pass a value on where a placeholder would not go.
+    /// Audited as a denied injection of those fields.
+    fn refuse_values_passed_on(
+        &self,
+        uri: &str,
+        headers: &http::HeaderMap,
+        body: &[u8],
+        origin: &Origin,
+    ) -> Result<(), Error> {
+        let mut fields = self.scrubber.fields_in(uri.as_bytes());
+        for value in headers.values() {
+            fields.extend(self.scrubber.fields_in(value.as_bytes()));
+        }
+        fields.extend(self.scrubber.fields_in(body));
+        let Some(binding) = &self.binding else {
+            return Ok(());
+        };
+        let refused: Vec<&str> = fields
+            .iter()
+            .filter(|f| {
+                !binding
+                    .fields
+                    .get(f.as_str())
+                    .is_some_and(|origins| origins.contains(origin))
+            })
+            .map(String::as_str)
+            .collect();
+        if refused.is_empty() {
+            return Ok(());
+        }
+        let why = format!(
+            "the request carries the value of credential field {}, which may not be sent to \
+             {origin}",
+            refused
+                .iter()
+                .map(|f| format!("`{f}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if let Some(broker) = &self.broker {
+            broker.record_refused_inject(binding, &refused, &format!("request refused: {why}"));
+        }
+        Err(self.refuse(why))
+    }
+
     /// Hands every value about to be substituted for `found` to the
     /// scrubber, with its encodings: a field's value unless the spec
     /// declares the field not secret, and always a basic-auth token.
@@ -298,14 +346,15 @@ impl Injector {
         for p in found {
             if let Placeholder::Basic(user, password) = p {
                 let token = placeholder::basic_token(values, user, password);
-                self.scrubber.add_form(SecretString::new(token.to_string()));
+                self.scrubber
+                    .add_form(SecretString::new(token.to_string()), &[user, password]);
             }
             for field in p.fields() {
                 if self.public_fields.contains(field) {
                     continue;
                 }
                 if let Some(value) = values.get(field) {
-                    self.scrubber.add(value);
+                    self.scrubber.add(value, field);
                 }
             }
         }
@@ -334,6 +383,7 @@ impl Injector {
             in_headers.push((name.clone(), value.clone(), found));
         }
         let in_body = placeholder::find(&body, "body").map_err(malformed)?;
+        self.refuse_values_passed_on(&uri_text, &parts.headers, &body, origin)?;
         if in_uri.is_empty()
             && in_headers.iter().all(|(_, _, f)| f.is_empty())
             && in_body.is_empty()

@@ -502,6 +502,21 @@ impl Runtime {
                         limits.output_mib
                     )));
                 }
+                // A value the plugin was given or saw goes no further, even
+                // as data (records and cursors are stored in the clear).
+                let scrubber = &store.data().guest.scrubber;
+                if scrubber.holds_any(&page.records)
+                    || page
+                        .cursor
+                        .as_deref()
+                        .is_some_and(|c| scrubber.holds_any(c.as_bytes()))
+                {
+                    return Err(RunError::Plugin(
+                        "the plugin returned a credential value in its records or cursor; \
+                         none of them is kept"
+                            .into(),
+                    ));
+                }
                 if !page.records.is_empty() && page.records.last() != Some(&b'\n') {
                     return Err(RunError::Plugin(
                         "records must be JSON Lines, each line ending in a newline".into(),

