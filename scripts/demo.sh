@@ -74,7 +74,7 @@ say "Fetching every data source (concurrently; the plugin never sees a token: th
 run intake run
 
 say "Where the records went"
-find output -type f | sort
+find output -type f -name '*.jsonl' | sort
 for f in output/*/*.jsonl; do printf '%s: %s records, first: ' "$f" "$(wc -l < "$f")"; head -1 "$f"; done
 
 say "alice's credentials (never the values)"
@@ -82,5 +82,17 @@ run intake credentials list --user alice
 
 say "A second run is incremental: nothing new since the saved cursors"
 run intake run
+
+say "On schedule: intake serve fetches every data source when it is due (stopped after 5 s)"
+run intake sources schedule acme-us --every 2s
+run intake sources schedule acme-eu --every 2s
+run intake sources schedule globex --cron '*/2 * * * * *'
+printf '$ intake serve   # SIGTERM after 5 s\n'
+intake serve &
+serve_pid=$!
+sleep 5
+kill -TERM "$serve_pid"
+wait "$serve_pid"
+run intake runs --source acme-us
 
 printf '\nDone. Everything is in %s/demo (database intake.redb, key intake.key, output/).\n' "$root"

@@ -281,17 +281,11 @@ fn serve_reloads_good_config_refuses_bad_and_shuts_down_gracefully() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    // Metrics.
-    let mut metrics = String::new();
-    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    conn.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
-        .unwrap();
-    conn.read_to_string(&mut metrics).unwrap();
-    assert!(
-        metrics.contains("intake_runs_total{outcome=\"ok\"} 1"),
-        "{metrics}"
-    );
-    assert!(metrics.contains("intake_secret_requests_total{decision=\"granted\"}"));
+    // Metrics (the run is counted just after its file is published).
+    crate::support::wait_until(Duration::from_secs(10), "the run in the metrics", || {
+        metrics(port).contains("intake_runs_total{outcome=\"ok\"} 1")
+    });
+    assert!(metrics(port).contains("intake_secret_requests_total{decision=\"granted\"}"));
 
     // A broken configuration is refused; the old one keeps serving.
     std::fs::write(home.config_path(), "this is [not toml").unwrap();
@@ -705,4 +699,293 @@ fn a_rejection_after_the_plugins_own_refresh_marks_the_credential_broken() {
         "{}",
         out.stdout
     );
+}
+
+/// A committed run whose file a crash left with its partial name is
+/// published, never removed: whatever other intake process is running, and
+/// however the configuration's path was spelt when the run was recorded.
+#[test]
+fn a_committed_run_is_published_whatever_else_runs_and_however_paths_are_spelt() {
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    let home = home_with(&platform, "");
+    connect(&home, "acme-us", "acme-us", "adsample-token-acme");
+    connect(&home, "globex", "globex", "adsample-token-globex");
+    let out = home.path().join("output");
+    std::fs::create_dir_all(out.join("acme-us")).unwrap();
+    std::fs::write(out.join("acme-us").join(".lock"), b"").unwrap();
+    let store = home.store();
+    let source = store.find_source("acme-us").unwrap();
+    // Commits the run of `file` as a crash between the commit and the
+    // rename leaves it: recorded (with `output` as given), its records only
+    // in the partial file.
+    let committed = |file: &str, output: String| {
+        let run = intake::store::RunRecord {
+            id: 0,
+            source: source.id,
+            source_name: "acme-us".into(),
+            started_ms: intake::store::now_ms(),
+            duration_ms: 1,
+            records: 1,
+            bytes: 11,
+            attempts: Vec::new(),
+            outcome: "ok".into(),
+            error: None,
+            output: Some(output),
+        };
+        store
+            .commit_runs(vec![(run, Some(Some(file.into())))], &[])
+            .unwrap();
+        let partial = out.join("acme-us").join(format!("{file}.partial"));
+        std::fs::write(&partial, b"{\"run\":1}\n").unwrap();
+        partial
+    };
+
+    // 1. Another intake process is writing (it holds the output directory's
+    //    shared lock), so no full recovery runs: the run's note publishes it.
+    let first = "20261203T000000Z-001.jsonl";
+    let partial = committed(first, out.join("acme-us").join(first).display().to_string());
+    let writer = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(out.join(".intake.lock"))
+        .unwrap();
+    writer.lock_shared().unwrap();
+    home.run(&["globex"]).ok();
+    assert!(!partial.exists(), "the committed partial file was left");
+    assert_eq!(
+        std::fs::read(out.join("acme-us").join(first)).unwrap(),
+        b"{\"run\":1}\n",
+        "the committed run's records were not published"
+    );
+    drop(writer);
+
+    // 2. A run recorded by an older intake with the relative path of a
+    //    relative --config, recovered by a process started elsewhere with an
+    //    absolute one: matched on the data source and file names.
+    let second = "20261204T000000Z-002.jsonl";
+    let partial = committed(second, format!("output/acme-us/{second}"));
+    let elsewhere = tempfile::tempdir().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_intake"))
+        .arg("--config")
+        .arg(home.config_path())
+        .args(["run", "globex"])
+        .current_dir(elsewhere.path())
+        .env_remove("INTAKE_LOG")
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{run:?}");
+    assert!(!partial.exists());
+    assert!(
+        out.join("acme-us").join(second).exists(),
+        "a committed run's records were removed as a crash's leftovers"
+    );
+    assert!(store.unpublished().unwrap().is_empty());
+}
+
+/// A shutdown while a run waits to retry starts no retry: the run ends with
+/// the error it had, at once.
+#[test]
+fn a_shutdown_starts_no_retry() {
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    let home = home_with(&platform, "retry_base = \"20s\"\nmax_attempts = 5");
+    connect(&home, "acme-us", "acme-us", "adsample-token-acme");
+    platform.fail_next(5, 503);
+    platform.clear_requests();
+    let run = spawn(&home, &["run", "acme-us"]);
+    crate::support::wait_until(Duration::from_secs(20), "the first attempt", || {
+        !platform.requests().is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let stopped = Instant::now();
+    signal(&run, "TERM");
+    let out = run.wait_with_output().unwrap();
+    assert!(
+        stopped.elapsed() < Duration::from_secs(10),
+        "the shutdown waited for the retry"
+    );
+    assert_eq!(platform.requests().len(), 1, "a retry was started");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("transient"), "{stdout}");
+    let last = runs(&home, "acme-us").pop().unwrap();
+    assert_eq!(last["outcome"], "transient", "{last}");
+    assert_eq!(last["attempts"].as_array().unwrap().len(), 1, "{last}");
+}
+
+/// A data source whose settings the plugin rejects is not retried.
+#[test]
+fn invalid_config_is_not_retried() {
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    let home = home_with(&platform, "retry_base = \"20ms\"\nmax_attempts = 4");
+    connect(&home, "acme-us", "acme-us", "adsample-token-acme");
+    small_pages(&home, "acme-us", 0);
+    let out = home.run(&["acme-us"]).failed();
+    assert!(
+        out.summary_line("acme-us").contains("page_size"),
+        "{}",
+        out.stdout
+    );
+    let last = runs(&home, "acme-us").pop().unwrap();
+    assert_eq!(last["outcome"], "invalid-config", "{last}");
+    assert_eq!(last["attempts"].as_array().unwrap().len(), 1, "{last}");
+}
+
+/// Reads the metrics page of `serve` at `port`.
+fn metrics(port: u16) -> String {
+    let mut text = String::new();
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    conn.read_to_string(&mut text).unwrap();
+    text
+}
+
+/// `serve` runs a data source again and again on its schedule; a reload
+/// takes effect for the runs after it, a broken configuration is refused
+/// while the one before keeps serving, and the metrics follow.
+#[test]
+fn serve_runs_on_schedule_and_a_reload_takes_effect() {
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let home = home_with(
+        &platform,
+        &format!("tick = \"100ms\"\nmetrics = \"127.0.0.1:{port}\""),
+    );
+    connect(&home, "acme-us", "acme-us", "adsample-token-acme");
+    home.intake(&["sources", "schedule", "acme-us", "--every", "1s"])
+        .ok();
+    let good = std::fs::read_to_string(home.config_path()).unwrap();
+    let allow_line = good
+        .lines()
+        .find(|l| l.trim_start().starts_with("allow"))
+        .unwrap()
+        .to_owned();
+    // Read from the store: `intake runs` refuses a broken configuration.
+    let store = home.store();
+    let id = store.find_source("acme-us").unwrap().id;
+    let outcomes = |_: &Home| -> Vec<String> {
+        store
+            .runs(Some(id), 1000)
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.outcome != "running")
+            .map(|r| r.outcome)
+            .collect()
+    };
+
+    let serve = spawn(&home, &["serve"]);
+    crate::support::wait_until(Duration::from_secs(30), "two runs on schedule", || {
+        outcomes(&home).iter().filter(|o| *o == "ok").count() >= 2
+    });
+
+    // Nothing allowed any more: the runs after the reload are refused.
+    std::fs::write(home.config_path(), good.replace(&allow_line, "allow = []")).unwrap();
+    signal(&serve, "HUP");
+    let before = outcomes(&home).len();
+    crate::support::wait_until(
+        Duration::from_secs(30),
+        "a run under the new config",
+        || outcomes(&home)[before..].iter().any(|o| o != "ok"),
+    );
+    let text = metrics(port);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("intake_run_errors_total{kind=")),
+        "{text}"
+    );
+    assert!(text.contains("intake_run_duration_seconds_count"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("intake_in_flight ")));
+
+    // A broken configuration is refused: the last good one (nothing
+    // allowed) keeps serving.
+    std::fs::write(home.config_path(), "this is [not toml").unwrap();
+    signal(&serve, "HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    let before = outcomes(&home).len();
+    crate::support::wait_until(Duration::from_secs(30), "a run after the refusal", || {
+        outcomes(&home).len() > before + 1
+    });
+    assert!(
+        outcomes(&home)[before..].iter().all(|o| o != "ok"),
+        "the refused configuration (or the one before the last) was used"
+    );
+
+    // Back to the good one: runs succeed again.
+    std::fs::write(home.config_path(), &good).unwrap();
+    signal(&serve, "HUP");
+    let before = outcomes(&home).len();
+    crate::support::wait_until(Duration::from_secs(30), "an ok run after reloading", || {
+        outcomes(&home)[before..].iter().any(|o| o == "ok")
+    });
+    // Secret requests are counted across reloads.
+    let text = metrics(port);
+    let granted: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("intake_secret_requests_total{decision=\"granted\"} "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(granted >= 3, "{text}");
+    signal(&serve, "TERM");
+    let out = serve.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("reload refused"), "{stderr}");
+}
+
+/// The library entry point for an outside scheduler: one data source's
+/// fetch, cancelled midway, ends as cancelled, keeps its cursor and leaves
+/// no output; run again, it completes.
+#[test]
+fn run_one_runs_a_data_source_and_can_be_cancelled() {
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    let home = home_with(&platform, "");
+    connect(&home, "acme-us", "acme-us", "adsample-token-acme");
+    small_pages(&home, "acme-us", 3);
+    platform.set_delay(Duration::from_millis(50));
+
+    let app = intake::cli::App::new(&home.config_path()).unwrap();
+    let store = home.store();
+    let runtime = app.runtime(&store, None).unwrap();
+    let scheduler = intake::scheduler::Scheduler::new(runtime, store.clone(), &app.config);
+    let source = store.find_source("acme-us").unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let summary = rt.block_on(async {
+        let canceller = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            canceller.cancel();
+        });
+        scheduler
+            .run_one(source.clone(), "20261204T000000Z-000", &cancel)
+            .await
+    });
+    assert!(
+        matches!(summary.outcome, Err(intake::plugin::RunError::Cancelled)),
+        "{:?}",
+        summary.outcome
+    );
+    assert!(home.outputs("acme-us").is_empty());
+    assert_eq!(store.cursor(source.id).unwrap(), None);
+    assert_eq!(
+        runs(&home, "acme-us").pop().unwrap()["outcome"],
+        "cancelled"
+    );
+
+    platform.set_delay(Duration::ZERO);
+    let summary = rt.block_on(scheduler.run_one(
+        source.clone(),
+        "20261204T000001Z-000",
+        &tokio_util::sync::CancellationToken::new(),
+    ));
+    let fetched = summary.outcome.unwrap();
+    assert_eq!(fetched.records, 90);
+    assert_eq!(home.outputs("acme-us").len(), 1);
+    assert!(store.cursor(source.id).unwrap().is_some());
 }

@@ -106,6 +106,18 @@ impl App {
 
     /// Loads the plugins (only `platform`'s if given).
     pub fn runtime(&self, store: &Store, platform: Option<&str>) -> Result<Arc<Runtime>> {
+        self.runtime_with(store, platform, Broker::new(store.clone()))
+    }
+
+    /// [`App::runtime`] deciding secret requests through `broker`: a reload
+    /// keeps the broker of the plugins it replaces, with its counters and
+    /// the audit records not yet written.
+    pub fn runtime_with(
+        &self,
+        store: &Store,
+        platform: Option<&str>,
+        broker: Broker,
+    ) -> Result<Arc<Runtime>> {
         let mut config = self.config.clone();
         if let Some(p) = platform {
             config.plugins.retain(|c| c.platform == p);
@@ -128,8 +140,8 @@ impl App {
             }
         }
         let cache_keys = CacheKeys::from_keyring(&store.keyring());
-        let runtime = Runtime::load(&config, Broker::new(store.clone()), Some(cache_keys))
-            .map_err(anyhow::Error::msg)?;
+        let runtime =
+            Runtime::load(&config, broker, Some(cache_keys)).map_err(anyhow::Error::msg)?;
         Ok(Arc::new(runtime))
     }
 }

@@ -9,6 +9,7 @@ mod failure;
 mod keys;
 mod listing;
 mod manage;
+mod progress;
 mod run;
 mod seal;
 mod secrets_input;
@@ -23,6 +24,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use app::App;
 pub use failure::{CatchPanic, escape_controls, install_panic_hook, print_error};
+pub use progress::LogWriter;
 
 /// intake: keeps connector credentials encrypted and runs connector plugins.
 #[derive(Debug, Parser)]

@@ -1,11 +1,10 @@
 //! `intake run` and `intake serve`: fetch now, or keep fetching on schedule.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
 
 use crate::scheduler::serve::{Control, Reloader, serve as serve_loop};
@@ -13,6 +12,7 @@ use crate::scheduler::{RunSummary, Scheduler, Stop, schedule};
 use crate::store::now_ms;
 
 use super::App;
+use super::progress::Progress;
 use super::table::{duration, render};
 
 /// Arguments of `intake run`.
@@ -96,28 +96,16 @@ pub async fn run(app: &App, args: RunArgs, out: &mut dyn Write) -> Result<ExitCo
         stopper.drain.cancel();
     });
 
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(sources.len() as u64);
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} data sources {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar.enable_steady_tick(std::time::Duration::from_millis(120));
-        Some(bar)
-    } else {
-        None
-    };
-    let progress = |s: &RunSummary| {
-        if let Some(bar) = &bar {
-            bar.inc(1);
-            bar.set_message(s.source.name.clone());
-        }
-    };
+    let bar = Progress::start(sources.len());
+    let progress = |s: &RunSummary| bar.done(&s.source.name);
     let summaries = scheduler.run(sources, &stop, &progress).await;
     signals.abort();
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
+    // Audit records of invocations that were cancelled before they could
+    // write their own.
+    if let Err(e) = scheduler.runtime().broker().flush_async().await {
+        tracing::error!("cannot write the audit log: {e}");
     }
+    drop(bar);
     write_summary(&summaries, out)
 }
 
@@ -220,12 +208,15 @@ pub async fn serve(
         }
     });
     let db_override = Some(app.config.store.path.clone());
+    let broker = scheduler.runtime().broker().clone();
     let reload: Reloader = Box::new(move || {
         let mut fresh = App::new(&config_path).map_err(|e| format!("{e:#}"))?;
         if let Some(db) = &db_override {
             fresh.config.store.path = db.clone();
         }
-        let runtime = fresh.runtime(&store, None).map_err(|e| format!("{e:#}"))?;
+        let runtime = fresh
+            .runtime_with(&store, None, broker.clone())
+            .map_err(|e| format!("{e:#}"))?;
         // Each failure was logged as the runtime loaded the plugins.
         match runtime.load_errors().count() {
             0 => {}

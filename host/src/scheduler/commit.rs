@@ -21,6 +21,13 @@
 //! transaction fails, each run is retried in a transaction of its own, so
 //! that one bad run cannot fail the others.
 //!
+//! Each committed run with an output file is noted as unpublished in the
+//! same transaction; once its file is renamed and its directory synced, the
+//! note is dropped in the next batch's transaction (or after a second of
+//! quiet), so that a crash between the commit and the rename is repaired by
+//! [`super::Scheduler::recover_outputs`] from the notes alone, whatever other
+//! intake processes are running.
+//!
 //! One thread per scheduler commits; it ends when the scheduler and all its
 //! clones are dropped.
 
@@ -42,6 +49,10 @@ const MAX_BATCH: usize = 4096;
 /// From this many files on, a batch syncs their filesystem once (`syncfs`)
 /// instead of each file.
 const SYNCFS_FROM: usize = 8;
+
+/// How long the commit thread waits for more runs before it drops the
+/// unpublished notes of the files it published in a transaction of their own.
+const QUIET: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A change to the run history, to be committed.
 #[derive(Debug)]
@@ -121,7 +132,23 @@ impl Committer {
         let started = std::thread::Builder::new()
             .name("intake-commit".into())
             .spawn(move || {
-                while let Ok(first) = jobs.recv() {
+                // Runs whose files were published since the last transaction.
+                let mut published = Vec::new();
+                loop {
+                    let first = if published.is_empty() {
+                        jobs.recv()
+                            .map_err(|_| mpsc::RecvTimeoutError::Disconnected)
+                    } else {
+                        jobs.recv_timeout(QUIET)
+                    };
+                    let first = match first {
+                        Ok(job) => job,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            forget_published(&thread_store, &mut published);
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    };
                     let mut batch = vec![first];
                     while batch.len() < MAX_BATCH {
                         match jobs.try_recv() {
@@ -129,8 +156,9 @@ impl Committer {
                             Err(_) => break,
                         }
                     }
-                    commit_batch(&thread_store, batch);
+                    commit_batch(&thread_store, batch, &mut published);
                 }
+                forget_published(&thread_store, &mut published);
             });
         if let Err(e) = &started {
             tracing::warn!("cannot start the commit thread, committing runs one by one: {e}");
@@ -162,7 +190,11 @@ impl Committer {
             None => job,
         };
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || commit_batch(&store, vec![job]));
+        tokio::task::spawn_blocking(move || {
+            let mut published = Vec::new();
+            commit_batch(&store, vec![job], &mut published);
+            forget_published(&store, &mut published);
+        });
         answer
     }
 
@@ -186,7 +218,19 @@ struct Entry {
     error: Option<CommitError>,
 }
 
-fn commit_batch(store: &Store, batch: Vec<Job>) {
+/// Drops the unpublished notes of `published` (their files are in place);
+/// kept for the next try should that fail (a note left behind costs only a
+/// check at the next recovery).
+fn forget_published(store: &Store, published: &mut Vec<u64>) {
+    match store.forget_unpublished(published) {
+        Ok(()) => published.clear(),
+        Err(e) => tracing::debug!("cannot drop the notes of published runs yet: {e}"),
+    }
+}
+
+/// Commits one batch; `published` holds the runs published by earlier
+/// batches whose notes are to be dropped, and gets this batch's.
+fn commit_batch(store: &Store, batch: Vec<Job>, published: &mut Vec<u64>) {
     let mut entries: Vec<Entry> = batch
         .into_iter()
         .map(|job| match job.run {
@@ -238,8 +282,9 @@ fn commit_batch(store: &Store, batch: Vec<Job>) {
             .map(|e| (e.record.clone(), e.cursor.clone()))
             .collect::<Vec<_>>()
     };
-    match store.commit_runs(runs()) {
+    match store.commit_runs(runs(), published) {
         Ok(committed) => {
+            published.clear();
             for (entry, run) in entries.iter_mut().zip(committed) {
                 entry.record.id = run.id;
             }
@@ -253,7 +298,7 @@ fn commit_batch(store: &Store, batch: Vec<Job>) {
             }
             for entry in &mut entries {
                 let one = vec![(entry.record.clone(), entry.cursor.clone())];
-                match store.commit_runs(one) {
+                match store.commit_runs(one, &[]) {
                     Ok(committed) => {
                         if let Some(run) = committed.first() {
                             entry.record.id = run.id;
@@ -272,10 +317,10 @@ fn commit_batch(store: &Store, batch: Vec<Job>) {
 
     // 3. Publish the committed files, then make the renames durable.
     let mut dirs = BTreeSet::new();
-    let mut published = Vec::with_capacity(entries.len());
+    let mut renamed = Vec::with_capacity(entries.len());
     for entry in &mut entries {
         let Some(file) = entry.file.as_mut() else {
-            published.push(None);
+            renamed.push(None);
             continue;
         };
         match file.rename_into_place() {
@@ -283,23 +328,34 @@ fn commit_batch(store: &Store, batch: Vec<Job>) {
                 if let Some(dir) = path.parent() {
                     dirs.insert(dir.to_owned());
                 }
-                published.push(Some(path));
+                renamed.push(Some(path));
             }
             Err(e) => {
                 entry.error = Some(CommitError::Publish(e.to_string()));
-                published.push(None);
+                renamed.push(None);
             }
         }
     }
-    let dirs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
-    for result in sync_paths(&dirs) {
+    let dirs: Vec<PathBuf> = dirs.into_iter().collect();
+    let dir_refs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+    let mut unsynced = BTreeSet::new();
+    for (dir, result) in dirs.iter().zip(sync_paths(&dir_refs)) {
         if let Err(e) = result {
             tracing::warn!("cannot sync an output directory (recovered at the next start): {e}");
+            unsynced.insert(dir.clone());
+        }
+    }
+    for (entry, path) in entries.iter().zip(&renamed) {
+        if let Some(path) = path
+            && entry.record.id != 0
+            && !path.parent().is_some_and(|d| unsynced.contains(d))
+        {
+            published.push(entry.record.id);
         }
     }
 
     // 4. Tell each run how it went.
-    for (entry, path) in entries.into_iter().zip(published) {
+    for (entry, path) in entries.into_iter().zip(renamed) {
         let answer = match entry.error {
             Some(e) => Err(e),
             None => Ok(Done {
@@ -403,13 +459,21 @@ mod tests {
             },
             reply,
         });
-        commit_batch(&store, jobs);
+        let mut published = Vec::new();
+        commit_batch(&store, jobs, &mut published);
+        // Noted as unpublished with the commit; the notes go once the files
+        // are known to be in place.
+        assert_eq!(published.len(), 10);
+        assert_eq!(store.unpublished().unwrap().len(), 10);
+        forget_published(&store, &mut published);
+        assert!(published.is_empty());
+        assert!(store.unpublished().unwrap().is_empty());
 
         for (i, mut answer) in (1..=10u64).zip(answers) {
             let path = answer.try_recv().unwrap().unwrap().published.unwrap();
             assert_eq!(std::fs::read(&path).unwrap(), b"{}\n");
             assert!(!out.join(format!("s{i}")).join("run.jsonl.partial").exists());
-            assert!(store.run_wrote(&path.display().to_string()).unwrap());
+            assert!(store.run_wrote(&format!("s{i}"), "run.jsonl", 0).unwrap());
             assert_eq!(store.cursor(i).unwrap(), Some(format!("c{i}")));
         }
         let failed = failed.try_recv().unwrap().unwrap();
@@ -447,7 +511,7 @@ mod tests {
             });
             answers.push(answer);
         }
-        commit_batch(&store, jobs);
+        commit_batch(&store, jobs, &mut Vec::new());
         let mut answers = answers.into_iter();
         let first = answers.next().unwrap().try_recv().unwrap();
         assert!(matches!(first, Err(CommitError::Write(_))), "{first:?}");
@@ -474,6 +538,7 @@ mod tests {
                 },
                 reply,
             }],
+            &mut Vec::new(),
         );
         let id = started.try_recv().unwrap().unwrap().id;
         assert_ne!(id, 0);
@@ -497,6 +562,7 @@ mod tests {
                 },
                 reply,
             }],
+            &mut Vec::new(),
         );
         let answer = answer.try_recv().unwrap().unwrap();
         assert_eq!(answer.id, id);

@@ -125,7 +125,10 @@ impl Scheduler {
         Self {
             runtime: Arc::new(RwLock::new(runtime)),
             store: store.clone(),
-            output_dir: config.resolve(&config.output.dir),
+            // Absolute, so that the paths recorded with runs name the same
+            // files however a later process spells the configuration's path.
+            output_dir: std::path::absolute(config.resolve(&config.output.dir))
+                .unwrap_or_else(|_| config.resolve(&config.output.dir)),
             limits: Arc::new(Limits::new(config)),
             policy: Arc::new(Mutex::new(RetryPolicy::from(&config.scheduler))),
             not_before: Arc::default(),
@@ -210,6 +213,7 @@ impl Scheduler {
         file.lock_shared()?;
         *held = Some(file);
         drop(held);
+        recovered.published += self.recover_unpublished()?;
         self.mark_interrupted(&mut recovered)?;
         if recovered.published + recovered.removed > 0 {
             tracing::warn!(
@@ -219,6 +223,15 @@ impl Scheduler {
             );
         }
         Ok(recovered)
+    }
+
+    /// Publishes the files of committed runs that a crash left with their
+    /// partial names, each under its data source's run lock, whatever other
+    /// intake processes are doing (see [`commit`]); `intake serve` calls it
+    /// on every tick, so that a run killed in another process is published
+    /// without waiting for a restart. Returns how many were published.
+    pub fn recover_unpublished(&self) -> std::io::Result<usize> {
+        output::recover_unpublished(&self.store)
     }
 
     /// Marks the runs whose process is gone interrupted (see
@@ -346,7 +359,7 @@ impl Scheduler {
     /// unless the scheduler is draining by the time it gets its turn.
     pub async fn run_limited(&self, source: SourceRecord, batch: &str, stop: &Stop) -> RunSummary {
         let permits = tokio::select! {
-            permits = self.limits.acquire(&source.platform) => permits,
+            permits = self.limits.acquire(&source.platform, &source.owner) => permits,
             () = stop.drain.cancelled() => return cancelled(source),
         };
         if stop.drain.is_cancelled() {
@@ -418,8 +431,11 @@ impl Scheduler {
 
     /// Runs one data source now, within the concurrency limits: attempts
     /// with retries, output committed with the cursor, recorded in the run
-    /// history. Cancelling `cancel` stops it (an unfinished output file is
-    /// removed, the cursor kept, the run recorded as cancelled).
+    /// history. Cancelling `cancel` stops it: a run under way ends at once,
+    /// its unfinished output file removed, its cursor kept, and is recorded
+    /// as cancelled; one still waiting for a concurrency slot does not start
+    /// and is not recorded. Either way the summary's outcome is
+    /// [`RunError::Cancelled`].
     pub async fn run_one(
         &self,
         source: SourceRecord,
@@ -450,25 +466,34 @@ impl Scheduler {
         let started_ms = now_ms();
         let mut attempts = Vec::new();
         let mut permits = Some(permits);
+        // The error of the attempt before, while waiting to retry: a
+        // shutdown (drain) then ends the run with it instead of retrying.
+        let mut retrying: Option<RunError> = None;
         let outcome = loop {
             if cancel.is_cancelled() {
                 break Err(RunError::Cancelled);
             }
+            if let Some(err) = retrying.take_if(|_| stop.drain.is_cancelled()) {
+                break Err(err);
+            }
             let _permits = match permits.take() {
                 Some(p) => p,
                 None => tokio::select! {
-                    p = self.limits.acquire(&source.platform) => p,
+                    p = self.limits.acquire(&source.platform, &source.owner) => p,
                     () = cancel.cancelled() => break Err(RunError::Cancelled),
+                    () = stop.drain.cancelled() => {
+                        break Err(retrying.take().unwrap_or(RunError::Cancelled))
+                    }
                 },
             };
             let attempt_ms = now_ms();
             let t0 = Instant::now();
-            self.metrics.started();
+            let in_flight = self.metrics.started();
             let result = tokio::select! {
                 r = self.attempt(source, batch) => r,
                 () = cancel.cancelled() => Err(RunError::Cancelled),
             };
-            self.metrics.ended();
+            drop(in_flight);
             attempts.push(Attempt {
                 started_ms: attempt_ms,
                 duration_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -488,7 +513,10 @@ impl Scheduler {
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
                         () = cancel.cancelled() => break Err(RunError::Cancelled),
+                        // Shutting down: no retry is started.
+                        () = stop.drain.cancelled() => break Err(err),
                     }
+                    retrying = Some(err);
                 }
                 Next::WaitLonger(wait) => {
                     let until = now_ms()

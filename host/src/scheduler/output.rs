@@ -173,8 +173,14 @@ pub(super) fn recover_source(dir: &Path, store: &Store) -> std::io::Result<(usiz
         else {
             continue;
         };
+        let (Some(file_name), Some(source_dir)) = (
+            done.file_name().and_then(|n| n.to_str()),
+            dir.file_name().and_then(|n| n.to_str()),
+        ) else {
+            continue;
+        };
         let committed = store
-            .run_wrote(&done.display().to_string())
+            .run_wrote(source_dir, file_name, run_started_ms(file_name))
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         if committed {
             fs::rename(&path, &done)?;
@@ -185,4 +191,71 @@ pub(super) fn recover_source(dir: &Path, store: &Store) -> std::io::Result<(usiz
         }
     }
     Ok(counts)
+}
+
+/// When the run of output file `name` (`RUN.jsonl`, RUN made by
+/// [`super::run_id`], e.g. `20261203T164512Z-123`) began, in ms since the
+/// epoch; 0 if the name is not of that form.
+fn run_started_ms(name: &str) -> u64 {
+    name.get(..16)
+        .and_then(|stamp| chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ").ok())
+        .and_then(|t| u64::try_from(t.and_utc().timestamp_millis()).ok())
+        .unwrap_or(0)
+}
+
+/// Publishes the files of committed runs that a crash left with their
+/// partial names ([`Store::unpublished`]), each under its data source's run
+/// lock (a data source running now, here or in another process, is left to
+/// a later pass), and drops the notes of those in place. Returns how many
+/// files were published.
+pub fn recover_unpublished(store: &Store) -> std::io::Result<usize> {
+    let store_err = |e: crate::store::StoreError| std::io::Error::other(e.to_string());
+    let mut published = 0;
+    let mut settled = Vec::new();
+    for entry in store.unpublished().map_err(store_err)? {
+        let done = PathBuf::from(&entry.output);
+        let Some(dir) = done.parent() else {
+            settled.push(entry.run);
+            continue;
+        };
+        let lock = match fs::OpenOptions::new()
+            .write(true)
+            .create(false)
+            .open(dir.join(".lock"))
+        {
+            Ok(lock) => lock,
+            // No lock file: the directory is gone (or was never made).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                settled.push(entry.run);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => continue,
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
+        let mut partial = done.clone().into_os_string();
+        partial.push(".partial");
+        match fs::rename(&partial, &done) {
+            Ok(()) => {
+                File::open(dir)?.sync_all()?;
+                published += 1;
+                tracing::warn!(
+                    source = %entry.source_name,
+                    "published the output of run {} ({}), committed before the process \
+                     writing it stopped",
+                    entry.run,
+                    done.display()
+                );
+            }
+            // Renamed already (the note outlived the rename).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        settled.push(entry.run);
+    }
+    store.forget_unpublished(&settled).map_err(store_err)?;
+    Ok(published)
 }

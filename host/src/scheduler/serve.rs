@@ -59,6 +59,10 @@ pub async fn serve(
     loop {
         tokio::select! {
             _ = tick.tick() => {
+                // Files of runs committed by a process that then died.
+                if let Err(e) = scheduler.recover_unpublished() {
+                    tracing::warn!("cannot publish the output of an interrupted run yet: {e}");
+                }
                 let due = match scheduler.due(now_ms()) {
                     Ok(due) => due,
                     Err(e) => {
@@ -132,8 +136,14 @@ pub async fn serve(
 
 async fn serve_metrics(listener: tokio::net::TcpListener, scheduler: Scheduler) {
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
+        let mut stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, say: wait instead of spinning.
+                tracing::warn!("metrics: cannot accept a connection: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let scheduler = scheduler.clone();
         tokio::spawn(async move {

@@ -46,7 +46,7 @@ pub use model::{
     AuditAction, AuditRecord, Broken, CredentialId, CredentialRecord, CredentialState, SealedField,
     SourceId, SourceRecord, User,
 };
-pub use runs::{Attempt, RunRecord, Schedule};
+pub use runs::{Attempt, RunRecord, Schedule, Unpublished};
 pub use sources::{CredentialChoice, NewSource};
 
 /// The on-disk format this build writes. Bumped on incompatible changes.
@@ -63,6 +63,10 @@ pub(crate) const CURSORS: TableDefinition<u64, &str> = TableDefinition::new("cur
 pub(crate) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 pub(crate) const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("runs");
 pub(crate) const SCHEDULES: TableDefinition<u64, &[u8]> = TableDefinition::new("schedules");
+/// When each data source's last run that counts for its schedule started.
+pub(crate) const LAST_RUNS: TableDefinition<u64, u64> = TableDefinition::new("last_runs");
+/// Committed runs whose output file may not be renamed into place yet.
+pub(crate) const UNPUBLISHED: TableDefinition<u64, &[u8]> = TableDefinition::new("unpublished");
 
 const META_FORMAT: &str = "format_version";
 const META_NEXT_ID: &str = "next_id";
@@ -469,6 +473,10 @@ impl Store {
             txn.open_table(AUDIT)?;
             txn.open_table(RUNS)?;
             txn.open_table(SCHEDULES)?;
+            txn.open_table(UNPUBLISHED)?;
+            if !table_exists(&txn, LAST_RUNS)? {
+                runs::backfill_last_runs(&txn)?;
+            }
         }
         txn.commit()?;
         Ok(())
@@ -681,8 +689,21 @@ fn all_tables_exist(txn: &redb::ReadTransaction) -> Result<bool> {
         CURSORS,
         AUDIT,
         RUNS,
-        SCHEDULES
+        SCHEDULES,
+        LAST_RUNS,
+        UNPUBLISHED
     ))
+}
+
+/// Whether `table` exists, in a write transaction (before opening it would
+/// create it).
+fn table_exists<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &redb::WriteTransaction,
+    table: TableDefinition<K, V>,
+) -> Result<bool> {
+    Ok(txn
+        .list_tables()?
+        .any(|t| redb::TableHandle::name(&t) == redb::TableHandle::name(&table)))
 }
 
 /// The passphrase salt and parameters stored in `meta`, if any, and the

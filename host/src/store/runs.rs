@@ -15,7 +15,7 @@ use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use super::model::{SourceId, decode, encode};
-use super::{CURSORS, RUNS, Result, SCHEDULES, Store, next_id};
+use super::{CURSORS, LAST_RUNS, RUNS, Result, SCHEDULES, Store, UNPUBLISHED, next_id};
 
 /// One attempt within a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,10 +68,33 @@ impl RunRecord {
         finished (killed or crashed); its partial output was discarded and its cursor left as \
         it was, so the next run fetches those records again";
 
+    /// The outcome of a run stopped by a shutdown or its caller.
+    pub const CANCELLED: &'static str = "cancelled";
+
     /// Whether the run has ended (neither running nor interrupted).
     pub fn ended(&self) -> bool {
         self.outcome != Self::RUNNING && self.outcome != Self::INTERRUPTED
     }
+
+    /// Whether the run counts as its data source's last run for schedules:
+    /// it ended, and was not cancelled (a run stopped by a shutdown did not
+    /// fetch what it was due to, so its data source is due again as if it
+    /// had not run).
+    pub fn counts_for_schedule(&self) -> bool {
+        self.ended() && self.outcome != Self::CANCELLED
+    }
+}
+
+/// A committed run whose output file may not have been renamed into place
+/// yet (the rename follows the commit), kept until it is known to be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unpublished {
+    /// The run.
+    pub run: u64,
+    /// Its data source's name.
+    pub source_name: String,
+    /// The file's final path (its partial file is this plus `.partial`).
+    pub output: String,
 }
 
 /// When a data source is due.
@@ -100,6 +123,7 @@ impl Store {
             }
             txn.open_table(RUNS)?
                 .insert(run.id, encode(&run)?.as_slice())?;
+            note_last_run(&mut txn.open_table(LAST_RUNS)?, &run)?;
         }
         txn.commit()?;
         Ok(run)
@@ -112,16 +136,27 @@ impl Store {
     /// record of that id (the `running` record made when it started); one
     /// without (id 0), or whose record is gone, gets a new id. Returns the
     /// runs with their ids. The scheduler's group commit; all or nothing.
+    ///
+    /// A successful run with an output file is also noted as unpublished
+    /// until [`Store::commit_runs`] is told (`published`, run ids) that its
+    /// file was renamed into place; see [`Store::unpublished`].
     pub fn commit_runs(
         &self,
         runs: Vec<(RunRecord, Option<Option<String>>)>,
+        published: &[u64],
     ) -> Result<Vec<RunRecord>> {
         let txn = self.db().begin_write()?;
         let mut out = Vec::with_capacity(runs.len());
         {
             let mut cursors = txn.open_table(CURSORS)?;
             let mut table = txn.open_table(RUNS)?;
+            let mut last = txn.open_table(LAST_RUNS)?;
+            let mut unpublished = txn.open_table(UNPUBLISHED)?;
+            for id in published {
+                unpublished.remove(*id)?;
+            }
             for (mut run, cursor) in runs {
+                let succeeded = cursor.is_some();
                 if run.id == 0 || table.get(run.id)?.is_none() {
                     run.id = next_id(&txn, "run")?;
                 }
@@ -135,6 +170,15 @@ impl Store {
                     None => {}
                 }
                 table.insert(run.id, encode(&run)?.as_slice())?;
+                note_last_run(&mut last, &run)?;
+                if let (true, Some(output)) = (succeeded, &run.output) {
+                    let entry = Unpublished {
+                        run: run.id,
+                        source_name: run.source_name.clone(),
+                        output: output.clone(),
+                    };
+                    unpublished.insert(run.id, encode(&entry)?.as_slice())?;
+                }
                 out.push(run);
             }
         }
@@ -148,8 +192,38 @@ impl Store {
         run.id = next_id(&txn, "run")?;
         txn.open_table(RUNS)?
             .insert(run.id, encode(&run)?.as_slice())?;
+        note_last_run(&mut txn.open_table(LAST_RUNS)?, &run)?;
         txn.commit()?;
         Ok(run)
+    }
+
+    /// Committed runs whose output file may still carry its partial name
+    /// (the process was killed between the commit and the rename), oldest
+    /// first.
+    pub fn unpublished(&self) -> Result<Vec<Unpublished>> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(UNPUBLISHED)?;
+        let mut out = Vec::new();
+        for r in table.iter()? {
+            out.push(decode(r?.1.value(), "unpublished run")?);
+        }
+        Ok(out)
+    }
+
+    /// Forgets the unpublished entries of `runs`: their files are in place.
+    pub fn forget_unpublished(&self, runs: &[u64]) -> Result<()> {
+        if runs.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db().begin_write()?;
+        {
+            let mut table = txn.open_table(UNPUBLISHED)?;
+            for id in runs {
+                table.remove(*id)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
     }
 
     /// Runs, oldest first; only `source`'s if given; at most the last `limit`.
@@ -212,14 +286,33 @@ impl Store {
         Ok(marked)
     }
 
-    /// Whether a committed run wrote the output file `path`.
-    pub fn run_wrote(&self, path: &str) -> Result<bool> {
+    /// Whether a committed run wrote the output file `file` (a file name,
+    /// `RUN.jsonl`) of data source directory `source_dir` (its name).
+    /// Matched on those two names, however the output directory was spelt
+    /// when the run was recorded (relative or absolute, through a link).
+    ///
+    /// Looks through runs newest first and stops at runs that started well
+    /// before `not_before_ms` (the file's run began then; see
+    /// [`crate::scheduler::run_id`]), so that the cost does not grow with the
+    /// whole history; `0` looks through all of it.
+    pub fn run_wrote(&self, source_dir: &str, file: &str, not_before_ms: u64) -> Result<bool> {
+        /// Runs are looked at until they started this long before the file's
+        /// run: run ids and start times of concurrent processes interleave.
+        const SLACK_MS: u64 = 3_600_000;
+        let wanted = std::path::Path::new(source_dir).join(file);
         let txn = self.db().begin_read()?;
         let table = txn.open_table(RUNS)?;
         for r in table.iter()?.rev() {
             let run: RunRecord = decode(r?.1.value(), "run")?;
-            if run.output.as_deref() == Some(path) {
+            if run
+                .output
+                .as_deref()
+                .is_some_and(|o| std::path::Path::new(o).ends_with(&wanted))
+            {
                 return Ok(true);
+            }
+            if run.started_ms.saturating_add(SLACK_MS) < not_before_ms {
+                break;
             }
         }
         Ok(false)
@@ -253,23 +346,45 @@ impl Store {
             .transpose()
     }
 
-    /// When each data source's last ended run started (ms), by data source.
-    /// Runs still running, or interrupted, do not count: an interrupted run
-    /// kept nothing, so its data source is due again as if it had not run.
+    /// When each data source's last ended run started (ms), by data source
+    /// (see [`RunRecord::counts_for_schedule`]). Runs still running,
+    /// interrupted or cancelled do not count: such a run kept nothing, so
+    /// its data source is due again as if it had not run. Read from an
+    /// index kept with the run history, not the history itself.
     pub fn last_run_starts(&self) -> Result<std::collections::HashMap<SourceId, u64>> {
         let txn = self.db().begin_read()?;
-        let table = txn.open_table(RUNS)?;
+        let table = txn.open_table(LAST_RUNS)?;
         let mut out = std::collections::HashMap::new();
         for r in table.iter()? {
-            let run: RunRecord = decode(r?.1.value(), "run")?;
-            if !run.ended() {
-                continue;
-            }
-            let e = out.entry(run.source).or_insert(0);
-            *e = (*e).max(run.started_ms);
+            let (source, started) = r?;
+            out.insert(source.value(), started.value());
         }
         Ok(out)
     }
+}
+
+/// Keeps [`LAST_RUNS`] up to date with `run`.
+fn note_last_run(table: &mut redb::Table<'_, u64, u64>, run: &RunRecord) -> Result<()> {
+    if !run.counts_for_schedule() {
+        return Ok(());
+    }
+    let last = table.get(run.source)?.map_or(0, |v| v.value());
+    if run.started_ms > last {
+        table.insert(run.source, run.started_ms)?;
+    }
+    Ok(())
+}
+
+/// Builds [`LAST_RUNS`] from the run history, for a database written before
+/// the index existed; `txn` has just created the table.
+pub(super) fn backfill_last_runs(txn: &redb::WriteTransaction) -> Result<()> {
+    let runs = txn.open_table(RUNS)?;
+    let mut last = txn.open_table(LAST_RUNS)?;
+    for r in runs.iter()? {
+        let run: RunRecord = decode(r?.1.value(), "run")?;
+        note_last_run(&mut last, &run)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -298,10 +413,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db.redb"), Keyring::generate().unwrap()).unwrap();
         let started = store
-            .commit_runs(vec![
-                (run(1, 100, RunRecord::RUNNING), None),
-                (run(2, 200, RunRecord::RUNNING), None),
-            ])
+            .commit_runs(
+                vec![
+                    (run(1, 100, RunRecord::RUNNING), None),
+                    (run(2, 200, RunRecord::RUNNING), None),
+                ],
+                &[],
+            )
             .unwrap();
         let (a, b) = (started[0].id, started[1].id);
         assert_eq!(store.running_runs().unwrap().len(), 2);
@@ -312,7 +430,7 @@ mod tests {
         let mut done = run(1, 100, "ok");
         done.id = a;
         store
-            .commit_runs(vec![(done, Some(Some("c".into())))])
+            .commit_runs(vec![(done, Some(Some("c".into())))], &[])
             .unwrap();
         // Run `b`'s process died.
         assert!(store.mark_interrupted(b).unwrap());
@@ -335,5 +453,61 @@ mod tests {
         let starts = store.last_run_starts().unwrap();
         assert_eq!(starts.get(&1), Some(&100));
         assert_eq!(starts.get(&2), None);
+    }
+
+    #[test]
+    fn cancelled_runs_do_not_count_for_schedules_and_the_index_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let store = Store::open(&path, Keyring::generate().unwrap()).unwrap();
+        store
+            .commit_runs(
+                vec![
+                    (run(1, 100, "ok"), Some(None)),
+                    (run(1, 300, RunRecord::CANCELLED), None),
+                    (run(2, 200, "transient"), None),
+                    (run(2, 150, "ok"), Some(None)),
+                ],
+                &[],
+            )
+            .unwrap();
+        let starts = store.last_run_starts().unwrap();
+        assert_eq!(starts.get(&1), Some(&100), "a cancelled run does not count");
+        assert_eq!(starts.get(&2), Some(&200), "the latest start counts");
+
+        // A database from before the index: rebuilt from the history when
+        // it is opened.
+        let txn = store.db().begin_write().unwrap();
+        txn.delete_table(LAST_RUNS).unwrap();
+        txn.commit().unwrap();
+        let keyring = store.keyring().as_ref().clone();
+        drop(store);
+        let store = Store::open(&path, keyring).unwrap();
+        assert_eq!(store.last_run_starts().unwrap(), starts);
+    }
+
+    #[test]
+    fn run_wrote_matches_however_the_directory_was_spelt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.redb"), Keyring::generate().unwrap()).unwrap();
+        let mut done = run(1, 1_796_320_393_500, "ok");
+        done.output = Some("output/acme-us/20261203T175313Z-003.jsonl".into());
+        store.commit_runs(vec![(done, Some(None))], &[]).unwrap();
+        let stamp = 1_796_320_393_000; // 2026-12-03T17:53:13Z
+        assert!(
+            store
+                .run_wrote("acme-us", "20261203T175313Z-003.jsonl", stamp)
+                .unwrap()
+        );
+        assert!(
+            !store
+                .run_wrote("acme-eu", "20261203T175313Z-003.jsonl", stamp)
+                .unwrap()
+        );
+        assert!(
+            !store
+                .run_wrote("acme-us", "20261203T175313Z-004.jsonl", 0)
+                .unwrap()
+        );
     }
 }
