@@ -109,6 +109,19 @@ pub async fn run(app: &App, args: RunArgs, out: &mut dyn Write) -> Result<ExitCo
     write_summary(&summaries, out)
 }
 
+/// `path` relative to the working directory if it is under it (the output
+/// directory is absolute once a scheduler starts): shorter to read.
+fn shown_path(path: &std::path::Path) -> std::path::PathBuf {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| {
+            path.strip_prefix(cwd)
+                .ok()
+                .map(std::path::Path::to_path_buf)
+        })
+        .unwrap_or_else(|| path.to_path_buf())
+}
+
 fn write_summary(summaries: &[RunSummary], out: &mut dyn Write) -> Result<ExitCode> {
     let mut failed = 0;
     let rows: Vec<_> = summaries
@@ -118,7 +131,7 @@ fn write_summary(summaries: &[RunSummary], out: &mut dyn Write) -> Result<ExitCo
                 Ok(o) => (
                     o.records.to_string(),
                     match &s.output {
-                        Some(path) => format!("ok → {}", path.display()),
+                        Some(path) => format!("ok → {}", shown_path(path).display()),
                         None => "ok (no new records)".to_owned(),
                     },
                 ),
