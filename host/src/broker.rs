@@ -255,16 +255,13 @@ impl Broker {
             });
         }
         let store_err = |e: StoreError| (None, Denial::Store(e.to_string()));
-        let Some((source, credential)) = self
-            .store
-            .source_with_credential(binding.source)
-            .map_err(store_err)?
-        else {
+        let Some(linked) = self.store.linked(binding.source).map_err(store_err)? else {
             return Err((
                 None,
                 Denial::Denied("the data source no longer exists".into()),
             ));
         };
+        let (source, credential) = &*linked;
         if source.platform != binding.platform {
             return Err((
                 source.credential,
@@ -303,7 +300,7 @@ impl Broker {
         }
         let values = self
             .store
-            .open_fields(&credential, Some(fields))
+            .open_fields(credential, Some(fields))
             .map_err(|e| (id, Denial::Store(e.to_string())))?;
         if let Some(missing) = fields.iter().find(|f| values.get(f).is_none()) {
             return Err((id, Denial::MissingField((*missing).to_owned())));

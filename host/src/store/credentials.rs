@@ -6,6 +6,8 @@
 //! with associated data naming the credential id, owner, platform and version.
 //! A ciphertext or wrapped key moved anywhere else fails to open.
 
+use std::sync::Arc;
+
 use redb::{ReadableDatabase, ReadableTable};
 
 use crate::crypto::{Aad, DataKey, Keyring};
@@ -188,6 +190,17 @@ impl Store {
             None => None,
         };
         Ok(Some((src, cred)))
+    }
+
+    /// [`Store::source_with_credential`] for the secret choke point, on
+    /// every request: served from a cache while the database file is
+    /// unchanged (no commit by any process since the records were read), so
+    /// the answer is always the one a read transaction would give now. See
+    /// [`super::snapshot`].
+    pub fn linked(&self, source: SourceId) -> Result<Option<Arc<super::Linked>>> {
+        self.inner
+            .snapshots
+            .get(source, || self.source_with_credential(source))
     }
 
     /// Opens fields of a credential record with this store's keyring,

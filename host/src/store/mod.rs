@@ -21,6 +21,7 @@ mod maintenance;
 mod manage;
 mod model;
 mod runs;
+mod snapshot;
 mod sources;
 mod transit;
 mod users;
@@ -47,6 +48,7 @@ pub use model::{
     SourceId, SourceRecord, User,
 };
 pub use runs::{Attempt, RunRecord, Schedule, Unpublished};
+pub use snapshot::Linked;
 pub use sources::{CredentialChoice, NewSource};
 
 /// The on-disk format this build writes. Bumped on incompatible changes.
@@ -328,6 +330,8 @@ pub struct Store {
 
 struct Inner {
     db: Database,
+    /// The records secret requests read, cached while the file is unchanged.
+    snapshots: snapshot::Snapshots,
     /// Replaced (never changed in place) when the key file is re-read after
     /// another process rotated the key; see [`Store::reload_keyring`].
     keyring: RwLock<Arc<Keyring>>,
@@ -422,6 +426,7 @@ impl Store {
         let store = Self {
             inner: Arc::new(Inner {
                 db,
+                snapshots: snapshot::Snapshots::open(path),
                 keyring: RwLock::new(Arc::new(keyring)),
                 path: path.to_owned(),
             }),
