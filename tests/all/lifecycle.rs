@@ -111,6 +111,15 @@ fn a_key_rotation_is_not_taken_for_a_tampered_compile_cache() {
     assert!(out.stderr.contains(FORGED), "{}", out.stderr);
     assert!(out.stderr.contains("WARN"), "{}", out.stderr);
     assert_ne!(std::fs::read(&path).unwrap(), bytes, "not replaced");
+
+    // A rotation, then the version the entry was written under retired
+    // before any run: still not taken for tampering.
+    home.intake(&["keys", "rotate"]).ok();
+    home.intake(&["keys", "retire", "2"]).ok();
+    platform.add_days(1);
+    let out = home.run(&[]).ok();
+    assert!(!out.stderr.contains(FORGED), "{}", out.stderr);
+    assert!(!out.stderr.contains("WARN"), "{}", out.stderr);
 }
 
 /// `intake keys rotate` while `intake run` is fetching: the data key of the

@@ -9,12 +9,14 @@
 //! recompiled and overwritten.
 //!
 //! The key is derived from the master key's current version, so `intake keys
-//! rotate` changes it. An entry whose HMAC checks out under a key derived from
-//! an older version the keyring still holds was written by this host before a
-//! rotation: it is recompiled and rewritten quietly (a debug log line). An
-//! entry that checks out under none of them, tampered with, written by a host
-//! with another master key, or under a version retired since, is reported
-//! with a warning before it is replaced.
+//! rotate` changes it; each entry names the version it was written under. An
+//! entry whose HMAC checks out under a key derived from an older version the
+//! keyring still holds was written by this host before a rotation, and one
+//! naming a version the keyring no longer holds was written before that
+//! version was retired: both are recompiled and rewritten quietly (a debug
+//! log line). An entry that names a version the keyring holds but does not
+//! check out, tampered with or written by a host with another master key, is
+//! reported with a warning before it is replaced.
 
 use std::fs;
 use std::hash::{Hash, Hasher};
@@ -36,12 +38,21 @@ type HmacSha256 = Hmac<Sha256>;
 /// size of the component.
 const MAX_ENTRY_BYTES: u64 = 4 * super::file::MAX_COMPONENT_BYTES;
 
+/// What an entry starts with, before the master key version it was written
+/// under (4 bytes, big-endian), its HMAC (32 bytes) and the artifact.
+const MAGIC: &[u8; 8] = b"intakecc";
+
+/// Bytes before the artifact.
+const HEADER: usize = MAGIC.len() + 4 + 32;
+
 /// The keys that authenticate compile cache entries: the one new entries are
 /// written with, derived from the master key's current version, and those
 /// derived from its older versions still in the keyring, which identify
 /// entries written before a rotation. Never printed.
 pub struct CacheKeys {
     current: Zeroizing<[u8; 32]>,
+    /// The master key version `current` is derived from.
+    current_version: u32,
     /// By master key version, newest first.
     previous: Vec<(u32, Zeroizing<[u8; 32]>)>,
 }
@@ -73,16 +84,14 @@ impl CacheKeys {
             .collect();
         Self {
             current: keyring.derive(Self::PURPOSE),
+            current_version: current,
             previous,
         }
     }
 
-    /// Only `key`: entries written under any other are reported as foreign.
-    pub fn single(key: Zeroizing<[u8; 32]>) -> Self {
-        Self {
-            current: key,
-            previous: Vec::new(),
-        }
+    /// Whether the keyring these keys come from holds master key `version`.
+    fn knows(&self, version: u32) -> bool {
+        version == self.current_version || self.previous.iter().any(|(v, _)| *v == version)
     }
 }
 
@@ -99,7 +108,13 @@ enum Lookup {
         /// That version.
         version: u32,
     },
-    /// An entry that checks out under none of the keys.
+    /// An entry written under a master key version the keyring no longer
+    /// holds (retired since), or in an older format.
+    Retired {
+        /// That version (0: an older format, which names none).
+        version: u32,
+    },
+    /// An entry that checks out under none of the keys it could be from.
     Foreign,
 }
 
@@ -146,17 +161,18 @@ impl CompileCache {
     /// The HMAC of an entry: its artifact bound to its name (the wasm's
     /// hash and the engine's), so that an entry copied to another name (one
     /// plugin's code under another's) does not verify.
-    fn hmac(key: &[u8; 32], name: &str) -> HmacSha256 {
+    fn hmac(key: &[u8; 32], name: &str, version: u32) -> HmacSha256 {
         // HMAC accepts keys of any length; this cannot fail.
         let mut mac = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length");
-        mac.update(b"intake compile cache entry v2\0");
+        mac.update(b"intake compile cache entry v3\0");
         mac.update(name.as_bytes());
         mac.update(b"\0");
+        mac.update(&version.to_be_bytes());
         mac
     }
 
-    fn mac(key: &[u8; 32], name: &str, artifact: &[u8]) -> [u8; 32] {
-        let mut mac = Self::hmac(key, name);
+    fn mac(key: &[u8; 32], name: &str, version: u32, artifact: &[u8]) -> [u8; 32] {
+        let mut mac = Self::hmac(key, name, version);
         mac.update(artifact);
         mac.finalize().into_bytes().into()
     }
@@ -176,6 +192,15 @@ impl CompileCache {
             Lookup::Stale { version } => tracing::debug!(
                 "compile cache entry {} was written under master key version {version}, before \
                  a key rotation; recompiling it",
+                path.display()
+            ),
+            Lookup::Retired { version: 0 } => tracing::debug!(
+                "compile cache entry {} is of an older format; recompiling it",
+                path.display()
+            ),
+            Lookup::Retired { version } => tracing::debug!(
+                "compile cache entry {} was written under master key version {version}, which \
+                 the key file no longer holds (retired); recompiling it",
                 path.display()
             ),
             Lookup::Foreign => tracing::warn!(
@@ -203,17 +228,22 @@ impl CompileCache {
                 return Lookup::Missing;
             }
         };
-        if data.len() < 32 {
+        let Some(rest) = data.strip_prefix(MAGIC.as_slice()) else {
+            return Lookup::Retired { version: 0 };
+        };
+        if rest.len() < HEADER - MAGIC.len() {
             return Lookup::Foreign;
         }
-        let (tag, artifact) = data.split_at(32);
+        let (version, rest) = rest.split_at(4);
+        let version = u32::from_be_bytes(version.try_into().unwrap_or_default());
+        let (tag, artifact) = rest.split_at(32);
         let verifies = |key: &[u8; 32]| {
             // `verify_slice` compares in constant time.
-            let mut mac = Self::hmac(key, name);
+            let mut mac = Self::hmac(key, name, version);
             mac.update(artifact);
             mac.verify_slice(tag).is_ok()
         };
-        if verifies(&self.keys.current) {
+        if version == self.keys.current_version && verifies(&self.keys.current) {
             return match deserialize(engine, artifact) {
                 Ok(component) => Lookup::Hit(component),
                 Err(e) => {
@@ -225,7 +255,16 @@ impl CompileCache {
                 }
             };
         }
-        match self.keys.previous.iter().find(|(_, key)| verifies(key)) {
+        if !self.keys.knows(version) {
+            // Never loaded either way; only how it is reported differs.
+            return Lookup::Retired { version };
+        }
+        match self
+            .keys
+            .previous
+            .iter()
+            .find(|(v, key)| *v == version && verifies(key))
+        {
             Some(&(version, _)) => Lookup::Stale { version },
             None => Lookup::Foreign,
         }
@@ -248,7 +287,10 @@ impl CompileCache {
             .custom_flags(libc::O_NOFOLLOW)
             .mode(0o600)
             .open(&tmp)?;
-        file.write_all(&Self::mac(&self.keys.current, name, &artifact))?;
+        let version = self.keys.current_version;
+        file.write_all(MAGIC)?;
+        file.write_all(&version.to_be_bytes())?;
+        file.write_all(&Self::mac(&self.keys.current, name, version, &artifact))?;
         file.write_all(&artifact)?;
         file.sync_all()?;
         fs::rename(&tmp, path)
@@ -281,6 +323,8 @@ mod tests {
             Lookup::Missing => "missing",
             Lookup::Stale { version: 1 } => "stale v1",
             Lookup::Stale { .. } => "stale, another version",
+            Lookup::Retired { version: 0 } => "older format",
+            Lookup::Retired { .. } => "retired",
             Lookup::Foreign => "foreign",
         }
     }
@@ -320,10 +364,34 @@ mod tests {
 
         // Neither does an entry of a host with another master key, nor a
         // stub too short to hold a tag.
-        let other = cache(&Keyring::generate().unwrap());
+        assert_eq!(found(&v2, &engine, &wasm), "hit");
+        let mut other_keyring = Keyring::generate().unwrap();
+        other_keyring.add_version().unwrap();
+        let other = cache(&other_keyring);
         assert_eq!(found(&other, &engine, &wasm), "foreign");
-        std::fs::write(&path, b"short").unwrap();
+        let mut short = MAGIC.to_vec();
+        short.extend_from_slice(b"short");
+        std::fs::write(&path, &short).unwrap();
         assert_eq!(found(&v2, &engine, &wasm), "foreign");
+        // An entry of an older format names no version: recompiled quietly.
+        std::fs::write(&path, b"an entry without the magic number").unwrap();
+        assert_eq!(found(&v2, &engine, &wasm), "older format");
+    }
+
+    #[test]
+    fn an_entry_under_a_retired_version_is_recompiled_quietly() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::default();
+        let wasm = wat::parse_str("(component)").unwrap();
+        let mut keyring = Keyring::generate().unwrap();
+        let v1 = CompileCache::new(dir.path().to_owned(), CacheKeys::from_keyring(&keyring));
+        v1.load_or_compile(&engine, &wasm).unwrap();
+        keyring.add_version().unwrap();
+        assert!(keyring.remove_version(1));
+        let v2 = CompileCache::new(dir.path().to_owned(), CacheKeys::from_keyring(&keyring));
+        assert_eq!(found(&v2, &engine, &wasm), "retired");
+        assert!(!v2.load_or_compile(&engine, &wasm).unwrap().1);
+        assert_eq!(found(&v2, &engine, &wasm), "hit");
     }
 
     #[test]
