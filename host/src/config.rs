@@ -190,6 +190,10 @@ pub struct SchedulerConfig {
     /// `intake serve`: how often to look for due data sources (default 1s).
     #[serde(with = "humantime_serde_compat")]
     pub tick: Duration,
+    /// `intake serve`: how long runs are kept in the run history (default
+    /// 90 days; "0s" keeps them forever). Pruned hourly.
+    #[serde(with = "humantime_serde_compat")]
+    pub history: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -202,6 +206,7 @@ impl Default for SchedulerConfig {
             shutdown_grace: Duration::from_secs(30),
             metrics: None,
             tick: Duration::from_secs(1),
+            history: Duration::from_secs(90 * 24 * 3600),
         }
     }
 }

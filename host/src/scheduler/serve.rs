@@ -5,7 +5,8 @@
 //! plugins only if they load cleanly; otherwise the old ones keep serving.
 //! Shutdown (SIGINT, SIGTERM) stops starting runs, lets the ones in flight
 //! finish within the grace period, then cancels the rest. Metrics are served
-//! in Prometheus format if an address is configured.
+//! in Prometheus format if an address is configured. Runs older than
+//! `[scheduler] history` are pruned from the run history every hour.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -56,8 +57,11 @@ pub async fn serve(
     let mut tasks = JoinSet::new();
     let mut tick = tokio::time::interval(config.scheduler.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut prune = tokio::time::interval(PRUNE_EVERY);
+    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = prune.tick() => prune_history(&scheduler, config.scheduler.history).await,
             _ = tick.tick() => {
                 // Files of runs committed by a process that then died.
                 if let Err(e) = scheduler.recover_unpublished() {
@@ -131,6 +135,46 @@ pub async fn serve(
     }
     if let Err(e) = scheduler.runtime().broker().flush() {
         tracing::error!("cannot write the audit log: {e}");
+    }
+}
+
+/// How often `serve` prunes the run history.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Runs removed from the history in one transaction.
+const PRUNE_BATCH: usize = 10_000;
+
+/// Removes runs older than `keep` from the history (none if `keep` is
+/// zero), a batch per transaction, on the blocking pool.
+async fn prune_history(scheduler: &Scheduler, keep: std::time::Duration) {
+    if keep.is_zero() {
+        return;
+    }
+    let store = scheduler.store().clone();
+    let before = now_ms().saturating_sub(u64::try_from(keep.as_millis()).unwrap_or(u64::MAX));
+    let pruned = tokio::task::spawn_blocking(move || {
+        let mut total = 0;
+        loop {
+            match store.prune_runs(before, PRUNE_BATCH) {
+                Ok(n) => {
+                    total += n;
+                    if n < PRUNE_BATCH {
+                        return Ok(total);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await;
+    match pruned {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => tracing::info!(
+            "removed {n} runs older than {} from the run history",
+            humantime::format_duration(keep)
+        ),
+        Ok(Err(e)) => tracing::warn!("cannot prune the run history: {e}"),
+        Err(e) => tracing::warn!("cannot prune the run history: {e}"),
     }
 }
 

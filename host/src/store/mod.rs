@@ -69,6 +69,8 @@ pub(crate) const SCHEDULES: TableDefinition<u64, &[u8]> = TableDefinition::new("
 pub(crate) const LAST_RUNS: TableDefinition<u64, u64> = TableDefinition::new("last_runs");
 /// Committed runs whose output file may not be renamed into place yet.
 pub(crate) const UNPUBLISHED: TableDefinition<u64, &[u8]> = TableDefinition::new("unpublished");
+/// The runs recorded as running (an index of the run history).
+pub(crate) const RUNNING: TableDefinition<u64, ()> = TableDefinition::new("running_runs");
 
 const META_FORMAT: &str = "format_version";
 const META_NEXT_ID: &str = "next_id";
@@ -482,6 +484,9 @@ impl Store {
             if !table_exists(&txn, LAST_RUNS)? {
                 runs::backfill_last_runs(&txn)?;
             }
+            if !table_exists(&txn, RUNNING)? {
+                runs::backfill_running(&txn)?;
+            }
         }
         txn.commit()?;
         Ok(())
@@ -696,7 +701,8 @@ fn all_tables_exist(txn: &redb::ReadTransaction) -> Result<bool> {
         RUNS,
         SCHEDULES,
         LAST_RUNS,
-        UNPUBLISHED
+        UNPUBLISHED,
+        RUNNING
     ))
 }
 

@@ -15,7 +15,7 @@ use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use super::model::{SourceId, decode, encode};
-use super::{CURSORS, LAST_RUNS, RUNS, Result, SCHEDULES, Store, UNPUBLISHED, next_id};
+use super::{CURSORS, LAST_RUNS, RUNNING, RUNS, Result, SCHEDULES, Store, UNPUBLISHED, next_id};
 
 /// One attempt within a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +124,7 @@ impl Store {
             txn.open_table(RUNS)?
                 .insert(run.id, encode(&run)?.as_slice())?;
             note_last_run(&mut txn.open_table(LAST_RUNS)?, &run)?;
+            note_running(&mut txn.open_table(RUNNING)?, &run)?;
         }
         txn.commit()?;
         Ok(run)
@@ -151,6 +152,7 @@ impl Store {
             let mut cursors = txn.open_table(CURSORS)?;
             let mut table = txn.open_table(RUNS)?;
             let mut last = txn.open_table(LAST_RUNS)?;
+            let mut running = txn.open_table(RUNNING)?;
             let mut unpublished = txn.open_table(UNPUBLISHED)?;
             for id in published {
                 unpublished.remove(*id)?;
@@ -171,6 +173,7 @@ impl Store {
                 }
                 table.insert(run.id, encode(&run)?.as_slice())?;
                 note_last_run(&mut last, &run)?;
+                note_running(&mut running, &run)?;
                 if let (true, Some(output)) = (succeeded, &run.output) {
                     let entry = Unpublished {
                         run: run.id,
@@ -193,6 +196,7 @@ impl Store {
         txn.open_table(RUNS)?
             .insert(run.id, encode(&run)?.as_slice())?;
         note_last_run(&mut txn.open_table(LAST_RUNS)?, &run)?;
+        note_running(&mut txn.open_table(RUNNING)?, &run)?;
         txn.commit()?;
         Ok(run)
     }
@@ -249,15 +253,51 @@ impl Store {
     /// died.
     pub fn running_runs(&self) -> Result<Vec<RunRecord>> {
         let txn = self.db().begin_read()?;
+        let index = txn.open_table(RUNNING)?;
         let table = txn.open_table(RUNS)?;
         let mut out = Vec::new();
-        for r in table.iter()? {
-            let run: RunRecord = decode(r?.1.value(), "run")?;
-            if run.outcome == RunRecord::RUNNING {
-                out.push(run);
+        for r in index.iter()? {
+            let id = r?.0.value();
+            if let Some(v) = table.get(id)? {
+                let run: RunRecord = decode(v.value(), "run")?;
+                if run.outcome == RunRecord::RUNNING {
+                    out.push(run);
+                }
             }
         }
         Ok(out)
+    }
+
+    /// Removes the runs that started before `before_ms` (ms since the
+    /// epoch) from the history, except any still recorded as running; at
+    /// most `max` of them, oldest first, in one transaction. Returns how
+    /// many were removed. Cursors, schedules and the last-run index are
+    /// kept: a data source's state does not depend on its history.
+    pub fn prune_runs(&self, before_ms: u64, max: usize) -> Result<usize> {
+        /// Run ids and start times of concurrent processes interleave: look
+        /// this far past the first run that is new enough.
+        const SLACK_MS: u64 = 3_600_000;
+        let txn = self.db().begin_write()?;
+        let removed = {
+            let mut table = txn.open_table(RUNS)?;
+            let mut old = Vec::new();
+            for r in table.iter()? {
+                let (id, value) = r?;
+                let run: RunRecord = decode(value.value(), "run")?;
+                if run.started_ms >= before_ms.saturating_add(SLACK_MS) || old.len() >= max {
+                    break;
+                }
+                if run.started_ms < before_ms && run.outcome != RunRecord::RUNNING {
+                    old.push(id.value());
+                }
+            }
+            for id in &old {
+                table.remove(*id)?;
+            }
+            old.len()
+        };
+        txn.commit()?;
+        Ok(removed)
     }
 
     /// Marks run `id` [`RunRecord::INTERRUPTED`] if it is still recorded as
@@ -282,6 +322,7 @@ impl Store {
                 _ => false,
             }
         };
+        txn.open_table(RUNNING)?.remove(id)?;
         txn.commit()?;
         Ok(marked)
     }
@@ -371,6 +412,28 @@ fn note_last_run(table: &mut redb::Table<'_, u64, u64>, run: &RunRecord) -> Resu
     let last = table.get(run.source)?.map_or(0, |v| v.value());
     if run.started_ms > last {
         table.insert(run.source, run.started_ms)?;
+    }
+    Ok(())
+}
+
+/// Keeps [`RUNNING`] up to date with `run` (stored under its id).
+fn note_running(table: &mut redb::Table<'_, u64, ()>, run: &RunRecord) -> Result<()> {
+    if run.outcome == RunRecord::RUNNING {
+        table.insert(run.id, ())?;
+    } else {
+        table.remove(run.id)?;
+    }
+    Ok(())
+}
+
+/// Builds [`RUNNING`] from the run history, for a database written before
+/// the index existed; `txn` has just created the table.
+pub(super) fn backfill_running(txn: &redb::WriteTransaction) -> Result<()> {
+    let runs = txn.open_table(RUNS)?;
+    let mut running = txn.open_table(RUNNING)?;
+    for r in runs.iter()? {
+        let run: RunRecord = decode(r?.1.value(), "run")?;
+        note_running(&mut running, &run)?;
     }
     Ok(())
 }
@@ -509,5 +572,45 @@ mod tests {
                 .run_wrote("acme-us", "20261203T175313Z-004.jsonl", 0)
                 .unwrap()
         );
+    }
+
+    #[test]
+    fn old_runs_are_pruned_but_running_ones_and_state_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.redb"), Keyring::generate().unwrap()).unwrap();
+        let committed = store
+            .commit_runs(
+                vec![
+                    (run(1, 100, "ok"), Some(Some("c".into()))),
+                    (run(2, 200, RunRecord::RUNNING), None),
+                    (run(1, 300, "transient"), None),
+                    (run(1, 10_000_000, "ok"), Some(Some("d".into()))),
+                ],
+                &[],
+            )
+            .unwrap();
+        assert_eq!(store.prune_runs(1_000, 1000).unwrap(), 2);
+        let left: Vec<u64> = store
+            .runs(None, 100)
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(left, [committed[1].id, committed[3].id]);
+        assert_eq!(store.running_runs().unwrap().len(), 1);
+        assert_eq!(store.cursor(1).unwrap().as_deref(), Some("d"));
+        assert_eq!(store.last_run_starts().unwrap().get(&1), Some(&10_000_000));
+        // At most `max` at a time, oldest first.
+        store
+            .commit_runs(vec![(run(3, 10_000_050, "ok"), None)], &[])
+            .unwrap();
+        assert_eq!(store.prune_runs(20_000_000, 1).unwrap(), 1);
+        let left: Vec<u64> = store
+            .runs(None, 100)
+            .unwrap()
+            .iter()
+            .map(|r| r.started_ms)
+            .collect();
+        assert_eq!(left, [200, 10_000_050]);
     }
 }
