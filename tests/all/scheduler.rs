@@ -255,21 +255,28 @@ fn killed_runs_never_skip_or_duplicate_records() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
-#[test]
-fn serve_reloads_good_config_refuses_bad_and_shuts_down_gracefully() {
-    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+/// A home for `intake serve`: ticks of 100 ms, metrics on a free port
+/// (returned), and data source `acme-us` scheduled `--every every`.
+fn serving(platform: &SamplePlatform, every: &str) -> (Home, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let home = home_with(
-        &platform,
+        platform,
         &format!("tick = \"100ms\"\nmetrics = \"127.0.0.1:{port}\""),
     );
     connect(&home, "acme-us", "acme-us", "adsample-token-acme");
-    home.intake(&["sources", "schedule", "acme-us", "--every", "1h"])
+    home.intake(&["sources", "schedule", "acme-us", "--every", every])
         .ok();
+    (home, port)
+}
+
+#[test]
+fn serve_reloads_good_config_refuses_bad_and_shuts_down_gracefully() {
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    let (home, port) = serving(&platform, "1h");
     let good = std::fs::read_to_string(home.config_path()).unwrap();
 
     let serve = spawn(&home, &["-v", "serve"]);
@@ -846,18 +853,7 @@ fn metrics(port: u16) -> String {
 #[test]
 fn serve_runs_on_schedule_and_a_reload_takes_effect() {
     let platform = SamplePlatform::start(Fixture::demo()).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let home = home_with(
-        &platform,
-        &format!("tick = \"100ms\"\nmetrics = \"127.0.0.1:{port}\""),
-    );
-    connect(&home, "acme-us", "acme-us", "adsample-token-acme");
-    home.intake(&["sources", "schedule", "acme-us", "--every", "1s"])
-        .ok();
+    let (home, port) = serving(&platform, "1s");
     let good = std::fs::read_to_string(home.config_path()).unwrap();
     let allow_line = good
         .lines()

@@ -481,11 +481,8 @@ impl Store {
             txn.open_table(RUNS)?;
             txn.open_table(SCHEDULES)?;
             txn.open_table(UNPUBLISHED)?;
-            if !table_exists(&txn, LAST_RUNS)? {
-                runs::backfill_last_runs(&txn)?;
-            }
-            if !table_exists(&txn, RUNNING)? {
-                runs::backfill_running(&txn)?;
+            if !table_exists(&txn, LAST_RUNS)? || !table_exists(&txn, RUNNING)? {
+                runs::backfill_indexes(&txn)?;
             }
         }
         txn.commit()?;

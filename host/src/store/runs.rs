@@ -426,26 +426,17 @@ fn note_running(table: &mut redb::Table<'_, u64, ()>, run: &RunRecord) -> Result
     Ok(())
 }
 
-/// Builds [`RUNNING`] from the run history, for a database written before
-/// the index existed; `txn` has just created the table.
-pub(super) fn backfill_running(txn: &redb::WriteTransaction) -> Result<()> {
+/// Builds the indexes of the run history ([`LAST_RUNS`], [`RUNNING`]) from
+/// the history itself, for a database written before they existed; safe to
+/// run over indexes already up to date.
+pub(super) fn backfill_indexes(txn: &redb::WriteTransaction) -> Result<()> {
     let runs = txn.open_table(RUNS)?;
+    let mut last = txn.open_table(LAST_RUNS)?;
     let mut running = txn.open_table(RUNNING)?;
     for r in runs.iter()? {
         let run: RunRecord = decode(r?.1.value(), "run")?;
-        note_running(&mut running, &run)?;
-    }
-    Ok(())
-}
-
-/// Builds [`LAST_RUNS`] from the run history, for a database written before
-/// the index existed; `txn` has just created the table.
-pub(super) fn backfill_last_runs(txn: &redb::WriteTransaction) -> Result<()> {
-    let runs = txn.open_table(RUNS)?;
-    let mut last = txn.open_table(LAST_RUNS)?;
-    for r in runs.iter()? {
-        let run: RunRecord = decode(r?.1.value(), "run")?;
         note_last_run(&mut last, &run)?;
+        note_running(&mut running, &run)?;
     }
     Ok(())
 }
