@@ -232,6 +232,16 @@ fn swapped_rows_fields_and_versions_fail() {
         Err(StoreError::Corrupt(why)) => assert!(why.contains("moved or copied"), "{why}"),
         other => panic!("a moved row was read: {other:?}"),
     }
+    // `intake keys verify` reports it under the row's id, not as A's.
+    let report = store.verify_all().unwrap();
+    assert_eq!(report.ok, 1, "{report:?}");
+    match report.failed.as_slice() {
+        [(id, why)] => {
+            assert_eq!(*id, b.id, "{why}");
+            assert!(why.contains("moved or copied"), "{why}");
+        }
+        other => panic!("verify did not report the moved row: {other:?}"),
+    }
     let origin = Origin::parse("http://127.0.0.1:1").unwrap();
     let binding = Binding {
         source: source_b.id,

@@ -221,7 +221,9 @@ impl Store {
         let mut versions = std::collections::BTreeMap::new();
         for r in creds.iter()? {
             let (k, v) = r?;
-            let record: CredentialRecord = match decode(v.value(), "credential") {
+            // By the row's own id: a row moved or copied under another id
+            // is reported (its fields, bound to the id it names, would open).
+            let record: CredentialRecord = match decode_row(k.value(), v.value(), "credential") {
                 Ok(r) => r,
                 Err(e) => {
                     out.failed.push((k.value(), e.to_string()));
