@@ -228,12 +228,12 @@ pub fn keys(app: &App, command: KeysCommand, out: &mut dyn Write) -> Result<()> 
             )?;
         }
         KeysCommand::Verify => {
-            // The file first: every page, including those no listing reads.
+            // The key first, so that a wrong one is refused before anything
+            // is written (checking the file writes: it may repair it).
             let db = app.db_path();
-            store::require_existing(&db)?;
-            let file = store::check_file(&db)?;
-            // The key is checked before anything is printed.
             let store = app.store()?;
+            // Then the file: every page, including those no listing reads.
+            let file = store::check_file(&db)?;
             match file {
                 FileCheck::Intact => writeln!(out, "database file: intact")?,
                 FileCheck::Repaired => writeln!(
