@@ -1,8 +1,11 @@
-//! The credential lifecycle through the CLI: master key rotation and backups
-//! keep every credential readable, and a rotation does not pass for
-//! tampering with the compile cache. (Updated once, fixed everywhere, broken
+//! The credential lifecycle through the CLI: master key rotation, retirement
+//! and backups keep every credential readable, a retired key version no
+//! longer opens the database, and a rotation does not pass for tampering
+//! with the compile cache. (Updated once, fixed everywhere, broken
 //! credentials and deleting with `--detach` are in `rules.rs`, rules 4 and 6.)
 
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::time::Duration;
 
 use intake::crypto::{KeySource, Keyring};
@@ -10,6 +13,7 @@ use intake::store::Store;
 use intake_sample_platform::{Fixture, SamplePlatform};
 
 use crate::support::{Home, read_jsonl, wait_until};
+
 
 fn setup() -> (SamplePlatform, Home, u64) {
     let platform = SamplePlatform::start(Fixture::demo()).unwrap();
@@ -295,4 +299,111 @@ fn key_commands_take_turns_with_the_key_file() {
     );
     let keyring = Keyring::load(&KeySource::File(home.key_path())).unwrap();
     assert_eq!(keyring.versions(), [2, 3]);
+}
+
+/// Points the home's `intake.toml` at the key file `name` (in the home).
+fn use_key_file(home: &Home, name: &str) {
+    let config = std::fs::read_to_string(home.config_path()).unwrap();
+    let start = config.find("file = \"").unwrap();
+    let end = start + config[start..].find('\n').unwrap();
+    let config = format!("{}file = \"{name}\"{}", &config[..start], &config[end..]);
+    std::fs::write(home.config_path(), config).unwrap();
+}
+
+/// Whether the database's meta table holds `name`, read with redb directly.
+fn meta_has(db: &Path, name: &str) -> bool {
+    const META: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+    let db = redb::Builder::new()
+        .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+        .open_read_only(db)
+        .unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let meta = txn.open_table(META).unwrap();
+    redb::ReadableTable::get(&meta, name).unwrap().is_some()
+}
+
+/// `intake keys retire N` removes version N from the database as well as
+/// from the key file: a copy of the old key file, holding only version N,
+/// no longer opens the database (refused, saying why and what to use), and
+/// a key file that still holds N beside the current version opens it
+/// without writing N's check value back. Retiring again finishes a
+/// retirement whose key file was not rewritten, and is otherwise a no-op.
+#[test]
+fn a_retired_key_version_no_longer_opens_the_database() {
+    let (_platform, home, _) = setup();
+    let copy_key = |name: &str| {
+        let path = home.path().join(name);
+        std::fs::copy(home.key_path(), &path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    copy_key("old.key");
+    home.intake(&["keys", "rotate"]).ok();
+    copy_key("both.key");
+
+    // Before the retirement the old key file still opens the database.
+    use_key_file(&home, "old.key");
+    home.intake(&["sources", "list"]).ok();
+    use_key_file(&home, "intake.key");
+    assert!(meta_has(&home.db_path(), "key_check:1"));
+
+    let out = home.intake(&["keys", "retire", "1"]).ok();
+    assert!(
+        out.stdout
+            .contains("retired key version 1: removed it from")
+            && out.stdout.contains("its check value from the database"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("backups taken before now open only with a key file"),
+        "{}",
+        out.stdout
+    );
+    assert!(!meta_has(&home.db_path(), "key_check:1"));
+    assert!(meta_has(&home.db_path(), "key_retired:1"));
+
+    // The old key file: refused, saying it was retired and what to use.
+    use_key_file(&home, "old.key");
+    let db_before = std::fs::read(home.db_path()).unwrap();
+    for args in [&["sources", "list"][..], &["keys", "verify"], &["run"]] {
+        let out = home.intake(args).failed();
+        for expected in [
+            "holds only key version 1, retired from the database",
+            "use the current key file (the database uses key version 2)",
+        ] {
+            assert!(out.stderr.contains(expected), "{args:?}: {}", out.stderr);
+        }
+    }
+    let keyring = Keyring::load(&KeySource::File(home.path().join("old.key"))).unwrap();
+    let err = Store::open_existing(&home.db_path(), keyring).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            intake::store::StoreError::KeyRetired { current: 2, .. }
+        ),
+        "{err}"
+    );
+    assert!(std::fs::read(home.db_path()).unwrap() == db_before);
+
+    // A key file that still holds version 1 (as if the retirement had been
+    // killed before it rewrote the key file) opens it, and leaves version 1
+    // retired; retiring again removes it from that file.
+    use_key_file(&home, "both.key");
+    home.intake(&["sources", "list"]).ok();
+    home.intake(&["keys", "verify"]).ok();
+    assert!(!meta_has(&home.db_path(), "key_check:1"));
+    let out = home.intake(&["keys", "retire", "1"]).ok();
+    assert!(out.stdout.contains("removed it from"), "{}", out.stdout);
+    let both = Keyring::load(&KeySource::File(home.path().join("both.key"))).unwrap();
+    assert_eq!(both.versions(), [2]);
+    let out = home.intake(&["keys", "retire", "1"]).ok();
+    assert!(
+        out.stdout.contains("retired already; nothing to do"),
+        "{}",
+        out.stdout
+    );
+    use_key_file(&home, "intake.key");
+    home.run(&[]).ok();
+    assert!(!meta_has(&home.db_path(), "key_check:1"));
 }

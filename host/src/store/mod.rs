@@ -14,7 +14,8 @@
 //! writable open recovers it, so there the key is checked right after.
 //!
 //! The `meta` table holds, besides the format version and id counters, one
-//! key check value per master key version (`key_check:N`), the Argon2id salt
+//! key check value per master key version in use (`key_check:N`), a marker
+//! per retired version (`key_retired:N`, no key material), the Argon2id salt
 //! and parameters of a passphrase database (`passphrase_kdf`) and the key
 //! version they derive (`passphrase_version`, absent for 1), the host's
 //! transit key sealed under the master key (`host_key`), and the marker of an
@@ -127,6 +128,21 @@ pub enum StoreError {
         /// The failing version.
         version: u32,
     },
+    /// Every version the master key holds was retired from the database.
+    #[error(
+        "the master key holds only key {versions}, retired from the database {path} by \
+         `intake keys retire`, so it no longer opens it: use the current key file (the database \
+         uses key version {current}). A backup taken before the retirement opens with the copy \
+         of the key file kept with it"
+    )]
+    KeyRetired {
+        /// The database file.
+        path: String,
+        /// The versions held, e.g. "version 1".
+        versions: String,
+        /// The newest version the database uses.
+        current: u32,
+    },
     /// The passphrase does not open the database.
     #[error(
         "the passphrase does not open the database {path} (it fails the key check); nothing was read or written"
@@ -185,6 +201,14 @@ pub enum StoreError {
         path: String,
         /// The version found.
         found: u32,
+    },
+    /// A master key version cannot be retired (yet).
+    #[error("cannot retire key version {version}: {reason}")]
+    CannotRetire {
+        /// The version.
+        version: u32,
+        /// Why not, and what to do.
+        reason: String,
     },
     /// The file cannot be created or opened.
     #[error("cannot open the database {path}: {reason}")]
@@ -490,7 +514,9 @@ impl Store {
             }
             for version in keyring.versions() {
                 let name = check_key(version);
+                // A retired version's check value is never written back.
                 if meta.get(name.as_str())?.is_none()
+                    && meta.get(retired_key(version).as_str())?.is_none()
                     && let Some(check) = keyring.check_value(version)?
                 {
                     meta.insert(name.as_str(), model::encode(&check)?.as_slice())?;
@@ -679,7 +705,7 @@ fn stored_kdf(
 /// Checks the format version, the kind of key and the key itself against
 /// the `meta` table of the database `path`. Returns whether something is
 /// missing that opening writes: the format version, or the check value of
-/// one of the keyring's versions.
+/// one of the keyring's versions that was not retired.
 fn check_meta(
     path: &str,
     meta: &impl ReadableTable<&'static str, &'static [u8]>,
@@ -703,6 +729,7 @@ fn check_meta(
         });
     }
     let mut any_check = false;
+    let mut retired = Vec::new();
     for version in keyring.versions() {
         let name = check_key(version);
         if let Some(check) = meta.get(name.as_str())? {
@@ -714,13 +741,23 @@ fn check_meta(
                     version,
                 });
             }
+        } else if meta.get(retired_key(version).as_str())?.is_some() {
+            retired.push(version);
         } else {
             missing = true;
         }
     }
     // A database that has check values for none of our versions was made
-    // with another key, unless it has none at all (a new database).
-    if !any_check && newest_check(meta)?.is_some() {
+    // with another key (or retired every version we hold), unless it has
+    // none at all (a new database).
+    if !any_check && let Some(current) = newest_check(meta)? {
+        if retired.len() == keyring.versions().len() {
+            return Err(StoreError::KeyRetired {
+                path: path.to_owned(),
+                versions: versions_shown(&retired),
+                current,
+            });
+        }
         return Err(StoreError::WrongKey {
             path: path.to_owned(),
             version: keyring.current().version(),
@@ -938,6 +975,12 @@ pub(crate) fn next_id(txn: &redb::WriteTransaction, kind: &str) -> Result<u64> {
 
 fn check_key(version: u32) -> String {
     format!("key_check:{version}")
+}
+
+/// The marker of a retired master key version (see
+/// [`Store::retire_key_version`]).
+fn retired_key(version: u32) -> String {
+    format!("key_retired:{version}")
 }
 
 /// The newest master key version that `meta` has a check value for.
