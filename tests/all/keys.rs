@@ -230,6 +230,72 @@ fn moved_ciphertext_fails() {
     );
 }
 
+/// The set of a credential's fields is authenticated too: a field removed
+/// from the record (or a field duplicated, or all of them removed) makes
+/// its data key fail to unwrap, with an integrity error naming the
+/// credential, and `intake keys verify` reports it. Reordering the fields
+/// changes nothing.
+#[test]
+fn removed_or_added_fields_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        &dir.path().join("intake.redb"),
+        Keyring::generate().unwrap(),
+    )
+    .unwrap();
+    store.add_user("alice").unwrap();
+    let a = new_credential(&store, "alice", "alice-a", "token-a");
+    let mut two = SecretFields::new();
+    two.insert("access_token", SecretString::new("the-access".into()));
+    two.insert("refresh_token", SecretString::new("the-refresh".into()));
+    store.update_credential(a.id, "alice", &two).unwrap();
+    let full = store.credential(a.id).unwrap().unwrap();
+    assert_eq!(full.fields.len(), 2);
+    let report = store.verify_all().unwrap();
+    assert_eq!((report.ok, report.unbound), (1, 0), "{report:?}");
+
+    for (what, fields) in [
+        ("the refresh token removed", vec![full.fields[0].clone()]),
+        ("the access token removed", vec![full.fields[1].clone()]),
+        ("every field removed", vec![]),
+        (
+            "a field duplicated",
+            vec![
+                full.fields[0].clone(),
+                full.fields[1].clone(),
+                full.fields[1].clone(),
+            ],
+        ),
+    ] {
+        let mut tampered = full.clone();
+        tampered.fields = fields;
+        store.put_credential_record_unchecked(&tampered).unwrap();
+        assert_integrity_error(&store, &tampered);
+        let report = store.verify_all().unwrap();
+        match report.failed.as_slice() {
+            [(id, why)] => {
+                assert_eq!(*id, a.id, "{what}: {why}");
+                assert!(
+                    why.contains(&format!("credential {}", a.id)),
+                    "{what}: {why}"
+                );
+                assert!(why.contains("integrity check failed"), "{what}: {why}");
+            }
+            other => panic!("{what}: verify did not report it: {other:?}"),
+        }
+    }
+
+    // The same fields in another order still open.
+    let mut reordered = full.clone();
+    reordered.fields.reverse();
+    store.put_credential_record_unchecked(&reordered).unwrap();
+    let fields = store.open_fields(&reordered, None).unwrap();
+    assert_eq!(fields, two);
+    store.put_credential_record_unchecked(&full).unwrap();
+    assert_eq!(store.open_fields(&full, None).unwrap(), two);
+    assert!(store.verify_all().unwrap().failed.is_empty());
+}
+
 /// Whole rows swapped or copied in the file, and sealed values moved
 /// between fields and versions or re-labelled in the clear: each fails with
 /// an error naming the credential, and the choke point never serves one
@@ -1104,7 +1170,10 @@ fn format_v1_passphrase_fixture_changes_its_passphrase() {
     let err = Store::open_with_passphrase(&db, &old).unwrap_err();
     assert!(matches!(err, StoreError::WrongPassphrase { .. }), "{err}");
     let store = Store::open_with_passphrase(&db, &new).unwrap();
-    assert_eq!(store.format_version().unwrap(), 1);
+    assert_eq!(
+        store.format_version().unwrap(),
+        intake::store::FORMAT_VERSION
+    );
     let record = store.credential(1).unwrap().unwrap();
     let fields = store.open_fields(&record, None).unwrap();
     assert_eq!(

@@ -258,6 +258,14 @@ pub fn keys(app: &App, command: KeysCommand, out: &mut dyn Write) -> Result<()> 
             for (id, why) in &report.failed {
                 writeln!(out, "credential {id}: FAILED: {why}")?;
             }
+            if report.unbound > 0 {
+                writeln!(
+                    out,
+                    "{} credentials were written by an older intake (format 1): their list of \
+                     fields is not yet bound to their data key; `intake keys rotate` binds it",
+                    report.unbound
+                )?;
+            }
             match &report.host_key {
                 Some(Ok(version)) => {
                     writeln!(

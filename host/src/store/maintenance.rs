@@ -31,7 +31,7 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::credentials::open_fields;
+use super::credentials::{dek_aad, open_fields_bound, unwrap_data_key};
 use super::model::{CredentialId, CredentialRecord, decode, decode_row, encode};
 use super::transit::META_HOST_KEY;
 use super::{
@@ -39,7 +39,7 @@ use super::{
     META_PASSPHRASE_VERSION, Result, SOURCE_NAMES, SOURCES, Store, StoreError, USERS, check_key,
     newest_check, retired_key,
 };
-use crate::crypto::{Aad, DataKey, KeyError, PassphraseChange, WrappedKey};
+use crate::crypto::{KeyError, PassphraseChange, WrappedKey};
 
 const META_ROTATION: &str = "rotation_in_progress";
 const BATCH: usize = 64;
@@ -60,6 +60,10 @@ pub struct Verification {
     pub ok: usize,
     /// Credentials that failed, with why.
     pub failed: Vec<(CredentialId, String)>,
+    /// Of those that decrypted, how many were written by format 1: their
+    /// list of fields is not bound to their data key yet (the next
+    /// `intake keys rotate` binds it).
+    pub unbound: usize,
     /// How many data keys each master key version wraps.
     pub by_version: Vec<(u32, usize)>,
     /// The host's transit key, if one was created: the master key version
@@ -103,13 +107,11 @@ impl Store {
                     .take(BATCH)
                     .collect::<Result<_>>()?;
                 for mut record in stale {
-                    let aad = dek_aad(&record);
-                    let id = record.id;
-                    let dek = DataKey::unwrap(&keyring, &record.wrapped_key, &aad, || {
-                        format!("credential {id} (data key)")
-                    })?;
-                    record.wrapped_key = dek.wrap(&keyring, &aad)?;
-                    creds.insert(id, encode(&record)?.as_slice())?;
+                    // Re-wrapped under the current binding: a format 1
+                    // record gets its list of fields bound here.
+                    let (dek, _) = unwrap_data_key(&keyring, &record)?;
+                    record.wrapped_key = dek.wrap(&keyring, &dek_aad(&record))?;
+                    creds.insert(record.id, encode(&record)?.as_slice())?;
                     done += 1;
                 }
             }
@@ -182,12 +184,8 @@ impl Store {
                     None => None,
                 };
                 for (key, mut record) in batch {
-                    let aad = dek_aad(&record);
-                    let id = record.id;
-                    let dek = DataKey::unwrap(keyring, &record.wrapped_key, &aad, || {
-                        format!("credential {id} (data key)")
-                    })?;
-                    record.wrapped_key = dek.wrap(keyring, &aad)?;
+                    let (dek, _) = unwrap_data_key(keyring, &record)?;
+                    record.wrapped_key = dek.wrap(keyring, &dek_aad(&record))?;
                     creds.insert(key, encode(&record)?.as_slice())?;
                     rewrapped += 1;
                 }
@@ -305,8 +303,11 @@ impl Store {
                 }
             };
             *versions.entry(record.wrapped_key.kek_version).or_insert(0) += 1;
-            match open_fields(&keyring, &record, None) {
-                Ok(_) => out.ok += 1,
+            match open_fields_bound(&keyring, &record, None) {
+                Ok((_, bound)) => {
+                    out.ok += 1;
+                    out.unbound += usize::from(!bound);
+                }
                 Err(e) => out.failed.push((record.id, e.to_string())),
             }
         }
@@ -371,10 +372,6 @@ where
         to.insert(k.value(), v.value())?;
     }
     Ok(())
-}
-
-fn dek_aad(record: &CredentialRecord) -> Aad {
-    super::credentials::dek_aad(record.id, &record.owner, &record.platform, record.version)
 }
 
 #[cfg(test)]

@@ -56,7 +56,16 @@ pub use runs::{Attempt, RunRecord, Schedule};
 pub use sources::{CredentialChoice, NewSource};
 
 /// The on-disk format this build writes. Bumped on incompatible changes.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// - 1: the first.
+/// - 2: a data key's associated data also names the credential's fields
+///   (`intake/data-key/v2`), so that a field removed from a record is
+///   detected. Records written by format 1 are still read (their data keys
+///   are re-wrapped under the new binding by the next rotation); a format 1
+///   database is marked format 2 when this build first opens it, so that an
+///   older intake refuses it ("upgrade intake") instead of taking the new
+///   records for tampered ones.
+pub const FORMAT_VERSION: u32 = 2;
 
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub(crate) const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
@@ -485,8 +494,9 @@ impl Store {
         Ok(store)
     }
 
-    /// Creates missing tables, records the format version and key check
-    /// values, and verifies the key against existing check values.
+    /// Creates missing tables, records the format version (marking a format 1
+    /// database as this format) and key check values, and verifies the key
+    /// against existing check values.
     ///
     /// Most opens find everything in place: that is checked in a read
     /// transaction, and nothing is written (so a listing neither waits for
@@ -509,7 +519,8 @@ impl Store {
         {
             let mut meta = txn.open_table(META)?;
             check_meta(&shown, &meta, keyring)?;
-            if meta.get(META_FORMAT)?.is_none() {
+            let format = meta.get(META_FORMAT)?.map(|v| u32_from(v.value()));
+            if format.is_none_or(|found| found < FORMAT_VERSION) {
                 meta.insert(META_FORMAT, FORMAT_VERSION.to_be_bytes().as_slice())?;
             }
             for version in keyring.versions() {
@@ -704,8 +715,8 @@ fn stored_kdf(
 
 /// Checks the format version, the kind of key and the key itself against
 /// the `meta` table of the database `path`. Returns whether something is
-/// missing that opening writes: the format version, or the check value of
-/// one of the keyring's versions that was not retired.
+/// missing that opening writes: the format version (or an older one), or
+/// the check value of one of the keyring's versions that was not retired.
 fn check_meta(
     path: &str,
     meta: &impl ReadableTable<&'static str, &'static [u8]>,
@@ -719,7 +730,7 @@ fn check_meta(
                 found,
             });
         }
-        Some(_) => {}
+        Some(found) => missing |= found < FORMAT_VERSION,
         None => missing = true,
     }
     let passphrase_db = meta.get(META_PASSPHRASE_KDF)?.is_some();
