@@ -5,7 +5,8 @@
 //! versions, the host's transit key, a bundle sealed to it, and a passphrase
 //! database. Format 1 databases are marked with the current format when
 //! opened; their credentials, whose list of fields format 1 did not bind,
-//! still open, and are bound by the next rotation.
+//! still open, and are bound by the next rotation. A database of a newer
+//! format is refused.
 //!
 //! The fixture of the current format is re-created (only when the format
 //! changes on purpose, and then as a new `format-vN` fixture beside the old
@@ -55,6 +56,21 @@ pub fn stored_format(path: &Path) -> u32 {
         .unwrap()
         .unwrap();
     u32::from_be_bytes(value.value().try_into().unwrap())
+}
+
+/// Sets the format version recorded in the database file at `path` (what
+/// another intake would write), with redb directly.
+pub fn set_stored_format(path: &Path, version: u32) {
+    let db = redb::Builder::new()
+        .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+        .open(path)
+        .unwrap();
+    let txn = db.begin_write().unwrap();
+    txn.open_table(META)
+        .unwrap()
+        .insert("format_version", version.to_be_bytes().as_slice())
+        .unwrap();
+    txn.commit().unwrap();
 }
 
 const META: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
@@ -499,6 +515,61 @@ fn fixture_through_the_cli(n: u32) {
     assert!(!listed.contains("fixture-token"), "{listed}");
     let public = intake(&["keys", "public"]);
     assert!(public.starts_with("intake-pk-v1:"), "{public}");
+}
+
+/// A database of a newer format than this intake writes (made by a newer
+/// intake) is refused, by the library and every command, with "upgrade
+/// intake", and not one byte of it is changed.
+#[test]
+fn a_database_of_a_newer_format_is_refused() {
+    let (dir, db, key) = copy_fixture(FORMAT_VERSION);
+    std::fs::write(
+        dir.path().join("intake.toml"),
+        "[store]\npath = \"intake.redb\"\n[keys]\nfile = \"intake.key\"\n",
+    )
+    .unwrap();
+    let newer = FORMAT_VERSION + 1;
+    set_stored_format(&db, newer);
+    let before = std::fs::read(&db).unwrap();
+
+    let keyring = Keyring::load(&KeySource::File(key)).unwrap();
+    let err = Store::open_existing(&db, keyring).unwrap_err();
+    assert!(
+        matches!(err, StoreError::NewerFormat { found, .. } if found == newer),
+        "{err}"
+    );
+    for args in [
+        &["sources", "list"][..],
+        &["credentials", "list", "--user", "alice"],
+        &["keys", "verify"],
+        &["keys", "rotate"],
+        &["backup", "backup.redb"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_intake"))
+            .arg("--config")
+            .arg(dir.path().join("intake.toml"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("INTAKE_DB")
+            .env_remove("INTAKE_CONFIG")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "has format version {newer}, newer than this intake understands \
+                 ({FORMAT_VERSION}); upgrade intake"
+            )),
+            "{args:?}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    assert!(!dir.path().join("backup.redb").exists());
+    assert!(
+        std::fs::read(&db).unwrap() == before,
+        "a refused database was changed"
+    );
 }
 
 #[test]

@@ -110,6 +110,186 @@ fn wrong_master_key_refused() {
     home.intake(&["sources", "list"]).ok();
 }
 
+/// The master key from an environment variable (`[keys] env`), holding the
+/// key file's text or just the base64 key of version 1: every command works
+/// with it (the key file moved away), and the key is in no output. Another
+/// key in the variable is refused, an unset variable is named.
+#[test]
+fn master_key_from_an_environment_variable_opens_the_database() {
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    let home = Home::new(&platform.base_url());
+    home.init();
+    home.user_add("alice");
+    home.connect(
+        "alice",
+        "acme-us",
+        "acme-us",
+        Some("access_token=adsample-token-acme\n"),
+        None,
+    )
+    .ok();
+    let text = std::fs::read_to_string(home.key_path()).unwrap();
+    let bare = text
+        .lines()
+        .find_map(|l| l.strip_prefix("intake-master-key 1 "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let config = std::fs::read_to_string(home.config_path()).unwrap();
+    let env_config = config.replace("file = \"intake.key\"", "env = \"INTAKE_TEST_MASTER_KEY\"");
+    assert_ne!(config, env_config);
+    std::fs::write(home.config_path(), env_config).unwrap();
+    std::fs::rename(home.key_path(), home.path().join("elsewhere.key")).unwrap();
+
+    for (what, value) in [
+        ("the key file's text", text.as_str()),
+        ("a bare key", &bare),
+    ] {
+        let env = [("INTAKE_TEST_MASTER_KEY", value)];
+        let out = intake_with_env(&home, &["sources", "list", "--json"], None, &env, None).ok();
+        assert_eq!(out.json().as_array().map(Vec::len), Some(1), "{what}");
+        let out = intake_with_env(&home, &["keys", "verify"], None, &env, None).ok();
+        assert!(
+            out.stdout.contains("1 credentials decrypt, 0 fail"),
+            "{what}: {}",
+            out.stdout
+        );
+        let out = intake_with_env(&home, &["run", "acme-us"], None, &env, None).ok();
+        assert!(
+            out.summary_line("acme-us").contains(" ok"),
+            "{what}: {}",
+            out.stdout
+        );
+        assert!(!out.stdout.contains(&bare) && !out.stderr.contains(&bare));
+    }
+    // Both runs sent the credential, opened with the key from the variable.
+    let authorised = platform
+        .requests()
+        .iter()
+        .filter(|r| r.authorization.as_deref() == Some("Bearer adsample-token-acme"))
+        .filter(|r| r.status == 200)
+        .count();
+    assert!(authorised >= 2, "{:?}", platform.requests());
+
+    let other = Keyring::generate().unwrap().to_file_text();
+    let env = [("INTAKE_TEST_MASTER_KEY", other.as_str())];
+    let out = intake_with_env(&home, &["sources", "list"], None, &env, None).failed();
+    assert!(
+        out.stderr.contains("master key does not match"),
+        "{}",
+        out.stderr
+    );
+    let out = intake_with_env(&home, &["sources", "list"], None, &[], None).failed();
+    assert!(
+        out.stderr
+            .contains("environment variable INTAKE_TEST_MASTER_KEY is not set"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// A key check value altered in the file refuses the right key, as a wrong
+/// key is refused (the check value vouches for the key; nothing is read or
+/// written on a check that fails), through the library and the CLI.
+#[test]
+fn a_tampered_key_check_value_refuses_the_key() {
+    const META: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("intake.redb");
+    let key = dir.path().join("intake.key");
+    std::fs::write(
+        dir.path().join("intake.toml"),
+        "[store]\npath = \"intake.redb\"\n[keys]\nfile = \"intake.key\"\n",
+    )
+    .unwrap();
+    let keyring = Keyring::generate().unwrap();
+    keyring.create_file(&key).unwrap();
+    {
+        let store = Store::open(&db, keyring.clone()).unwrap();
+        store.add_user("alice").unwrap();
+        new_credential(&store, "alice", "alice-src", "token-of-alice");
+    }
+    {
+        let raw = redb::Builder::new()
+            .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+            .open(&db)
+            .unwrap();
+        let txn = raw.begin_write().unwrap();
+        {
+            let mut meta = txn.open_table(META).unwrap();
+            let mut check = redb::ReadableTable::get(&meta, "key_check:1")
+                .unwrap()
+                .unwrap()
+                .value()
+                .to_vec();
+            *check.last_mut().unwrap() ^= 1;
+            meta.insert("key_check:1", check.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let before = std::fs::read(&db).unwrap();
+    let err = Store::open_existing(&db, keyring).unwrap_err();
+    assert!(
+        matches!(err, StoreError::WrongKey { version: 1, .. }),
+        "{err}"
+    );
+    for args in [&["sources", "list"][..], &["keys", "verify"], &["run"]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_intake"))
+            .arg("--config")
+            .arg(dir.path().join("intake.toml"))
+            .args(args)
+            .env_remove("INTAKE_DB")
+            .env_remove("INTAKE_CONFIG")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("master key does not match the database"),
+            "{args:?}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    assert!(
+        std::fs::read(&db).unwrap() == before,
+        "a refused open changed the file"
+    );
+}
+
+/// A passphrase given for a database made with a key file is refused,
+/// naming the setting to use instead (the reverse is in
+/// `passphrase_master_key_round_trip_and_wrong_passphrase_refused`), and
+/// nothing is written.
+#[test]
+fn a_passphrase_for_a_key_file_database_is_refused_naming_the_setting() {
+    let home = Home::new("http://127.0.0.1:9");
+    home.init();
+    home.user_add("alice");
+    let before = std::fs::read(home.db_path()).unwrap();
+    use_passphrase(&home);
+    let passphrase = format!("a passphrase long enough {}", random_hex(4));
+    for args in [
+        &["sources", "list"][..],
+        &["keys", "verify"],
+        &["user", "add", "bob"],
+    ] {
+        let out = intake_with_passphrase(&home, args, Some(&passphrase)).failed();
+        assert!(
+            out.stderr.contains("was created with a key file")
+                && out
+                    .stderr
+                    .contains("set `[keys] file` (or `env`) in intake.toml"),
+            "{args:?}: {}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains(&passphrase), "{}", out.stderr);
+    }
+    assert!(
+        std::fs::read(home.db_path()).unwrap() == before,
+        "a refused open changed the database file"
+    );
+}
+
 fn secrets(token: &str) -> SecretFields {
     let mut fields = SecretFields::new();
     fields.insert("access_token", SecretString::new(token.to_owned()));
