@@ -230,6 +230,10 @@ pub fn keys(app: &App, command: KeysCommand, out: &mut dyn Write) -> Result<()> 
                 )?;
             }
             let store = Store::open_existing(&db, keyring)?;
+            tracing::info!(
+                "re-wrapping every data key under master key version {}",
+                store.keyring().current().version()
+            );
             let rotation = store.rewrap_all()?;
             writeln!(
                 out,
