@@ -102,6 +102,27 @@ fn wrong_master_key_refused() {
     std::fs::write(&key, &original).unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
 
+    // Likewise while another process holds the database open for writing
+    // (here this one, idle): the read-only check works beside it.
+    let holder = home.store();
+    let db_before = std::fs::read(home.db_path()).unwrap();
+    std::fs::remove_file(&key).unwrap();
+    Keyring::generate().unwrap().create_file(&key).unwrap();
+    let out = home.intake(&["sources", "list"]).failed();
+    assert!(
+        out.stderr.contains("master key does not match"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        std::fs::read(home.db_path()).unwrap() == db_before,
+        "a refused open beside another process changed the database file"
+    );
+    drop(holder);
+    std::fs::remove_file(&key).unwrap();
+    std::fs::write(&key, &original).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+
     // A key file others can read is refused, saying how to fix it.
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
     let out = home.intake(&["sources", "list"]).failed();
