@@ -1,8 +1,11 @@
 //! Key rotation is crash-safe: `intake keys rotate` on a store of 200
-//! credentials is killed with SIGKILL at random moments, again and again;
+//! credentials is killed with SIGKILL at random moments, again and again —
+//! every other time at a random moment once it has started re-wrapping
+//! (its log line says when), so that many kills leave a rotation half done;
 //! after every kill `intake keys verify` passes and every credential still
 //! opens to its own value, none lost; a last rotation then completes.
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,6 +16,8 @@ use intake::store::{CredentialChoice, NewSecrets, NewSource, Store};
 
 const CREDENTIALS: usize = 200;
 const KILLS: usize = 20;
+/// Kills that must leave a rotation part done (killed mid-re-wrap).
+const MIN_UNFINISHED: usize = 5;
 
 fn token(i: usize) -> String {
     format!("crash-token-{i:03}")
@@ -107,31 +112,64 @@ fn rotation_killed_at_random_points_loses_nothing() {
         store.host_key().unwrap();
     }
 
-    // How long one whole rotation takes here: the kills fall within it.
+    // How long one whole rotation takes here, and when it starts to re-wrap
+    // (its log line): the kills fall within that time, half of them in the
+    // re-wrapping.
     let started = Instant::now();
-    let out = intake(dir, &["keys", "rotate"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut child = intake(dir, &["keys", "rotate"])
+        .env("INTAKE_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut rewrap_at = None;
+    let mut stderr = String::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line.contains("re-wrapping") {
+            rewrap_at = Some(started.elapsed());
+        }
+        stderr.push_str(&line);
+        stderr.push('\n');
+    }
+    assert!(child.wait().unwrap().success(), "{stderr}");
     let full = started.elapsed();
+    let rewrap_at = rewrap_at.unwrap_or_else(|| panic!("no re-wrapping line: {stderr}"));
     check_everything(dir, "after a whole rotation");
 
     let budget = Instant::now();
     let (mut kills, mut unfinished, mut rounds) = (0, 0, 0);
-    while kills < KILLS {
+    while kills < KILLS || unfinished < MIN_UNFINISHED {
         rounds += 1;
         assert!(
-            rounds <= 4 * KILLS && budget.elapsed() < Duration::from_secs(60),
-            "only {kills} kills landed in {rounds} rounds"
+            rounds <= 4 * KILLS && budget.elapsed() < Duration::from_secs(120),
+            "only {kills} kills landed in {rounds} rounds, {unfinished} of them leaving a \
+             rotation unfinished (a whole rotation takes {full:?}, re-wrapping from {rewrap_at:?})"
         );
-        let delay = Duration::from_micros(random_below(full.as_micros() as u64 + 1));
-        let mut child = intake(dir, &["keys", "rotate"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let in_rewrap = rounds % 2 == 0;
+        let mut command = intake(dir, &["keys", "rotate"]);
+        command.stdout(Stdio::null());
+        let (mut child, delay) = if in_rewrap {
+            let mut child = command
+                .env("INTAKE_LOG", "info")
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+            for line in lines {
+                if line.unwrap().contains("re-wrapping") {
+                    break;
+                }
+            }
+            let rest = full.saturating_sub(rewrap_at).as_micros() as u64;
+            (child, Duration::from_micros(random_below(rest + 1)))
+        } else {
+            let child = command.stderr(Stdio::null()).spawn().unwrap();
+            (
+                child,
+                Duration::from_micros(random_below(full.as_micros() as u64 + 1)),
+            )
+        };
         std::thread::sleep(delay);
         let finished = child.try_wait().unwrap().is_some();
         child.kill().unwrap(); // SIGKILL
@@ -139,7 +177,15 @@ fn rotation_killed_at_random_points_loses_nothing() {
         if !finished {
             kills += 1;
         }
-        let (in_progress, _) = check_everything(dir, &format!("after kill {kills} at {delay:?}"));
+        let context = format!(
+            "after kill {kills} at {delay:?}{} (round {rounds})",
+            if in_rewrap {
+                " into the re-wrapping"
+            } else {
+                ""
+            }
+        );
+        let (in_progress, _) = check_everything(dir, &context);
         if in_progress {
             unfinished += 1;
         }
@@ -160,7 +206,7 @@ fn rotation_killed_at_random_points_loses_nothing() {
     assert_eq!(by_version[0].0, keyring.current().version());
     eprintln!(
         "{kills} kills in {rounds} rounds ({unfinished} left a rotation unfinished), \
-         a whole rotation takes {full:?}, loop {:?}",
+         a whole rotation takes {full:?}, re-wrapping from {rewrap_at:?}, loop {:?}",
         budget.elapsed()
     );
 }

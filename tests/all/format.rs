@@ -1,31 +1,79 @@
-//! Backward compatibility of the on-disk format: a database written by format
-//! version 1 (committed under `tests/fixtures/`, with its TEST master key) is
-//! opened by the current code, and every record and secret value in it is
-//! checked, including data keys wrapped by two master key versions, the
-//! host's transit key, a bundle sealed to it, and a passphrase database.
+//! Backward compatibility of the on-disk format: databases written by each
+//! format version (1 and 2, committed under `tests/fixtures/` with their TEST
+//! master keys) are opened by the current code, and every record and secret
+//! value in them is checked, including data keys wrapped by two master key
+//! versions, the host's transit key, a bundle sealed to it, and a passphrase
+//! database. Format 1 databases are marked with the current format when
+//! opened; their credentials, whose list of fields format 1 did not bind,
+//! still open, and are bound by the next rotation. A database of a newer
+//! format is refused.
 //!
-//! The fixture is re-created (only when the format changes on purpose, and
-//! then as a new `format-vN` fixture beside the old ones) by:
+//! The fixture of the current format is re-created (only when the format
+//! changes on purpose, and then as a new `format-vN` fixture beside the old
+//! ones) by:
 //!
 //! ```sh
-//! cargo test --test all format::regenerate_format_v1_fixture -- --ignored
+//! cargo test --test all format::regenerate_format_fixture -- --ignored
 //! ```
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use intake::crypto::{KeySource, Keyring};
+use intake::crypto::{CryptoError, KeySource, Keyring};
 use intake::secret::{SecretFields, SecretString};
 use intake::store::{
-    AuditAction, AuditFilter, AuditRecord, CredentialChoice, NewSecrets, NewSource, Store,
+    AuditAction, AuditFilter, AuditRecord, CredentialChoice, FORMAT_VERSION, NewSecrets, NewSource,
+    Store, StoreError,
 };
 
 use crate::support::repo_root;
 
-const DB: &str = "format-v1.redb";
-const KEY: &str = "format-v1.key";
-const SEALED: &str = "format-v1.sealed";
-const PASSPHRASE_DB: &str = "format-v1-passphrase.redb";
+/// The files of the fixture of format `n`: database, key file, sealed
+/// bundle, passphrase database.
+fn db_file(n: u32) -> String {
+    format!("format-v{n}.redb")
+}
+fn key_file(n: u32) -> String {
+    format!("format-v{n}.key")
+}
+fn sealed_file(n: u32) -> String {
+    format!("format-v{n}.sealed")
+}
+fn passphrase_db_file(n: u32) -> String {
+    format!("format-v{n}-passphrase.redb")
+}
+
+/// The format version recorded in the database file at `path`, read with
+/// redb directly (read-only: nothing is written).
+pub fn stored_format(path: &Path) -> u32 {
+    let db = redb::Builder::new()
+        .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+        .open_read_only(path)
+        .unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let meta = txn.open_table(META).unwrap();
+    let value = redb::ReadableTable::get(&meta, "format_version")
+        .unwrap()
+        .unwrap();
+    u32::from_be_bytes(value.value().try_into().unwrap())
+}
+
+/// Sets the format version recorded in the database file at `path` (what
+/// another intake would write), with redb directly.
+pub fn set_stored_format(path: &Path, version: u32) {
+    let db = redb::Builder::new()
+        .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+        .open(path)
+        .unwrap();
+    let txn = db.begin_write().unwrap();
+    txn.open_table(META)
+        .unwrap()
+        .insert("format_version", version.to_be_bytes().as_slice())
+        .unwrap();
+    txn.commit().unwrap();
+}
+
+const META: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
 /// The passphrase of the passphrase fixture. A TEST value, not a secret.
 const PASSPHRASE: &str = "fixture passphrase, not a secret";
 const LAST_USED_MS: u64 = 1_700_000_000_000;
@@ -76,10 +124,18 @@ fn audit_record(user: &str, action: AuditAction, granted: bool, detail: &str) ->
     }
 }
 
-/// Writes the fixture files into `tests/fixtures/` (replacing them).
+/// Writes the fixture files of the current format into `tests/fixtures/`
+/// (replacing them).
 #[test]
 #[ignore = "re-creates the committed fixture; run by hand when the format changes"]
-fn regenerate_format_v1_fixture() {
+fn regenerate_format_fixture() {
+    let n = intake::store::FORMAT_VERSION;
+    let (db_name, key_name, sealed_name, passphrase_name) = (
+        db_file(n),
+        key_file(n),
+        sealed_file(n),
+        passphrase_db_file(n),
+    );
     let work = tempfile::tempdir().unwrap();
     let db = work.path().join("work.redb");
 
@@ -167,12 +223,12 @@ fn regenerate_format_v1_fixture() {
 
     let dir = fixtures();
     std::fs::create_dir_all(&dir).unwrap();
-    for name in [DB, KEY, SEALED, PASSPHRASE_DB] {
+    for name in [&db_name, &key_name, &sealed_name, &passphrase_name] {
         let _ = std::fs::remove_file(dir.join(name));
     }
-    store.backup(&dir.join(DB)).unwrap();
-    keyring.create_file(&dir.join(KEY)).unwrap();
-    std::fs::write(dir.join(SEALED), format!("{bundle}\n")).unwrap();
+    store.backup(&dir.join(&db_name)).unwrap();
+    keyring.create_file(&dir.join(&key_name)).unwrap();
+    std::fs::write(dir.join(&sealed_name), format!("{bundle}\n")).unwrap();
     drop(store);
 
     // A passphrase database: one user, one credential.
@@ -186,17 +242,17 @@ fn regenerate_format_v1_fixture() {
             new_secrets("Dora token", &[("access_token", "fixture-token-dora")]),
         ))
         .unwrap();
-    store.backup(&dir.join(PASSPHRASE_DB)).unwrap();
+    store.backup(&dir.join(&passphrase_name)).unwrap();
 }
 
-/// Copies the fixture files into a temporary directory (the key with mode
-/// 0600, which git does not keep).
-fn copy_fixture() -> (tempfile::TempDir, PathBuf, PathBuf) {
+/// Copies the fixture files of format `n` into a temporary directory (the
+/// key with mode 0600, which git does not keep).
+fn copy_fixture(n: u32) -> (tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("intake.redb");
     let key = dir.path().join("intake.key");
-    for (from, to) in [(DB, &db), (KEY, &key)] {
-        std::fs::copy(fixtures().join(from), to)
+    for (from, to) in [(db_file(n), &db), (key_file(n), &key)] {
+        std::fs::copy(fixtures().join(&from), to)
             .unwrap_or_else(|e| panic!("cannot copy fixture {from}: {e}"));
     }
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -213,11 +269,25 @@ fn assert_fields(store: &Store, id: u64, expected: &[(&str, &str)]) {
 
 #[test]
 fn format_v1_fixture_opens_with_every_record() {
-    let (_dir, db, key) = copy_fixture();
+    fixture_opens_with_every_record(1);
+}
+
+#[test]
+fn format_v2_fixture_opens_with_every_record() {
+    fixture_opens_with_every_record(2);
+}
+
+/// Every record and value of the fixture of format `n` is read back, the
+/// database is marked with the current format, and the current code keeps
+/// working on it; the list of each credential's fields is bound (at once
+/// from format 2 on, by the first rotation for format 1).
+fn fixture_opens_with_every_record(n: u32) {
+    let (_dir, db, key) = copy_fixture(n);
+    assert_eq!(stored_format(&db), n);
     let keyring = Keyring::load(&KeySource::File(key.clone())).unwrap();
     assert_eq!(keyring.versions(), [1, 2]);
     let store = Store::open(&db, keyring).unwrap();
-    assert_eq!(store.format_version().unwrap(), 1);
+    assert_eq!(store.format_version().unwrap(), FORMAT_VERSION);
 
     // Users.
     let users: Vec<String> = store.users().unwrap().into_iter().map(|u| u.name).collect();
@@ -338,7 +408,15 @@ fn format_v1_fixture_opens_with_every_record() {
     assert!(report.failed.is_empty(), "{:?}", report.failed);
     assert_eq!(report.by_version, [(1, 2), (2, 1)]);
     assert_eq!(report.host_key, Some(Ok(1)));
-    let bundle = std::fs::read_to_string(fixtures().join(SEALED)).unwrap();
+    // Format 1 did not bind the list of fields: a field removed from one of
+    // its records goes unnoticed until the next rotation binds them.
+    assert_eq!(report.unbound, if n == 1 { 3 } else { 0 });
+    assert_eq!(
+        field_removed_is_refused(&store, 2),
+        n > 1,
+        "format {n}: a removed field"
+    );
+    let bundle = std::fs::read_to_string(fixtures().join(sealed_file(n))).unwrap();
     let opened = store.open_sealed(&bundle).unwrap();
     assert_eq!(opened, fields(&[("access_token", "fixture-sealed-token")]));
 
@@ -351,6 +429,7 @@ fn format_v1_fixture_opens_with_every_record() {
     assert_eq!(store.rewrap_all().unwrap().rewrapped, 3);
     let report = store.verify_all().unwrap();
     assert_eq!((report.ok, report.host_key), (3, Some(Ok(3))));
+    assert_eq!(report.unbound, 0, "the rotation binds every list of fields");
     assert_fields(
         &store,
         2,
@@ -359,12 +438,48 @@ fn format_v1_fixture_opens_with_every_record() {
             ("username", "bob@globex.example"),
         ],
     );
+    assert!(
+        field_removed_is_refused(&store, 2),
+        "format {n} after a rotation"
+    );
     assert_eq!(store.open_sealed(&bundle).unwrap().len(), 1);
+    assert_eq!(stored_format(&db), FORMAT_VERSION);
+}
+
+/// Whether credential `id` (of two fields or more) fails to open, with an
+/// integrity error naming it, once one of its fields is removed from its
+/// record. Puts the record back as it was either way.
+fn field_removed_is_refused(store: &Store, id: u64) -> bool {
+    let record = store.credential(id).unwrap().unwrap();
+    assert!(record.fields.len() > 1);
+    let mut fewer = record.clone();
+    fewer.fields.pop();
+    store.put_credential_record_unchecked(&fewer).unwrap();
+    let refused = match store.open_fields(&fewer, None) {
+        Ok(_) => false,
+        Err(StoreError::Crypto(CryptoError::Integrity { what })) => {
+            assert!(what.contains(&format!("credential {id}")), "{what}");
+            true
+        }
+        Err(e) => panic!("credential {id}: {e}"),
+    };
+    store.put_credential_record_unchecked(&record).unwrap();
+    assert!(store.open_fields(&record, None).is_ok());
+    refused
 }
 
 #[test]
 fn format_v1_fixture_through_the_cli() {
-    let (dir, _db, _key) = copy_fixture();
+    fixture_through_the_cli(1);
+}
+
+#[test]
+fn format_v2_fixture_through_the_cli() {
+    fixture_through_the_cli(2);
+}
+
+fn fixture_through_the_cli(n: u32) {
+    let (dir, _db, _key) = copy_fixture(n);
     std::fs::write(
         dir.path().join("intake.toml"),
         "[store]\npath = \"intake.redb\"\n[keys]\nfile = \"intake.key\"\n",
@@ -390,6 +505,11 @@ fn format_v1_fixture_through_the_cli() {
     };
     let verify = intake(&["keys", "verify"]);
     assert!(verify.contains("3 credentials decrypt, 0 fail"), "{verify}");
+    assert_eq!(
+        verify.contains("3 credentials were written by an older intake (format 1)"),
+        n == 1,
+        "{verify}"
+    );
     let listed = intake(&["credentials", "list", "--user", "alice", "--json"]);
     assert!(listed.contains("Acme agency token"), "{listed}");
     assert!(!listed.contains("fixture-token"), "{listed}");
@@ -397,12 +517,78 @@ fn format_v1_fixture_through_the_cli() {
     assert!(public.starts_with("intake-pk-v1:"), "{public}");
 }
 
+/// A database of a newer format than this intake writes (made by a newer
+/// intake) is refused, by the library and every command, with "upgrade
+/// intake", and not one byte of it is changed.
+#[test]
+fn a_database_of_a_newer_format_is_refused() {
+    let (dir, db, key) = copy_fixture(FORMAT_VERSION);
+    std::fs::write(
+        dir.path().join("intake.toml"),
+        "[store]\npath = \"intake.redb\"\n[keys]\nfile = \"intake.key\"\n",
+    )
+    .unwrap();
+    let newer = FORMAT_VERSION + 1;
+    set_stored_format(&db, newer);
+    let before = std::fs::read(&db).unwrap();
+
+    let keyring = Keyring::load(&KeySource::File(key)).unwrap();
+    let err = Store::open_existing(&db, keyring).unwrap_err();
+    assert!(
+        matches!(err, StoreError::NewerFormat { found, .. } if found == newer),
+        "{err}"
+    );
+    for args in [
+        &["sources", "list"][..],
+        &["credentials", "list", "--user", "alice"],
+        &["keys", "verify"],
+        &["keys", "rotate"],
+        &["backup", "backup.redb"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_intake"))
+            .arg("--config")
+            .arg(dir.path().join("intake.toml"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("INTAKE_DB")
+            .env_remove("INTAKE_CONFIG")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "has format version {newer}, newer than this intake understands \
+                 ({FORMAT_VERSION}); upgrade intake"
+            )),
+            "{args:?}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    assert!(!dir.path().join("backup.redb").exists());
+    assert!(
+        std::fs::read(&db).unwrap() == before,
+        "a refused database was changed"
+    );
+}
+
 #[test]
 fn format_v1_passphrase_fixture_opens() {
+    passphrase_fixture_opens(1);
+}
+
+#[test]
+fn format_v2_passphrase_fixture_opens() {
+    passphrase_fixture_opens(2);
+}
+
+fn passphrase_fixture_opens(n: u32) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("intake.redb");
-    std::fs::copy(fixtures().join(PASSPHRASE_DB), &db).unwrap();
+    std::fs::copy(fixtures().join(passphrase_db_file(n)), &db).unwrap();
+    assert_eq!(stored_format(&db), n);
     let store = Store::open_with_passphrase(&db, &SecretString::from(PASSPHRASE)).unwrap();
+    assert_eq!(store.format_version().unwrap(), FORMAT_VERSION);
     assert!(store.keyring().is_from_passphrase());
     assert_eq!(store.users().unwrap()[0].name, "dora");
     assert_fields(&store, 1, &[("access_token", "fixture-token-dora")]);
@@ -414,5 +600,5 @@ fn format_v1_passphrase_fixture_opens() {
         "{err}"
     );
     // A fixture path must be a file, not a directory (guards against a bad checkout).
-    assert!(Path::new(&fixtures().join(PASSPHRASE_DB)).is_file());
+    assert!(Path::new(&fixtures().join(passphrase_db_file(n))).is_file());
 }

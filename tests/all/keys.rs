@@ -38,9 +38,12 @@ fn wrong_master_key_refused() {
     assert!(out.stderr.contains("does not exist"), "{}", out.stderr);
     assert!(out.stderr.contains("intake.key"), "{}", out.stderr);
 
-    // Another key: every command that opens the store refuses it.
+    // Another key: every command that opens the store refuses it, before
+    // anything is written: not one byte of the database file changes (redb
+    // writes to a file it merely opens and closes for writing).
     Keyring::generate().unwrap().create_file(&key).unwrap();
     assert_ne!(std::fs::read(&key).unwrap(), original);
+    let db_before = std::fs::read(home.db_path()).unwrap();
     for args in [
         &["sources", "list"][..],
         &["user", "list"],
@@ -65,6 +68,10 @@ fn wrong_master_key_refused() {
     )
     .unwrap_err();
     assert!(matches!(err, StoreError::WrongKey { .. }), "{err}");
+    assert!(
+        std::fs::read(home.db_path()).unwrap() == db_before,
+        "a refused open changed the database file"
+    );
 
     // The right key again: the refusals damaged nothing, the credential
     // still opens and is used.
@@ -75,12 +82,233 @@ fn wrong_master_key_refused() {
     home.run(&[]).ok();
     assert_eq!(home.outputs("acme-us").len(), 1);
 
+    // `intake run` closes the database cleanly (a file left open for
+    // writing needs redb's crash recovery, which only a writable open does),
+    // so a wrong key after it is refused without a write too.
+    let db_before = std::fs::read(home.db_path()).unwrap();
+    std::fs::remove_file(&key).unwrap();
+    Keyring::generate().unwrap().create_file(&key).unwrap();
+    let out = home.intake(&["sources", "list"]).failed();
+    assert!(
+        out.stderr.contains("master key does not match"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        std::fs::read(home.db_path()).unwrap() == db_before,
+        "a refused open after a run changed the database file"
+    );
+    std::fs::remove_file(&key).unwrap();
+    std::fs::write(&key, &original).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // Likewise while another process holds the database open for writing
+    // (here this one, idle): the read-only check works beside it.
+    let holder = home.store();
+    let db_before = std::fs::read(home.db_path()).unwrap();
+    std::fs::remove_file(&key).unwrap();
+    Keyring::generate().unwrap().create_file(&key).unwrap();
+    let out = home.intake(&["sources", "list"]).failed();
+    assert!(
+        out.stderr.contains("master key does not match"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        std::fs::read(home.db_path()).unwrap() == db_before,
+        "a refused open beside another process changed the database file"
+    );
+    drop(holder);
+    std::fs::remove_file(&key).unwrap();
+    std::fs::write(&key, &original).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+
     // A key file others can read is refused, saying how to fix it.
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
     let out = home.intake(&["sources", "list"]).failed();
     assert!(out.stderr.contains("chmod 600"), "{}", out.stderr);
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     home.intake(&["sources", "list"]).ok();
+}
+
+/// The master key from an environment variable (`[keys] env`), holding the
+/// key file's text or just the base64 key of version 1: every command works
+/// with it (the key file moved away), and the key is in no output. Another
+/// key in the variable is refused, an unset variable is named.
+#[test]
+fn master_key_from_an_environment_variable_opens_the_database() {
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    let home = Home::new(&platform.base_url());
+    home.init();
+    home.user_add("alice");
+    home.connect(
+        "alice",
+        "acme-us",
+        "acme-us",
+        Some("access_token=adsample-token-acme\n"),
+        None,
+    )
+    .ok();
+    let text = std::fs::read_to_string(home.key_path()).unwrap();
+    let bare = text
+        .lines()
+        .find_map(|l| l.strip_prefix("intake-master-key 1 "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let config = std::fs::read_to_string(home.config_path()).unwrap();
+    let env_config = config.replace("file = \"intake.key\"", "env = \"INTAKE_TEST_MASTER_KEY\"");
+    assert_ne!(config, env_config);
+    std::fs::write(home.config_path(), env_config).unwrap();
+    std::fs::rename(home.key_path(), home.path().join("elsewhere.key")).unwrap();
+
+    for (what, value) in [
+        ("the key file's text", text.as_str()),
+        ("a bare key", &bare),
+    ] {
+        let env = [("INTAKE_TEST_MASTER_KEY", value)];
+        let out = intake_with_env(&home, &["sources", "list", "--json"], None, &env, None).ok();
+        assert_eq!(out.json().as_array().map(Vec::len), Some(1), "{what}");
+        let out = intake_with_env(&home, &["keys", "verify"], None, &env, None).ok();
+        assert!(
+            out.stdout.contains("1 credentials decrypt, 0 fail"),
+            "{what}: {}",
+            out.stdout
+        );
+        let out = intake_with_env(&home, &["run", "acme-us"], None, &env, None).ok();
+        assert!(
+            out.summary_line("acme-us").contains(" ok"),
+            "{what}: {}",
+            out.stdout
+        );
+        assert!(!out.stdout.contains(&bare) && !out.stderr.contains(&bare));
+    }
+    // Both runs sent the credential, opened with the key from the variable.
+    let authorised = platform
+        .requests()
+        .iter()
+        .filter(|r| r.authorization.as_deref() == Some("Bearer adsample-token-acme"))
+        .filter(|r| r.status == 200)
+        .count();
+    assert!(authorised >= 2, "{:?}", platform.requests());
+
+    let other = Keyring::generate().unwrap().to_file_text();
+    let env = [("INTAKE_TEST_MASTER_KEY", other.as_str())];
+    let out = intake_with_env(&home, &["sources", "list"], None, &env, None).failed();
+    assert!(
+        out.stderr.contains("master key does not match"),
+        "{}",
+        out.stderr
+    );
+    let out = intake_with_env(&home, &["sources", "list"], None, &[], None).failed();
+    assert!(
+        out.stderr
+            .contains("environment variable INTAKE_TEST_MASTER_KEY is not set"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// A key check value altered in the file refuses the right key, as a wrong
+/// key is refused (the check value vouches for the key; nothing is read or
+/// written on a check that fails), through the library and the CLI.
+#[test]
+fn a_tampered_key_check_value_refuses_the_key() {
+    const META: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("intake.redb");
+    let key = dir.path().join("intake.key");
+    std::fs::write(
+        dir.path().join("intake.toml"),
+        "[store]\npath = \"intake.redb\"\n[keys]\nfile = \"intake.key\"\n",
+    )
+    .unwrap();
+    let keyring = Keyring::generate().unwrap();
+    keyring.create_file(&key).unwrap();
+    {
+        let store = Store::open(&db, keyring.clone()).unwrap();
+        store.add_user("alice").unwrap();
+        new_credential(&store, "alice", "alice-src", "token-of-alice");
+    }
+    {
+        let raw = redb::Builder::new()
+            .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+            .open(&db)
+            .unwrap();
+        let txn = raw.begin_write().unwrap();
+        {
+            let mut meta = txn.open_table(META).unwrap();
+            let mut check = redb::ReadableTable::get(&meta, "key_check:1")
+                .unwrap()
+                .unwrap()
+                .value()
+                .to_vec();
+            *check.last_mut().unwrap() ^= 1;
+            meta.insert("key_check:1", check.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let before = std::fs::read(&db).unwrap();
+    let err = Store::open_existing(&db, keyring).unwrap_err();
+    assert!(
+        matches!(err, StoreError::WrongKey { version: 1, .. }),
+        "{err}"
+    );
+    for args in [&["sources", "list"][..], &["keys", "verify"], &["run"]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_intake"))
+            .arg("--config")
+            .arg(dir.path().join("intake.toml"))
+            .args(args)
+            .env_remove("INTAKE_DB")
+            .env_remove("INTAKE_CONFIG")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("master key does not match the database"),
+            "{args:?}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    assert!(
+        std::fs::read(&db).unwrap() == before,
+        "a refused open changed the file"
+    );
+}
+
+/// A passphrase given for a database made with a key file is refused,
+/// naming the setting to use instead (the reverse is in
+/// `passphrase_master_key_round_trip_and_wrong_passphrase_refused`), and
+/// nothing is written.
+#[test]
+fn a_passphrase_for_a_key_file_database_is_refused_naming_the_setting() {
+    let home = Home::new("http://127.0.0.1:9");
+    home.init();
+    home.user_add("alice");
+    let before = std::fs::read(home.db_path()).unwrap();
+    use_passphrase(&home);
+    let passphrase = format!("a passphrase long enough {}", random_hex(4));
+    for args in [
+        &["sources", "list"][..],
+        &["keys", "verify"],
+        &["user", "add", "bob"],
+    ] {
+        let out = intake_with_passphrase(&home, args, Some(&passphrase)).failed();
+        assert!(
+            out.stderr.contains("was created with a key file")
+                && out
+                    .stderr
+                    .contains("set `[keys] file` (or `env`) in intake.toml"),
+            "{args:?}: {}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains(&passphrase), "{}", out.stderr);
+    }
+    assert!(
+        std::fs::read(home.db_path()).unwrap() == before,
+        "a refused open changed the database file"
+    );
 }
 
 fn secrets(token: &str) -> SecretFields {
@@ -203,6 +431,72 @@ fn moved_ciphertext_fails() {
     );
 }
 
+/// The set of a credential's fields is authenticated too: a field removed
+/// from the record (or a field duplicated, or all of them removed) makes
+/// its data key fail to unwrap, with an integrity error naming the
+/// credential, and `intake keys verify` reports it. Reordering the fields
+/// changes nothing.
+#[test]
+fn removed_or_added_fields_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        &dir.path().join("intake.redb"),
+        Keyring::generate().unwrap(),
+    )
+    .unwrap();
+    store.add_user("alice").unwrap();
+    let a = new_credential(&store, "alice", "alice-a", "token-a");
+    let mut two = SecretFields::new();
+    two.insert("access_token", SecretString::new("the-access".into()));
+    two.insert("refresh_token", SecretString::new("the-refresh".into()));
+    store.update_credential(a.id, "alice", &two).unwrap();
+    let full = store.credential(a.id).unwrap().unwrap();
+    assert_eq!(full.fields.len(), 2);
+    let report = store.verify_all().unwrap();
+    assert_eq!((report.ok, report.unbound), (1, 0), "{report:?}");
+
+    for (what, fields) in [
+        ("the refresh token removed", vec![full.fields[0].clone()]),
+        ("the access token removed", vec![full.fields[1].clone()]),
+        ("every field removed", vec![]),
+        (
+            "a field duplicated",
+            vec![
+                full.fields[0].clone(),
+                full.fields[1].clone(),
+                full.fields[1].clone(),
+            ],
+        ),
+    ] {
+        let mut tampered = full.clone();
+        tampered.fields = fields;
+        store.put_credential_record_unchecked(&tampered).unwrap();
+        assert_integrity_error(&store, &tampered);
+        let report = store.verify_all().unwrap();
+        match report.failed.as_slice() {
+            [(id, why)] => {
+                assert_eq!(*id, a.id, "{what}: {why}");
+                assert!(
+                    why.contains(&format!("credential {}", a.id)),
+                    "{what}: {why}"
+                );
+                assert!(why.contains("integrity check failed"), "{what}: {why}");
+            }
+            other => panic!("{what}: verify did not report it: {other:?}"),
+        }
+    }
+
+    // The same fields in another order still open.
+    let mut reordered = full.clone();
+    reordered.fields.reverse();
+    store.put_credential_record_unchecked(&reordered).unwrap();
+    let fields = store.open_fields(&reordered, None).unwrap();
+    assert_eq!(fields, two);
+    store.put_credential_record_unchecked(&full).unwrap();
+    assert_eq!(store.open_fields(&full, None).unwrap(), two);
+    assert!(store.verify_all().unwrap().failed.is_empty());
+}
+
 /// Whole rows swapped or copied in the file, and sealed values moved
 /// between fields and versions or re-labelled in the clear: each fails with
 /// an error naming the credential, and the choke point never serves one
@@ -231,6 +525,16 @@ fn swapped_rows_fields_and_versions_fail() {
     match store.credential(b.id) {
         Err(StoreError::Corrupt(why)) => assert!(why.contains("moved or copied"), "{why}"),
         other => panic!("a moved row was read: {other:?}"),
+    }
+    // `intake keys verify` reports it under the row's id, not as A's.
+    let report = store.verify_all().unwrap();
+    assert_eq!(report.ok, 1, "{report:?}");
+    match report.failed.as_slice() {
+        [(id, why)] => {
+            assert_eq!(*id, b.id, "{why}");
+            assert!(why.contains("moved or copied"), "{why}");
+        }
+        other => panic!("verify did not report the moved row: {other:?}"),
     }
     let origin = Origin::parse("http://127.0.0.1:1").unwrap();
     let binding = Binding {
@@ -476,15 +780,17 @@ fn passphrase_master_key_round_trip_and_wrong_passphrase_refused() {
         .unwrap();
     let out = home.intake(&["sources", "list"]).failed();
     assert!(
-        out.stderr.contains("protected by a passphrase"),
+        out.stderr.contains("protected by a passphrase")
+            && out.stderr.contains("set `[keys] passphrase_env`"),
         "{}",
         out.stderr
     );
     std::fs::write(home.config_path(), &passphrase_config).unwrap();
-    assert_eq!(
-        std::fs::read(home.db_path()).unwrap().len(),
-        db_before.len(),
-        "a refused open changed the database"
+    // Compared byte for byte: redb writes to a file it merely opens and
+    // closes for writing, so the key is checked through a read-only handle.
+    assert!(
+        std::fs::read(home.db_path()).unwrap() == db_before,
+        "a refused open changed the database file"
     );
 
     // The right passphrase still opens everything, in the library too.
@@ -1065,7 +1371,10 @@ fn format_v1_passphrase_fixture_changes_its_passphrase() {
     let err = Store::open_with_passphrase(&db, &old).unwrap_err();
     assert!(matches!(err, StoreError::WrongPassphrase { .. }), "{err}");
     let store = Store::open_with_passphrase(&db, &new).unwrap();
-    assert_eq!(store.format_version().unwrap(), 1);
+    assert_eq!(
+        store.format_version().unwrap(),
+        intake::store::FORMAT_VERSION
+    );
     let record = store.credential(1).unwrap().unwrap();
     let fields = store.open_fields(&record, None).unwrap();
     assert_eq!(

@@ -1,15 +1,25 @@
-//! The credential lifecycle through the CLI: master key rotation and backups
-//! keep every credential readable, and a rotation does not pass for
+//! The credential lifecycle through the CLI: master key rotation, retirement
+//! and backups keep every credential readable (a backup is consistent while
+//! another process writes, and restores as documented), a retired key
+//! version no longer opens the database, and a rotation does not pass for
 //! tampering with the compile cache. (Updated once, fixed everywhere, broken
 //! credentials and deleting with `--detach` are in `rules.rs`, rules 4 and 6.)
 
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::time::Duration;
 
 use intake::crypto::{KeySource, Keyring};
-use intake::store::Store;
+use intake::secret::{SecretFields, SecretString};
+use intake::store::{CredentialChoice, NewSecrets, NewSource, Store};
 use intake_sample_platform::{Fixture, SamplePlatform};
 
 use crate::support::{Home, read_jsonl, wait_until};
+
+/// The permission bits of the file at `path`.
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
 
 fn setup() -> (SamplePlatform, Home, u64) {
     let platform = SamplePlatform::start(Fixture::demo()).unwrap();
@@ -304,4 +314,276 @@ fn key_commands_take_turns_with_the_key_file() {
     );
     let keyring = Keyring::load(&KeySource::File(home.key_path())).unwrap();
     assert_eq!(keyring.versions(), [2, 3]);
+}
+
+/// Points the home's `intake.toml` at the key file `name` (in the home).
+fn use_key_file(home: &Home, name: &str) {
+    let config = std::fs::read_to_string(home.config_path()).unwrap();
+    let start = config.find("file = \"").unwrap();
+    let end = start + config[start..].find('\n').unwrap();
+    let config = format!("{}file = \"{name}\"{}", &config[..start], &config[end..]);
+    std::fs::write(home.config_path(), config).unwrap();
+}
+
+/// Whether the database's meta table holds `name`, read with redb directly.
+fn meta_has(db: &Path, name: &str) -> bool {
+    const META: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+    let db = redb::Builder::new()
+        .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+        .open_read_only(db)
+        .unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let meta = txn.open_table(META).unwrap();
+    redb::ReadableTable::get(&meta, name).unwrap().is_some()
+}
+
+/// `intake keys retire N` removes version N from the database as well as
+/// from the key file: a copy of the old key file, holding only version N,
+/// no longer opens the database (refused, saying why and what to use), and
+/// a key file that still holds N beside the current version opens it
+/// without writing N's check value back. Retiring again finishes a
+/// retirement whose key file was not rewritten, and is otherwise a no-op.
+#[test]
+fn a_retired_key_version_no_longer_opens_the_database() {
+    let (_platform, home, _) = setup();
+    let copy_key = |name: &str| {
+        let path = home.path().join(name);
+        std::fs::copy(home.key_path(), &path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    copy_key("old.key");
+    home.intake(&["keys", "rotate"]).ok();
+    copy_key("both.key");
+
+    // Before the retirement the old key file still opens the database.
+    use_key_file(&home, "old.key");
+    home.intake(&["sources", "list"]).ok();
+    use_key_file(&home, "intake.key");
+    assert!(meta_has(&home.db_path(), "key_check:1"));
+
+    let out = home.intake(&["keys", "retire", "1"]).ok();
+    assert!(
+        out.stdout
+            .contains("retired key version 1: removed it from")
+            && out.stdout.contains("its check value from the database"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("backups taken before now open only with a key file"),
+        "{}",
+        out.stdout
+    );
+    assert!(!meta_has(&home.db_path(), "key_check:1"));
+    assert!(meta_has(&home.db_path(), "key_retired:1"));
+
+    // The old key file: refused, saying it was retired and what to use.
+    use_key_file(&home, "old.key");
+    let db_before = std::fs::read(home.db_path()).unwrap();
+    for args in [&["sources", "list"][..], &["keys", "verify"], &["run"]] {
+        let out = home.intake(args).failed();
+        for expected in [
+            "holds only key version 1, retired from the database",
+            "use the current key file (the database uses key version 2)",
+        ] {
+            assert!(out.stderr.contains(expected), "{args:?}: {}", out.stderr);
+        }
+    }
+    let keyring = Keyring::load(&KeySource::File(home.path().join("old.key"))).unwrap();
+    let err = Store::open_existing(&home.db_path(), keyring).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            intake::store::StoreError::KeyRetired { current: 2, .. }
+        ),
+        "{err}"
+    );
+    assert!(std::fs::read(home.db_path()).unwrap() == db_before);
+
+    // A key file that still holds version 1 (as if the retirement had been
+    // killed before it rewrote the key file) opens it, and leaves version 1
+    // retired; retiring again removes it from that file.
+    use_key_file(&home, "both.key");
+    home.intake(&["sources", "list"]).ok();
+    home.intake(&["keys", "verify"]).ok();
+    assert!(!meta_has(&home.db_path(), "key_check:1"));
+    let out = home.intake(&["keys", "retire", "1"]).ok();
+    assert!(out.stdout.contains("removed it from"), "{}", out.stdout);
+    let both = Keyring::load(&KeySource::File(home.path().join("both.key"))).unwrap();
+    assert_eq!(both.versions(), [2]);
+    let out = home.intake(&["keys", "retire", "1"]).ok();
+    assert!(
+        out.stdout.contains("retired already; nothing to do"),
+        "{}",
+        out.stdout
+    );
+    use_key_file(&home, "intake.key");
+    home.run(&[]).ok();
+    assert!(!meta_has(&home.db_path(), "key_check:1"));
+}
+
+/// `intake backup` while another process holds the database open and
+/// writes to it: every backup is one consistent snapshot (every data source
+/// with its credential and name, every credential opening to a value
+/// written with its version), as encrypted as the database, mode 0600.
+#[test]
+fn a_backup_while_another_process_writes_is_consistent() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let (_platform, home, _) = setup();
+    let db_mode = mode(&home.db_path());
+    assert_eq!(db_mode, 0o600, "the database file is mode {db_mode:o}");
+    let token = |i: usize, version: u32| format!("writer-token-{i}-v{version}");
+
+    // Another process (this one, to the `intake backup` processes) keeps
+    // connecting data sources with new credentials and updating them.
+    let writer = home.store();
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicUsize::new(0));
+    let thread = {
+        let (stop, written) = (Arc::clone(&stop), Arc::clone(&written));
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let mut fields = SecretFields::new();
+                fields.insert("access_token", SecretString::new(token(i, 1)));
+                let source = writer
+                    .connect(NewSource {
+                        name: Some(format!("writer-{i}")),
+                        owner: "alice".into(),
+                        platform: "adsample".into(),
+                        config: vec![("account_id".into(), format!("writer-{i}"))],
+                        credential: CredentialChoice::New(NewSecrets {
+                            title: format!("writer {i}"),
+                            fields,
+                        }),
+                    })
+                    .unwrap();
+                if i % 2 == 1 {
+                    let mut changes = SecretFields::new();
+                    changes.insert("access_token", SecretString::new(token(i, 2)));
+                    writer
+                        .update_credential(source.credential.unwrap(), "alice", &changes)
+                        .unwrap();
+                }
+                i += 1;
+                written.store(i, Ordering::Relaxed);
+            }
+        })
+    };
+
+    let keyring = Keyring::load(&KeySource::File(home.key_path())).unwrap();
+    let mut seen = Vec::new();
+    for n in 0..3 {
+        let before = written.load(Ordering::Relaxed);
+        wait_until(Duration::from_secs(30), "the writer to write more", || {
+            written.load(Ordering::Relaxed) >= before + 3
+        });
+        let backup = home.path().join(format!("backup-{n}.redb"));
+        home.intake(&["backup", backup.to_str().unwrap()]).ok();
+        let backup_mode = mode(&backup);
+        assert_eq!(backup_mode, 0o600, "the backup is mode {backup_mode:o}");
+
+        let restored = Store::open_existing(&backup, keyring.clone()).unwrap();
+        let report = restored.verify_all().unwrap();
+        assert!(report.failed.is_empty(), "backup {n}: {:?}", report.failed);
+        assert!(matches!(report.host_key, None | Some(Ok(_))), "backup {n}");
+        let sources = restored.sources().unwrap();
+        let mut writers = 0;
+        for source in &sources {
+            assert_eq!(restored.find_source(&source.name).unwrap().id, source.id);
+            let id = source
+                .credential
+                .expect("every data source has its credential");
+            let record = restored
+                .credential(id)
+                .unwrap()
+                .unwrap_or_else(|| panic!("backup {n}: `{}` lost its credential", source.name));
+            let fields = restored.open_fields(&record, None).unwrap();
+            if let Some(i) = source.name.strip_prefix("writer-") {
+                writers += 1;
+                assert_eq!(
+                    fields.get("access_token").map(SecretString::expose),
+                    Some(token(i.parse().unwrap(), record.version).as_str()),
+                    "backup {n}: {}",
+                    source.name
+                );
+            }
+        }
+        assert_eq!(report.ok, restored.credentials_of("alice").unwrap().len());
+        seen.push(writers);
+    }
+    stop.store(true, Ordering::Relaxed);
+    thread.join().unwrap();
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "the backups did not follow the writes: {seen:?}"
+    );
+}
+
+/// Restore as docs/security.md says: stop intake, copy the backup over the
+/// database, start with the same key file, run `intake keys verify`. The
+/// credentials (listed and used) are those of the backup, values intact.
+#[test]
+fn a_backup_restores_as_documented() {
+    let (platform, home, cred) = setup();
+    let backup = home.path().join("backup.redb");
+    let out = home.intake(&["backup", backup.to_str().unwrap()]).ok();
+    assert!(
+        out.stdout.contains("wrote a consistent backup"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(mode(&backup), 0o600);
+    let listed_then = home.credentials_json("alice");
+
+    // Afterwards: a new value, and a second credential.
+    home.intake_with_stdin(
+        &["reconnect", "acme-us", "--user", "alice", "--secrets", "-"],
+        Some("access_token=adsample-token-wrong\n"),
+    )
+    .ok();
+    home.connect(
+        "alice",
+        "acme-late",
+        "acme-us",
+        Some("access_token=adsample-token-acme\n"),
+        None,
+    )
+    .ok();
+    assert_eq!(home.credentials_json("alice").len(), 2);
+
+    // Restore: (intake is stopped) copy the backup over the database.
+    std::fs::copy(&backup, home.db_path()).unwrap();
+    assert_eq!(mode(&home.db_path()), 0o600);
+    let out = home.intake(&["keys", "verify"]).ok();
+    assert!(
+        out.stdout.contains("database file: intact"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("1 credentials decrypt, 0 fail"),
+        "{}",
+        out.stdout
+    );
+    let listed = home.credentials_json("alice");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["id"], cred);
+    assert_eq!(listed[0]["version"], listed_then[0]["version"]);
+    assert_eq!(listed[0]["title"], listed_then[0]["title"]);
+
+    // The value is the one backed up: the platform accepts it again.
+    platform.clear_requests();
+    home.run(&["acme-us"]).ok();
+    assert!(
+        platform.requests().iter().any(|r| {
+            r.authorization.as_deref() == Some("Bearer adsample-token-acme") && r.status == 200
+        }),
+        "{:?}",
+        platform.requests()
+    );
+    assert_eq!(home.outputs("acme-us").len(), 1);
 }

@@ -58,7 +58,17 @@ pub enum KeysCommand {
     #[command(after_help = "Example:\n  intake keys verify")]
     Verify,
     /// Remove an old master key version that no data key uses any more.
-    #[command(after_help = "Example:\n  intake keys retire 1")]
+    ///
+    /// Refused while a data key or the host's transit key is wrapped by it
+    /// (run `intake keys rotate` first). Removes its check value from the
+    /// database, then the version from the key file: from then on a key
+    /// file holding only that version no longer opens the database, and
+    /// data keys it wrapped (in freed pages of the file, or in a copy of the
+    /// database) can no longer be unwrapped with the key file. Backups taken
+    /// before open only with a key file that holds that version: keep a copy
+    /// of the old key file with them (apart from them), or retire only once
+    /// they have expired.
+    #[command(after_help = "Example:\n  intake keys rotate && intake keys retire 1")]
     Retire {
         /// The version to remove.
         version: u32,
@@ -220,6 +230,10 @@ pub fn keys(app: &App, command: KeysCommand, out: &mut dyn Write) -> Result<()> 
                 )?;
             }
             let store = Store::open_existing(&db, keyring)?;
+            tracing::info!(
+                "re-wrapping every data key under master key version {}",
+                store.keyring().current().version()
+            );
             let rotation = store.rewrap_all()?;
             writeln!(
                 out,
@@ -228,12 +242,12 @@ pub fn keys(app: &App, command: KeysCommand, out: &mut dyn Write) -> Result<()> 
             )?;
         }
         KeysCommand::Verify => {
-            // The file first: every page, including those no listing reads.
+            // The key first, so that a wrong one is refused before anything
+            // is written (checking the file writes: it may repair it).
             let db = app.db_path();
-            store::require_existing(&db)?;
-            let file = store::check_file(&db)?;
-            // The key is checked before anything is printed.
             let store = app.store()?;
+            // Then the file: every page, including those no listing reads.
+            let file = store::check_file(&db)?;
             match file {
                 FileCheck::Intact => writeln!(out, "database file: intact")?,
                 FileCheck::Repaired => writeln!(
@@ -247,6 +261,14 @@ pub fn keys(app: &App, command: KeysCommand, out: &mut dyn Write) -> Result<()> 
             }
             for (id, why) in &report.failed {
                 writeln!(out, "credential {id}: FAILED: {why}")?;
+            }
+            if report.unbound > 0 {
+                writeln!(
+                    out,
+                    "{} credentials were written by an older intake (format 1): their list of \
+                     fields is not yet bound to their data key; `intake keys rotate` binds it",
+                    report.unbound
+                )?;
             }
             match &report.host_key {
                 Some(Ok(version)) => {
@@ -291,26 +313,41 @@ pub fn keys(app: &App, command: KeysCommand, out: &mut dyn Write) -> Result<()> 
             if keyring.current().version() == version {
                 bail!("version {version} is the current key; rotate first");
             }
+            // The database first: once it has retired the version, a key
+            // file holding only that version no longer opens it.
             let store = Store::open_existing(&db, keyring.clone())?;
-            if store.rotation_in_progress()? {
-                bail!("a rotation is in progress; run `intake keys rotate` to finish it first");
+            let retired = store.retire_key_version(version)?;
+            drop(store);
+            let in_file = keyring.remove_version(version);
+            if in_file {
+                keyring.replace_file(&path)?;
             }
-            let report = store.verify_all()?;
-            if let Some((_, n)) = report.by_version.iter().find(|(v, _)| *v == version) {
-                bail!(
-                    "key version {version} still wraps {n} data keys; run `intake keys rotate` first"
-                );
+            match (retired, in_file) {
+                (_, true) => writeln!(
+                    out,
+                    "retired key version {version}: removed it from {} and its check value from \
+                     the database",
+                    path.display()
+                )?,
+                (true, false) => writeln!(
+                    out,
+                    "retired key version {version}: removed its check value from the database \
+                     ({} did not hold it any more)",
+                    path.display()
+                )?,
+                (false, false) => {
+                    writeln!(
+                        out,
+                        "key version {version} is retired already; nothing to do"
+                    )?;
+                    return Ok(());
+                }
             }
-            if matches!(report.host_key, Some(Ok(v)) if v == version) {
-                bail!(
-                    "key version {version} still seals the host's transit key; run `intake keys rotate` first"
-                );
-            }
-            if !keyring.remove_version(version) {
-                bail!("the key file has no version {version}");
-            }
-            keyring.replace_file(&path)?;
-            writeln!(out, "removed key version {version} from {}", path.display())?;
+            writeln!(
+                out,
+                "backups taken before now open only with a key file that holds version \
+                 {version}: keep a copy of the old key file with them, apart from them"
+            )?;
         }
         KeysCommand::Public => {
             let key = app.store()?.host_public_key()?;

@@ -199,6 +199,14 @@ pub enum UserCommand {
     #[command(after_help = "Example:\n  intake user list")]
     List,
     /// Remove a user. One who owns credentials or data sources needs --purge.
+    ///
+    /// With --purge, the user's credentials are deleted like `intake
+    /// credentials delete` deletes one: their encrypted values and data keys
+    /// leave the database, but stay in freed pages of the file until later
+    /// writes reuse them, readable to whoever holds both the file and the
+    /// master key. To make them unrecoverable (crypto-shredding), run
+    /// `intake keys rotate`, then `intake keys retire OLD` with the version it
+    /// replaced, and keep no copy of the old key file (see docs/security.md).
     #[command(after_help = "Example:\n  intake user remove carol --purge")]
     Remove {
         /// User name.
@@ -239,6 +247,15 @@ pub enum CredentialsCommand {
         user: String,
     },
     /// Delete a credential: its encrypted values and data key are removed.
+    ///
+    /// They leave the database, but the database library does not overwrite
+    /// the pages they were in: until later writes reuse them, the old bytes
+    /// (still encrypted) stay in the file, readable to whoever holds both
+    /// the file and the master key. To make them unrecoverable
+    /// (crypto-shredding), run `intake keys rotate`, then `intake keys retire
+    /// OLD` with the version it replaced: then no key unwraps the old data
+    /// keys, unless a copy of the old key file was kept (see
+    /// docs/security.md).
     #[command(
         after_help = "Examples:\n  intake credentials delete 1 --user alice\n  \
                             # --detach: delete it although data sources use it; they are left\n  \

@@ -18,11 +18,14 @@ pub const MIN_PASSPHRASE_CHARS: usize = 12;
 
 /// Argon2id, version 0x13 (the only algorithm tag so far).
 const ALGORITHM_ARGON2ID_13: u8 = 1;
-/// Memory cost of new databases: 64 MiB (RFC 9106's second recommendation).
+/// Memory cost of new databases: 64 MiB. With 3 passes, these are the memory
+/// and passes of RFC 9106's second recommended option (section 4), which
+/// uses 4 lanes; ours uses 1 (see [`DEFAULT_P_COST`]).
 const DEFAULT_M_COST_KIB: u32 = 64 * 1024;
 /// Passes over memory.
 const DEFAULT_T_COST: u32 = 3;
-/// Lanes.
+/// Lanes: 1, where RFC 9106's options use 4 (this build's argon2 crate,
+/// without its `parallel` feature, computes lanes one after another anyway).
 const DEFAULT_P_COST: u32 = 1;
 
 /// How a passphrase is stretched into a master key: the algorithm, its

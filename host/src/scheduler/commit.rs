@@ -29,13 +29,16 @@
 //! intake processes are running.
 //!
 //! One thread per scheduler commits; it ends when the scheduler and all its
-//! clones are dropped.
+//! clones are dropped, and dropping the last of them waits for it, so that
+//! its handle on the database is closed before the process exits (a redb
+//! file left open for writing at exit needs a crash recovery at the next
+//! open).
 
 use std::collections::{BTreeSet, HashMap};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
 use tokio::sync::oneshot;
 
@@ -120,7 +123,26 @@ struct Job {
 #[derive(Debug, Clone)]
 pub(super) struct Committer {
     store: Store,
+    queue: Option<Arc<CommitThread>>,
+}
+
+/// The commit thread's queue and handle, shared by the clones of a
+/// [`Committer`]. Dropping it (with the last clone) closes the queue and
+/// waits for the thread to commit what is queued and end.
+#[derive(Debug)]
+struct CommitThread {
     queue: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for CommitThread {
+    fn drop(&mut self) {
+        drop(self.queue.take());
+        if let Some(thread) = self.thread.take() {
+            // A panic in the thread was reported to every run it failed.
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Committer {
@@ -160,13 +182,17 @@ impl Committer {
                 }
                 forget_published(&thread_store, &mut published);
             });
-        if let Err(e) = &started {
-            tracing::warn!("cannot start the commit thread, committing runs one by one: {e}");
-        }
-        Self {
-            store,
-            queue: started.ok().map(|_| queue),
-        }
+        let queue = match started {
+            Ok(thread) => Some(Arc::new(CommitThread {
+                queue: Some(queue),
+                thread: Some(thread),
+            })),
+            Err(e) => {
+                tracing::warn!("cannot start the commit thread, committing runs one by one: {e}");
+                None
+            }
+        };
+        Self { store, queue }
     }
 
     /// Commits `run` (with the next batch) and, for a successful run,
@@ -181,7 +207,7 @@ impl Committer {
     pub fn submit(&self, run: Update) -> oneshot::Receiver<Committed> {
         let (reply, answer) = oneshot::channel();
         let job = Job { run, reply };
-        let job = match &self.queue {
+        let job = match self.queue.as_ref().and_then(|t| t.queue.as_ref()) {
             Some(queue) => match queue.send(job) {
                 Ok(()) => return answer,
                 // The thread is gone (it panicked): commit on the blocking pool.

@@ -3,14 +3,23 @@
 //! Each version of a credential has a fresh random data key. Every field is
 //! sealed under it with associated data naming the credential id, owner,
 //! platform, version and field name; the data key is wrapped by the master key
-//! with associated data naming the credential id, owner, platform and version.
-//! A ciphertext or wrapped key moved anywhere else fails to open.
+//! with associated data naming the credential id, owner, platform, version
+//! and the names of all its fields (sorted). A ciphertext or wrapped key
+//! moved anywhere else fails to open, and so does a record that lost (or
+//! gained) a field: the data key no longer unwraps.
+//!
+//! Records written by format 1 bound their data key without the field
+//! names (`intake/data-key/v1`). They are still read: a data key that does
+//! not unwrap with the field names is tried without them, which only a
+//! key wrapped that way passes (the two bindings differ in their first
+//! part), so a record written now cannot be passed off as an old one. The
+//! next re-wrap (`intake keys rotate`) binds their fields too.
 
 use std::sync::Arc;
 
 use redb::{ReadableDatabase, ReadableTable};
 
-use crate::crypto::{Aad, DataKey, Keyring};
+use crate::crypto::{Aad, CryptoError, DataKey, Keyring};
 use crate::secret::{SecretFields, SecretString};
 
 use super::audit::append_in;
@@ -64,12 +73,53 @@ pub struct CredentialSummary {
     pub state: CredentialState,
 }
 
-pub(super) fn dek_aad(id: CredentialId, owner: &str, platform: &str, version: u32) -> Aad {
+/// The associated data of a credential's data key: its id, owner,
+/// platform, version and the names of its fields, sorted (format 2).
+pub(super) fn dek_aad(record: &CredentialRecord) -> Aad {
+    let mut names: Vec<&str> = record.fields.iter().map(|f| f.name.as_str()).collect();
+    names.sort_unstable();
+    let len = u64::try_from(names.len()).unwrap_or(u64::MAX);
+    names.into_iter().fold(
+        Aad::new("intake/data-key/v2")
+            .u64(record.id)
+            .str(&record.owner)
+            .str(&record.platform)
+            .u64(u64::from(record.version))
+            .u64(len),
+        Aad::str,
+    )
+}
+
+/// The associated data of a data key written by format 1: without the
+/// field names.
+fn dek_aad_v1(record: &CredentialRecord) -> Aad {
     Aad::new("intake/data-key/v1")
-        .u64(id)
-        .str(owner)
-        .str(platform)
-        .u64(u64::from(version))
+        .u64(record.id)
+        .str(&record.owner)
+        .str(&record.platform)
+        .u64(u64::from(record.version))
+}
+
+/// Unwraps the data key of `record`. Also says whether its list of fields
+/// is bound (`true`), or the record was written by format 1 (`false`; see
+/// the module's documentation).
+pub(super) fn unwrap_data_key(
+    keyring: &Keyring,
+    record: &CredentialRecord,
+) -> Result<(DataKey, bool)> {
+    let id = record.id;
+    match DataKey::unwrap(keyring, &record.wrapped_key, &dek_aad(record), || {
+        format!("credential {id} (data key)")
+    }) {
+        Ok(dek) => Ok((dek, true)),
+        Err(CryptoError::Integrity { .. }) => {
+            let dek = DataKey::unwrap(keyring, &record.wrapped_key, &dek_aad_v1(record), || {
+                format!("credential {id} (its data key, or the list of its fields)")
+            })?;
+            Ok((dek, false))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn field_aad(id: CredentialId, owner: &str, platform: &str, version: u32, field: &str) -> Aad {
@@ -106,10 +156,6 @@ pub(super) fn seal_into(
 ) -> Result<()> {
     let (id, version) = (record.id, record.version);
     let dek = DataKey::generate()?;
-    record.wrapped_key = dek.wrap(
-        keyring,
-        &dek_aad(id, &record.owner, &record.platform, version),
-    )?;
     record.fields = fields
         .iter()
         .map(|(name, value)| {
@@ -120,6 +166,8 @@ pub(super) fn seal_into(
             })
         })
         .collect::<Result<_>>()?;
+    // Wrapped last: its associated data names the fields just sealed.
+    record.wrapped_key = dek.wrap(keyring, &dek_aad(record))?;
     Ok(())
 }
 
@@ -130,13 +178,18 @@ pub fn open_fields(
     record: &CredentialRecord,
     names: Option<&[&str]>,
 ) -> Result<SecretFields> {
+    open_fields_bound(keyring, record, names).map(|(fields, _)| fields)
+}
+
+/// [`open_fields`], also saying whether the record's list of fields is
+/// bound to its data key (see [`unwrap_data_key`]).
+pub(super) fn open_fields_bound(
+    keyring: &Keyring,
+    record: &CredentialRecord,
+    names: Option<&[&str]>,
+) -> Result<(SecretFields, bool)> {
     let (id, version) = (record.id, record.version);
-    let dek = DataKey::unwrap(
-        keyring,
-        &record.wrapped_key,
-        &dek_aad(id, &record.owner, &record.platform, version),
-        || format!("credential {id} (data key)"),
-    )?;
+    let (dek, bound) = unwrap_data_key(keyring, record)?;
     let mut out = SecretFields::new();
     for field in &record.fields {
         if names.is_some_and(|n| !n.contains(&field.name.as_str())) {
@@ -154,7 +207,7 @@ pub fn open_fields(
         })?;
         out.insert(field.name.clone(), value);
     }
-    Ok(out)
+    Ok((out, bound))
 }
 
 impl Store {

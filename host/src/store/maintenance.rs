@@ -1,4 +1,5 @@
-//! Maintenance: master key rotation, verification, and consistent backups.
+//! Maintenance: master key rotation and retirement, verification, and
+//! consistent backups.
 //!
 //! Rotation is crash-safe by construction. The new key version is written to
 //! the key file (atomically, keeping the old versions) before the database is
@@ -20,19 +21,25 @@
 //! read what was already re-wrapped): neither a backup taken meanwhile nor a
 //! page of the file left over from that time gives someone who knows the
 //! old passphrase the new key.
+//!
+//! Retiring an old key version ([`Store::retire_key_version`]) deletes its
+//! check value once nothing is wrapped by it, so that a key file holding
+//! only that version no longer opens the database.
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::credentials::open_fields;
+use super::credentials::{dek_aad, open_fields_bound, unwrap_data_key};
 use super::model::{CredentialId, CredentialRecord, decode, decode_row, encode};
+use super::transit::META_HOST_KEY;
 use super::{
     AUDIT, CREDENTIAL_STATE, CREDENTIALS, CURSORS, META, META_PASSPHRASE_KDF,
-    META_PASSPHRASE_VERSION, Result, SOURCE_NAMES, SOURCES, Store, USERS,
+    META_PASSPHRASE_VERSION, Result, SOURCE_NAMES, SOURCES, Store, StoreError, USERS, check_key,
+    newest_check, retired_key,
 };
-use crate::crypto::{Aad, DataKey, KeyError, PassphraseChange};
+use crate::crypto::{KeyError, PassphraseChange, WrappedKey};
 
 const META_ROTATION: &str = "rotation_in_progress";
 const BATCH: usize = 64;
@@ -53,6 +60,10 @@ pub struct Verification {
     pub ok: usize,
     /// Credentials that failed, with why.
     pub failed: Vec<(CredentialId, String)>,
+    /// Of those that decrypted, how many were written by format 1: their
+    /// list of fields is not bound to their data key yet (the next
+    /// `intake keys rotate` binds it).
+    pub unbound: usize,
     /// How many data keys each master key version wraps.
     pub by_version: Vec<(u32, usize)>,
     /// The host's transit key, if one was created: the master key version
@@ -96,13 +107,11 @@ impl Store {
                     .take(BATCH)
                     .collect::<Result<_>>()?;
                 for mut record in stale {
-                    let aad = dek_aad(&record);
-                    let id = record.id;
-                    let dek = DataKey::unwrap(&keyring, &record.wrapped_key, &aad, || {
-                        format!("credential {id} (data key)")
-                    })?;
-                    record.wrapped_key = dek.wrap(&keyring, &aad)?;
-                    creds.insert(id, encode(&record)?.as_slice())?;
+                    // Re-wrapped under the current binding: a format 1
+                    // record gets its list of fields bound here.
+                    let (dek, _) = unwrap_data_key(&keyring, &record)?;
+                    record.wrapped_key = dek.wrap(&keyring, &dek_aad(&record))?;
+                    creds.insert(record.id, encode(&record)?.as_slice())?;
                     done += 1;
                 }
             }
@@ -175,12 +184,8 @@ impl Store {
                     None => None,
                 };
                 for (key, mut record) in batch {
-                    let aad = dek_aad(&record);
-                    let id = record.id;
-                    let dek = DataKey::unwrap(keyring, &record.wrapped_key, &aad, || {
-                        format!("credential {id} (data key)")
-                    })?;
-                    record.wrapped_key = dek.wrap(keyring, &aad)?;
+                    let (dek, _) = unwrap_data_key(keyring, &record)?;
+                    record.wrapped_key = dek.wrap(keyring, &dek_aad(&record))?;
                     creds.insert(key, encode(&record)?.as_slice())?;
                     rewrapped += 1;
                 }
@@ -212,6 +217,73 @@ impl Store {
         })
     }
 
+    /// Retires master key version `version` from the database.
+    ///
+    /// In one write transaction, checks that nothing uses it any more — it
+    /// is not the newest version, no rotation is in progress, and neither a
+    /// data key nor the host's transit key is wrapped by it — then deletes
+    /// its key check value and marks it retired (`key_retired:N`, no key
+    /// material). From then on a key holding only that version is refused
+    /// ([`super::StoreError::KeyRetired`]), and a key file still holding it
+    /// never writes its check value back. Returns `false` if it was retired
+    /// already. The caller then removes it from the key file: a crash in
+    /// between leaves it there, unused, and retiring it again removes it.
+    pub fn retire_key_version(&self, version: u32) -> Result<bool> {
+        let refuse = |reason: String| StoreError::CannotRetire { version, reason };
+        let txn = self.db().begin_write()?;
+        {
+            let meta = txn.open_table(META)?;
+            if meta.get(retired_key(version).as_str())?.is_some() {
+                return Ok(false);
+            }
+            if meta.get(check_key(version).as_str())?.is_none() {
+                return Err(refuse(
+                    "neither the database nor the key file has it; `intake keys verify` lists \
+                     the versions in use"
+                        .into(),
+                ));
+            }
+            if newest_check(&meta)?.is_none_or(|newest| version >= newest) {
+                return Err(refuse(
+                    "it is the current key; run `intake keys rotate` first".into(),
+                ));
+            }
+            if meta.get(META_ROTATION)?.is_some() {
+                return Err(refuse(
+                    "a rotation is in progress; run `intake keys rotate` to finish it first".into(),
+                ));
+            }
+            let host_key = meta
+                .get(META_HOST_KEY)?
+                .map(|v| decode::<WrappedKey>(v.value(), "host key"))
+                .transpose()?;
+            if host_key.is_some_and(|w| w.kek_version == version) {
+                return Err(refuse(
+                    "it still seals the host's transit key; run `intake keys rotate` first".into(),
+                ));
+            }
+        }
+        let mut wrapped = 0;
+        for r in txn.open_table(CREDENTIALS)?.iter()? {
+            let (k, v) = r?;
+            let record: CredentialRecord = decode_row(k.value(), v.value(), "credential")
+                .map_err(|e| refuse(format!("{e}; run `intake keys verify`")))?;
+            wrapped += usize::from(record.wrapped_key.kek_version == version);
+        }
+        if wrapped > 0 {
+            return Err(refuse(format!(
+                "it still wraps {wrapped} data keys; run `intake keys rotate` first"
+            )));
+        }
+        {
+            let mut meta = txn.open_table(META)?;
+            meta.remove(check_key(version).as_str())?;
+            meta.insert(retired_key(version).as_str(), [].as_slice())?;
+        }
+        txn.commit()?;
+        Ok(true)
+    }
+
     /// Decrypts every credential and reports those that fail, by id.
     pub fn verify_all(&self) -> Result<Verification> {
         let keyring = self.keyring();
@@ -221,7 +293,9 @@ impl Store {
         let mut versions = std::collections::BTreeMap::new();
         for r in creds.iter()? {
             let (k, v) = r?;
-            let record: CredentialRecord = match decode(v.value(), "credential") {
+            // By the row's own id: a row moved or copied under another id
+            // is reported (its fields, bound to the id it names, would open).
+            let record: CredentialRecord = match decode_row(k.value(), v.value(), "credential") {
                 Ok(r) => r,
                 Err(e) => {
                     out.failed.push((k.value(), e.to_string()));
@@ -229,8 +303,11 @@ impl Store {
                 }
             };
             *versions.entry(record.wrapped_key.kek_version).or_insert(0) += 1;
-            match open_fields(&keyring, &record, None) {
-                Ok(_) => out.ok += 1,
+            match open_fields_bound(&keyring, &record, None) {
+                Ok((_, bound)) => {
+                    out.ok += 1;
+                    out.unbound += usize::from(!bound);
+                }
                 Err(e) => out.failed.push((record.id, e.to_string())),
             }
         }
@@ -295,10 +372,6 @@ where
         to.insert(k.value(), v.value())?;
     }
     Ok(())
-}
-
-fn dek_aad(record: &CredentialRecord) -> Aad {
-    super::credentials::dek_aad(record.id, &record.owner, &record.platform, record.version)
 }
 
 #[cfg(test)]

@@ -6,10 +6,16 @@
 //! rotation, listing) work while `intake run` or `intake serve` holds it open.
 //!
 //! Opening checks the on-disk format version and that the master key is the
-//! one the database was created with, before anything is read or written.
+//! one the database was created with, before anything is read or written:
+//! through a read-only handle first, which writes nothing to the file (redb
+//! writes to it when it opens and closes it for writing), and only then
+//! opens the database for writing. The one exception is a file that needs
+//! redb's crash recovery (a process was killed while writing): only a
+//! writable open recovers it, so there the key is checked right after.
 //!
 //! The `meta` table holds, besides the format version and id counters, one
-//! key check value per master key version (`key_check:N`), the Argon2id salt
+//! key check value per master key version in use (`key_check:N`), a marker
+//! per retired version (`key_retired:N`, no key material), the Argon2id salt
 //! and parameters of a passphrase database (`passphrase_kdf`) and the key
 //! version they derive (`passphrase_version`, absent for 1), the host's
 //! transit key sealed under the master key (`host_key`), and the marker of an
@@ -52,7 +58,16 @@ pub use snapshot::Linked;
 pub use sources::{CredentialChoice, NewSource};
 
 /// The on-disk format this build writes. Bumped on incompatible changes.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// - 1: the first.
+/// - 2: a data key's associated data also names the credential's fields
+///   (`intake/data-key/v2`), so that a field removed from a record is
+///   detected. Records written by format 1 are still read (their data keys
+///   are re-wrapped under the new binding by the next rotation); a format 1
+///   database is marked format 2 when this build first opens it, so that an
+///   older intake refuses it ("upgrade intake") instead of taking the new
+///   records for tampered ones.
+pub const FORMAT_VERSION: u32 = 2;
 
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub(crate) const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
@@ -130,6 +145,21 @@ pub enum StoreError {
         /// The failing version.
         version: u32,
     },
+    /// Every version the master key holds was retired from the database.
+    #[error(
+        "the master key holds only key {versions}, retired from the database {path} by \
+         `intake keys retire`, so it no longer opens it: use the current key file (the database \
+         uses key version {current}). A backup taken before the retirement opens with the copy \
+         of the key file kept with it"
+    )]
+    KeyRetired {
+        /// The database file.
+        path: String,
+        /// The versions held, e.g. "version 1".
+        versions: String,
+        /// The newest version the database uses.
+        current: u32,
+    },
     /// The passphrase does not open the database.
     #[error(
         "the passphrase does not open the database {path} (it fails the key check); nothing was read or written"
@@ -188,6 +218,14 @@ pub enum StoreError {
         path: String,
         /// The version found.
         found: u32,
+    },
+    /// A master key version cannot be retired (yet).
+    #[error("cannot retire key version {version}: {reason}")]
+    CannotRetire {
+        /// The version.
+        version: u32,
+        /// Why not, and what to do.
+        reason: String,
     },
     /// The file cannot be created or opened.
     #[error("cannot open the database {path}: {reason}")]
@@ -354,6 +392,7 @@ impl Store {
     /// database. Only `intake init` (and tests) should create a database:
     /// everything else opens with [`Store::open_existing`].
     pub fn open(path: &Path, keyring: Keyring) -> Result<Self> {
+        precheck_key(path, &keyring)?;
         let db = open_db(path, true)?;
         Self::with_db(db, path, keyring)
     }
@@ -363,6 +402,8 @@ impl Store {
     /// [`StoreError::Missing`] or [`StoreError::Empty`], so that a typo in a
     /// path or a database moved away is not silently replaced by a new one.
     pub fn open_existing(path: &Path, keyring: Keyring) -> Result<Self> {
+        require_existing(path)?;
+        precheck_key(path, &keyring)?;
         let db = open_db(path, false)?;
         Self::with_db(db, path, keyring)
     }
@@ -379,8 +420,37 @@ impl Store {
     /// new database), derives the master key, and checks it like any other.
     /// A wrong passphrase is refused before anything else is read or written.
     pub fn open_with_passphrase(path: &Path, passphrase: &SecretString) -> Result<Self> {
-        let db = open_db(path, true)?;
         let shown = path.display().to_string();
+        // An existing database: salt, parameters and key check read through
+        // a read-only handle, so that a wrong passphrase writes nothing.
+        let checked = read_only_meta(path, |meta| match stored_kdf(meta)? {
+            Some((kdf, version)) => {
+                let keyring = Keyring::from_passphrase(passphrase, &kdf, version)?;
+                check_meta(&shown, meta, &keyring).map_err(wrong_passphrase)?;
+                Ok(Some(keyring))
+            }
+            None if newest_check(meta)?.is_some() => Err(StoreError::KeyFileRequired {
+                path: shown.clone(),
+            }),
+            None => Ok(None),
+        })?
+        .flatten();
+        let db = open_db(path, true)?;
+        let keyring = match checked {
+            Some(keyring) => keyring,
+            None => Self::passphrase_keyring(&db, &shown, passphrase)?,
+        };
+        Self::with_db(db, path, keyring).map_err(wrong_passphrase)
+    }
+
+    /// The passphrase keyring of the database `db` opened for writing: from
+    /// its stored salt and parameters, or, for a new database, from new ones
+    /// that this writes (unless the database was made with a key file).
+    fn passphrase_keyring(
+        db: &Database,
+        shown: &str,
+        passphrase: &SecretString,
+    ) -> Result<Keyring> {
         let stored = {
             let txn = db.begin_read()?;
             match txn.open_table(META) {
@@ -400,8 +470,10 @@ impl Store {
                     match stored_kdf(&meta)? {
                         Some(stored) => stored,
                         None => {
-                            if meta.range("key_check:"..="key_check;")?.next().is_some() {
-                                return Err(StoreError::KeyFileRequired { path: shown });
+                            if newest_check(&meta)?.is_some() {
+                                return Err(StoreError::KeyFileRequired {
+                                    path: shown.to_owned(),
+                                });
                             }
                             let min = crate::crypto::MIN_PASSPHRASE_CHARS;
                             if passphrase.expose().chars().count() < min {
@@ -417,11 +489,7 @@ impl Store {
                 kdf
             }
         };
-        let keyring = Keyring::from_passphrase(passphrase, &kdf, version)?;
-        Self::with_db(db, path, keyring).map_err(|e| match e {
-            StoreError::WrongKey { path, .. } => StoreError::WrongPassphrase { path },
-            other => other,
-        })
+        Ok(Keyring::from_passphrase(passphrase, &kdf, version)?)
     }
 
     fn with_db(db: Database, path: &Path, keyring: Keyring) -> Result<Self> {
@@ -437,18 +505,20 @@ impl Store {
         Ok(store)
     }
 
-    /// Creates missing tables, records the format version and key check
-    /// values, and verifies the key against existing check values.
+    /// Creates missing tables, records the format version (marking a format 1
+    /// database as this format) and key check values, and verifies the key
+    /// against existing check values.
     ///
     /// Most opens find everything in place: that is checked in a read
     /// transaction, and nothing is written (so a listing neither waits for
     /// writers in other processes nor writes to a file that may be damaged).
     fn initialise(&self, keyring: &Keyring) -> Result<()> {
+        let shown = self.path_shown();
         {
             let txn = self.db().begin_read()?;
             match txn.open_table(META) {
                 Ok(meta) => {
-                    if !self.check_meta(&meta, keyring)? && all_tables_exist(&txn)? {
+                    if !check_meta(&shown, &meta, keyring)? && all_tables_exist(&txn)? {
                         return Ok(());
                     }
                 }
@@ -459,13 +529,16 @@ impl Store {
         let txn = self.db().begin_write()?;
         {
             let mut meta = txn.open_table(META)?;
-            self.check_meta(&meta, keyring)?;
-            if meta.get(META_FORMAT)?.is_none() {
+            check_meta(&shown, &meta, keyring)?;
+            let format = meta.get(META_FORMAT)?.map(|v| u32_from(v.value()));
+            if format.is_none_or(|found| found < FORMAT_VERSION) {
                 meta.insert(META_FORMAT, FORMAT_VERSION.to_be_bytes().as_slice())?;
             }
             for version in keyring.versions() {
                 let name = check_key(version);
+                // A retired version's check value is never written back.
                 if meta.get(name.as_str())?.is_none()
+                    && meta.get(retired_key(version).as_str())?.is_none()
                     && let Some(check) = keyring.check_value(version)?
                 {
                     meta.insert(name.as_str(), model::encode(&check)?.as_slice())?;
@@ -487,59 +560,6 @@ impl Store {
         }
         txn.commit()?;
         Ok(())
-    }
-
-    /// Checks the format version, the kind of key and the key itself against
-    /// `meta`. Returns whether something is missing that opening writes: the
-    /// format version, or the check value of one of the keyring's versions.
-    fn check_meta(
-        &self,
-        meta: &impl ReadableTable<&'static str, &'static [u8]>,
-        keyring: &Keyring,
-    ) -> Result<bool> {
-        let mut missing = false;
-        if let Some(found) = meta.get(META_FORMAT)? {
-            let found = u32_from(found.value());
-            if found > FORMAT_VERSION {
-                return Err(StoreError::NewerFormat {
-                    path: self.path_shown(),
-                    found,
-                });
-            }
-        } else {
-            missing = true;
-        }
-        let passphrase_db = meta.get(META_PASSPHRASE_KDF)?.is_some();
-        if passphrase_db && !keyring.is_from_passphrase() {
-            return Err(StoreError::PassphraseRequired {
-                path: self.path_shown(),
-            });
-        }
-        let mut any_check = false;
-        for version in keyring.versions() {
-            let name = check_key(version);
-            if let Some(check) = meta.get(name.as_str())? {
-                any_check = true;
-                let check: Sealed = model::decode(check.value(), "key check")?;
-                if !keyring.verify_check_value(version, &check) {
-                    return Err(StoreError::WrongKey {
-                        path: self.path_shown(),
-                        version,
-                    });
-                }
-            } else {
-                missing = true;
-            }
-        }
-        // A database that has check values for none of our versions was
-        // made with another key, unless it has none at all (new database).
-        if !any_check && meta.range("key_check:"..="key_check;")?.next().is_some() {
-            return Err(StoreError::WrongKey {
-                path: self.path_shown(),
-                version: keyring.current().version(),
-            });
-        }
-        Ok(missing)
     }
 
     pub(crate) fn db(&self) -> &Database {
@@ -621,17 +641,7 @@ impl Store {
         if held && newest <= current {
             return Ok(());
         }
-        let versions = keyring.versions();
-        let held = match versions.as_slice() {
-            [one] => format!("version {one}"),
-            many => format!(
-                "versions {}",
-                many.iter()
-                    .map(u32::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        };
+        let held = versions_shown(&keyring.versions());
         let todo = match keyring.source() {
             Some(KeySource::File(path)) => format!(
                 "the key file {} does not hold the database's current key version: restore the \
@@ -730,6 +740,130 @@ fn stored_kdf(
         .get(META_PASSPHRASE_VERSION)?
         .map_or(1, |v| u32_from(v.value()));
     Ok(Some((kdf, version)))
+}
+
+/// Checks the format version, the kind of key and the key itself against
+/// the `meta` table of the database `path`. Returns whether something is
+/// missing that opening writes: the format version (or an older one), or
+/// the check value of one of the keyring's versions that was not retired.
+fn check_meta(
+    path: &str,
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    keyring: &Keyring,
+) -> Result<bool> {
+    let mut missing = false;
+    match meta.get(META_FORMAT)?.map(|v| u32_from(v.value())) {
+        Some(found) if found > FORMAT_VERSION => {
+            return Err(StoreError::NewerFormat {
+                path: path.to_owned(),
+                found,
+            });
+        }
+        Some(found) => missing |= found < FORMAT_VERSION,
+        None => missing = true,
+    }
+    let passphrase_db = meta.get(META_PASSPHRASE_KDF)?.is_some();
+    if passphrase_db && !keyring.is_from_passphrase() {
+        return Err(StoreError::PassphraseRequired {
+            path: path.to_owned(),
+        });
+    }
+    let mut any_check = false;
+    let mut retired = Vec::new();
+    for version in keyring.versions() {
+        let name = check_key(version);
+        if let Some(check) = meta.get(name.as_str())? {
+            any_check = true;
+            let check: Sealed = model::decode(check.value(), "key check")?;
+            if !keyring.verify_check_value(version, &check) {
+                return Err(StoreError::WrongKey {
+                    path: path.to_owned(),
+                    version,
+                });
+            }
+        } else if meta.get(retired_key(version).as_str())?.is_some() {
+            retired.push(version);
+        } else {
+            missing = true;
+        }
+    }
+    // A database that has check values for none of our versions was made
+    // with another key (or retired every version we hold), unless it has
+    // none at all (a new database).
+    if !any_check && let Some(current) = newest_check(meta)? {
+        if retired.len() == keyring.versions().len() {
+            return Err(StoreError::KeyRetired {
+                path: path.to_owned(),
+                versions: versions_shown(&retired),
+                current,
+            });
+        }
+        return Err(StoreError::WrongKey {
+            path: path.to_owned(),
+            version: keyring.current().version(),
+        });
+    }
+    Ok(missing)
+}
+
+/// Runs `f` on the meta table of the existing database at `path`, read
+/// through a read-only handle: opening, reading and closing it writes
+/// nothing to the file. `None` if there is nothing to read that way: no
+/// file (or an empty one), no meta table yet, or a file that a read-only
+/// handle cannot open, such as one that needs redb's crash recovery first
+/// (which only a writable open does; it then reports any other problem).
+fn read_only_meta<T>(
+    path: &Path,
+    f: impl FnOnce(&redb::ReadOnlyTable<&'static str, &'static [u8]>) -> Result<T>,
+) -> Result<Option<T>> {
+    if !fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() > 0) {
+        return Ok(None);
+    }
+    let Ok(db) = Database::builder()
+        .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+        .open_read_only(path)
+    else {
+        return Ok(None);
+    };
+    let txn = db.begin_read()?;
+    let meta = match txn.open_table(META) {
+        Ok(meta) => meta,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    f(&meta).map(Some)
+}
+
+/// Refuses `keyring` for the existing database at `path` if it does not
+/// match (see [`check_meta`]), through a read-only handle, before the
+/// database is opened for writing.
+fn precheck_key(path: &Path, keyring: &Keyring) -> Result<()> {
+    let shown = path.display().to_string();
+    read_only_meta(path, |meta| check_meta(&shown, meta, keyring))?;
+    Ok(())
+}
+
+/// A wrong key, when the key was derived from a passphrase, is a wrong
+/// passphrase.
+fn wrong_passphrase(e: StoreError) -> StoreError {
+    match e {
+        StoreError::WrongKey { path, .. } => StoreError::WrongPassphrase { path },
+        other => other,
+    }
+}
+
+/// Key versions for a message: "version 1", "versions 1, 2".
+fn versions_shown(versions: &[u32]) -> String {
+    match versions {
+        [one] => format!("version {one}"),
+        many => format!(
+            "versions {}",
+            many.iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }
 
 /// Refuses a database file that does not exist or is empty (see
@@ -881,6 +1015,12 @@ pub(crate) fn next_id(txn: &redb::WriteTransaction, kind: &str) -> Result<u64> {
 
 fn check_key(version: u32) -> String {
     format!("key_check:{version}")
+}
+
+/// The marker of a retired master key version (see
+/// [`Store::retire_key_version`]).
+fn retired_key(version: u32) -> String {
+    format!("key_retired:{version}")
 }
 
 /// The newest master key version that `meta` has a check value for.

@@ -9,7 +9,7 @@ use crate::secret::SecretFields;
 use super::model::{decode, encode};
 use super::{META, Result, Store};
 
-const META_HOST_KEY: &str = "host_key";
+pub(super) const META_HOST_KEY: &str = "host_key";
 
 impl Store {
     /// The host's key pair for secrets sealed in transit. Created at first
