@@ -170,10 +170,12 @@ pub enum Command {
     /// The client side: needs no configuration, database or master key.
     #[command(after_help = seal::EXAMPLES)]
     Seal(seal::SealArgs),
-    /// Write a consistent, still-encrypted snapshot of the database.
+    /// Write a consistent, still-encrypted snapshot of the database. It is
+    /// written to a temporary file next to PATH and renamed to PATH only when
+    /// complete: a failed or killed backup leaves no file at PATH.
     #[command(after_help = "Example:\n  intake backup \"/backups/intake-$(date +%F).redb\"")]
     Backup {
-        /// The new backup file (must not exist).
+        /// The new backup file (must not exist; never overwritten).
         path: PathBuf,
     },
     /// List the plugins intake.toml loads, or show one's spec.
