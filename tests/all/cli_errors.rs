@@ -414,3 +414,75 @@ fn a_pasted_token_is_never_echoed_as_a_field_name() {
         );
     }
 }
+
+/// What the operator's configuration gets wrong is named at start.
+#[test]
+fn configuration_mistakes_are_named() {
+    let (_platform, home) = setup();
+    let config = std::fs::read_to_string(home.config_path()).unwrap();
+    let with = |text: &str| std::fs::write(home.config_path(), text).unwrap();
+
+    // A key file and a key variable: neither is silently ignored.
+    with(&config.replace(
+        "file = \"intake.key\"",
+        "file = \"intake.key\"\nenv = \"INTAKE_MASTER_KEY\"",
+    ));
+    let out = home.intake(&["sources", "list"]).failed();
+    assert!(out.stderr.contains("`file`"), "{}", out.stderr);
+    assert!(out.stderr.contains("`env`"), "{}", out.stderr);
+    assert!(out.stderr.contains("choose one"), "{}", out.stderr);
+
+    // A platform id that no plugin can have.
+    for bad in ["", "a b"] {
+        with(&format!(
+            "{config}\n[[plugin]]\nplatform = \"{bad}\"\npath = \"x.wasm\"\n"
+        ));
+        let out = home.intake(&["sources", "list"]).failed();
+        assert!(
+            out.stderr
+                .contains(&format!("platform = \"{bad}\" is not a platform id")),
+            "{}",
+            out.stderr
+        );
+    }
+    with(&config);
+
+    // The output directory is a file.
+    let output = home.path().join("output");
+    assert!(!output.exists());
+    std::fs::write(&output, b"not a directory").unwrap();
+    let out = home.run(&[]).failed();
+    assert!(
+        out.stderr.contains(&output.display().to_string()),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("[output] dir"), "{}", out.stderr);
+    assert!(out.stderr.contains("not a directory"), "{}", out.stderr);
+    assert!(!out.stderr.contains("os error"), "{}", out.stderr);
+}
+
+/// A second `intake serve` whose metrics address is taken fails at start.
+#[test]
+fn serve_fails_at_start_when_the_metrics_address_is_taken() {
+    let (_platform, home) = setup();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut config = std::fs::read_to_string(home.config_path()).unwrap();
+    config.push_str(&format!("\n[scheduler]\nmetrics = \"{addr}\"\n"));
+    std::fs::write(home.config_path(), config).unwrap();
+    let mut running = home.spawn(&["serve"]);
+    let start = std::time::Instant::now();
+    while !running.finished() && start.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    if !running.finished() {
+        running.kill();
+        panic!("`intake serve` kept running with its metrics address taken");
+    }
+    let out = home.wait(running);
+    assert!(!out.status.success(), "{}", out.stdout);
+    assert!(out.stderr.contains(&addr), "{}", out.stderr);
+    assert!(out.stderr.contains("[scheduler] metrics"), "{}", out.stderr);
+    assert!(!out.stdout.contains("serving"), "{}", out.stdout);
+}

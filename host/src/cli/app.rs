@@ -45,7 +45,23 @@ impl App {
                 env: keys.passphrase_env.clone(),
                 prompt: keys.passphrase,
             },
-            None => KeySource::File(self.config.resolve(&keys.file)),
+            None => KeySource::File(self.config.resolve(&keys.key_file())),
+        }
+    }
+
+    /// The output directory (`[output] dir`), refused if it exists as
+    /// anything but a directory.
+    pub fn output_dir(&self) -> Result<PathBuf> {
+        let dir = self.config.resolve(&self.config.output.dir);
+        match std::fs::metadata(&dir) {
+            Ok(meta) if !meta.is_dir() => bail!(
+                "the output directory {} ([output] dir in {}) is not a directory; it must be a \
+                 directory (intake creates it if it does not exist): set [output] dir to another \
+                 path, or move that file away",
+                dir.display(),
+                self.config_path.display()
+            ),
+            _ => Ok(dir),
         }
     }
 
