@@ -118,7 +118,7 @@ pub struct ReconnectArgs {
 
 pub async fn connect(app: &App, args: ConnectArgs, out: &mut dyn Write) -> Result<()> {
     let store = app.store()?;
-    store.require_user(&args.user)?;
+    let owner = store.require_user(&args.user)?.name;
     let runtime = app.runtime(&store, Some(&args.platform))?;
     let plugin = runtime.plugin(&args.platform)?;
     let mut config = Vec::new();
@@ -151,6 +151,10 @@ pub async fn connect(app: &App, args: ConnectArgs, out: &mut dyn Write) -> Resul
                 fields,
             })
         }
+    };
+    let args = ConnectArgs {
+        user: owner,
+        ..args
     };
     let reused = matches!(credential, CredentialChoice::Existing(_));
     let mut credential = credential;
@@ -234,12 +238,12 @@ pub async fn connect(app: &App, args: ConnectArgs, out: &mut dyn Write) -> Resul
 
 pub async fn reconnect(app: &App, args: ReconnectArgs, out: &mut dyn Write) -> Result<()> {
     let store = app.store()?;
-    store.require_user(&args.user)?;
-    let source = store
-        .find_source(&args.source)
-        .ok()
-        .filter(|s| s.owner == args.user)
-        .ok_or_else(|| crate::store::StoreError::UnknownSource(args.source.clone()))?;
+    let owner = store.require_user(&args.user)?.name;
+    let source = store.owned_source(&args.source, &owner, "reconnect")?;
+    let args = ReconnectArgs {
+        user: owner,
+        ..args
+    };
     if let Some(credential) = args.credential {
         let linked = store.relink(source.id, &args.user, credential)?;
         let sharing: Vec<String> = store

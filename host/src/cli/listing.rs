@@ -25,7 +25,10 @@ pub fn credentials(
     only: Option<u64>,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let mut creds = app.store()?.credentials_of(user)?;
+    let store = app.store()?;
+    let user = store.require_user(user)?.name;
+    let user = user.as_str();
+    let mut creds = store.credentials_of(user)?;
     if let Some(id) = only {
         creds.retain(|c| c.id == id);
         if creds.is_empty() {
@@ -122,7 +125,7 @@ pub fn sources(app: &App, user: Option<&str>, as_json: bool, out: &mut dyn Write
     let store = app.store()?;
     let mut list = store.sources()?;
     if let Some(u) = user {
-        store.require_user(u)?;
+        let u = store.require_user(u)?.name;
         list.retain(|s| s.owner == u);
     }
     let mut rows = Vec::new();
@@ -259,8 +262,22 @@ pub fn runs(
     out: &mut dyn Write,
 ) -> Result<()> {
     let store = app.store()?;
-    let source = source.map(|s| store.find_source(s)).transpose()?;
-    let runs = store.runs(source.as_ref().map(|s| s.id), limit)?;
+    // A removed data source's runs stay searchable by its name (or id).
+    let ids = source
+        .map(|s| store.source_ids_for_history(s))
+        .transpose()?;
+    let runs = match &ids {
+        None => store.runs(None, limit)?,
+        Some(ids) => {
+            let mut runs = Vec::new();
+            for id in ids {
+                runs.extend(store.runs(Some(*id), limit)?);
+            }
+            runs.sort_by_key(|r| r.id);
+            let skip = runs.len().saturating_sub(limit);
+            runs.split_off(skip)
+        }
+    };
     if as_json {
         let list: Vec<_> = runs
             .iter()

@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use crate::store::{AuditFilter, now_ms};
+use crate::store::{AuditFilter, StoreError, now_ms};
 
 use super::App;
 use super::table::{render, time};
@@ -48,16 +48,23 @@ fn parse_since(text: &str) -> Result<u64, String> {
 
 pub fn audit(app: &App, args: AuditArgs, out: &mut dyn Write) -> Result<()> {
     let store = app.store()?;
-    if let Some(user) = &args.user {
-        store.require_user(user)?;
-    }
-    let source = match &args.source {
-        Some(s) => Some(store.find_source(s)?.id),
+    // A removed user or data source stays searchable by name (or id).
+    let user = match &args.user {
+        Some(user) => match store.require_user(user) {
+            Ok(found) => Some(found.name),
+            Err(e @ StoreError::UnknownUser(_)) => Some(store.audited_user(user)?.ok_or(e)?),
+            Err(e) => return Err(e.into()),
+        },
         None => None,
     };
+    let sources = match &args.source {
+        Some(s) => store.source_ids_for_history(s)?,
+        None => Vec::new(),
+    };
     let filter = AuditFilter {
-        user: args.user.clone(),
-        source,
+        user,
+        source: None,
+        sources,
         since_ms: args.since,
     };
     let records = store.audit(&filter)?;

@@ -12,6 +12,8 @@ mod manage;
 mod run;
 mod seal;
 mod secrets_input;
+mod settings;
+mod sources;
 mod table;
 
 use std::io::Write;
@@ -133,13 +135,15 @@ pub enum Command {
         after_help = "Examples:\n  intake audit\n  intake audit --user bob --since 1h\n  intake audit --source acme-us --json"
     )]
     Audit(manage::AuditArgs),
-    /// List data sources and set their schedules.
+    /// List data sources, set their schedules and settings, remove them.
     #[command(
         subcommand,
         after_help = "Examples:\n  intake sources list --user alice\n  \
-                      intake sources schedule acme-us --every 1h"
+                      intake sources schedule acme-us --every 1h\n  \
+                      intake sources set acme-us --user alice --set page_size=50\n  \
+                      intake sources remove acme-us --user alice"
     )]
-    Sources(SourcesCommand),
+    Sources(sources::SourcesCommand),
     /// Fetch data sources now and write their records as JSON Lines.
     #[command(after_help = RUN_HELP)]
     Run(run::RunArgs),
@@ -257,41 +261,6 @@ pub enum CredentialsCommand {
     },
 }
 
-/// `intake sources …`.
-#[derive(Debug, Subcommand)]
-pub enum SourcesCommand {
-    /// Set when a data source runs under `intake serve` (and is due for `intake run`).
-    #[command(after_help = "Examples:
-  intake sources schedule acme-us --every 1h
-  intake sources schedule acme-us --cron '0 6 * * *'   # daily 06:00 UTC
-  intake sources schedule acme-us --clear")]
-    Schedule {
-        /// The data source, by name or id.
-        source: String,
-        /// Run this long after the last run started, e.g. 15m, 1h, 1d.
-        #[arg(long, conflicts_with_all = ["cron", "clear"])]
-        every: Option<String>,
-        /// Run at the times of this cron expression (UTC; seconds optional).
-        #[arg(long, conflicts_with = "clear")]
-        cron: Option<String>,
-        /// Remove the schedule (the data source runs only when asked).
-        #[arg(long)]
-        clear: bool,
-    },
-    /// List data sources with their owner, platform, credential and cursor.
-    #[command(
-        after_help = "Examples:\n  intake sources list\n  intake sources list --user bob --json"
-    )]
-    List {
-        /// Only this user's.
-        #[arg(long)]
-        user: Option<String>,
-        /// JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
 /// `intake plugin …`.
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
@@ -367,11 +336,15 @@ async fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<ExitCode> {
                     listing::credentials(&app, &user.user, user.json, Some(id), out)?;
                 }
                 Command::Credentials(CredentialsCommand::Rename { id, title, user }) => {
-                    app.store()?.rename_credential(id, &user, &title)?;
+                    let store = app.store()?;
+                    let user = store.require_user(&user)?.name;
+                    store.rename_credential(id, &user, &title)?;
                     writeln!(out, "renamed credential {id}")?;
                 }
                 Command::Credentials(CredentialsCommand::Delete { id, user, detach }) => {
-                    let deleted = app.store()?.delete_credential(id, &user, detach)?;
+                    let store = app.store()?;
+                    let user = store.require_user(&user)?.name;
+                    let deleted = store.delete_credential(id, &user, detach)?;
                     writeln!(out, "deleted credential {id}")?;
                     if !deleted.detached.is_empty() {
                         writeln!(
@@ -394,9 +367,7 @@ async fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<ExitCode> {
                         deleted.removed_sources.len()
                     )?;
                 }
-                Command::Sources(SourcesCommand::List { user, json }) => {
-                    listing::sources(&app, user.as_deref(), json, out)?;
-                }
+                Command::Sources(command) => sources::sources(&app, command, out)?,
                 Command::Run(args) => return run::run(&app, args, out).await,
                 Command::Serve => return run::serve(app, cli.config, out).await,
                 Command::Runs {
@@ -404,12 +375,6 @@ async fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<ExitCode> {
                     limit,
                     json,
                 } => listing::runs(&app, source.as_deref(), limit, json, out)?,
-                Command::Sources(SourcesCommand::Schedule {
-                    source,
-                    every,
-                    cron,
-                    clear,
-                }) => schedule_source(&app, &source, every, cron, clear, out)?,
                 Command::Plugin(PluginCommand::List) => listing::plugins(&app, out)?,
                 Command::Plugin(PluginCommand::Show { platform }) => {
                     listing::plugin_show(&app, &platform, out)?;
@@ -427,29 +392,6 @@ fn parse_limit(text: &str) -> Result<usize, String> {
         Ok(n) => Ok(n),
         Err(_) => Err("it must be a whole number of runs, e.g. --limit 20".into()),
     }
-}
-
-fn schedule_source(
-    app: &App,
-    source: &str,
-    every: Option<String>,
-    cron: Option<String>,
-    clear: bool,
-    out: &mut dyn Write,
-) -> Result<()> {
-    use crate::scheduler::schedule;
-    let store = app.store()?;
-    let source = store.find_source(source)?;
-    let parsed = schedule::parse(every.as_deref(), cron.as_deref()).map_err(anyhow::Error::msg)?;
-    if parsed.is_none() && !clear {
-        anyhow::bail!("give --every, --cron or --clear");
-    }
-    store.set_schedule(source.id, parsed.as_ref())?;
-    match parsed {
-        Some(s) => writeln!(out, "`{}` runs {}", source.name, schedule::describe(&s))?,
-        None => writeln!(out, "`{}` runs only when asked", source.name)?,
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -292,6 +292,7 @@ impl Store {
             copy(&read, &write, AUDIT)?;
             copy(&read, &write, super::RUNS)?;
             copy(&read, &write, super::SCHEDULES)?;
+            copy(&read, &write, super::REMOVED_SOURCES)?;
             write.open_table(META)?.remove(META_ROTATION)?;
             write.commit()?;
             Ok(())

@@ -21,6 +21,7 @@ mod maintenance;
 mod manage;
 mod model;
 mod runs;
+mod source_admin;
 mod sources;
 mod transit;
 mod users;
@@ -43,10 +44,11 @@ pub use credentials::{CredentialSummary, NewSecrets, UpdatedBy, check_secret_val
 pub use maintenance::{Rotation, Verification};
 pub use manage::Deleted;
 pub use model::{
-    AuditAction, AuditRecord, Broken, CredentialId, CredentialRecord, CredentialState, SealedField,
-    SourceId, SourceRecord, User,
+    AuditAction, AuditRecord, Broken, CredentialId, CredentialRecord, CredentialState,
+    RemovedSource, SealedField, SourceId, SourceRecord, User,
 };
 pub use runs::{Attempt, RunRecord, Schedule};
+pub use source_admin::SourceRemoval;
 pub use sources::{CredentialChoice, NewSource};
 
 /// The on-disk format this build writes. Bumped on incompatible changes.
@@ -63,6 +65,10 @@ pub(crate) const CURSORS: TableDefinition<u64, &str> = TableDefinition::new("cur
 pub(crate) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 pub(crate) const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("runs");
 pub(crate) const SCHEDULES: TableDefinition<u64, &[u8]> = TableDefinition::new("schedules");
+/// Data sources that were removed, by id: their name, owner and platform, so
+/// that the audit log and run history stay searchable by name.
+pub(crate) const REMOVED_SOURCES: TableDefinition<u64, &[u8]> =
+    TableDefinition::new("removed_sources");
 
 const META_FORMAT: &str = "format_version";
 const META_NEXT_ID: &str = "next_id";
@@ -213,9 +219,43 @@ pub enum StoreError {
     /// No such data source.
     #[error("no data source `{}`; `intake sources list` shows them", shown(.0))]
     UnknownSource(String),
+    /// The user has no data source of that name or id. Deliberately the
+    /// same for a data source that does not exist and one that belongs to
+    /// someone else, so that names cannot be probed.
+    #[error(
+        "user `{}` has no data source `{}`; `intake sources list --user {}` shows theirs",
+        shown(.user),
+        shown(.name),
+        shown(.user)
+    )]
+    NoSuchSourceOf {
+        /// The user asking.
+        user: String,
+        /// The name or id given.
+        name: String,
+    },
     /// The data source name is taken.
-    #[error("a data source named `{}` exists already; choose another --name", shown(.0))]
+    #[error(
+        "a data source named `{}` exists already (data source names are compared ignoring \
+         case); choose another --name",
+        shown(.0)
+    )]
     SourceExists(String),
+    /// A name given matches several records that differ only in case (a
+    /// database made before names were compared ignoring case).
+    #[error(
+        "`{}` matches more than one {what} ({}); give the name exactly as listed",
+        shown(.given),
+        .matches.iter().map(|m| shown(m)).collect::<Vec<_>>().join(", ")
+    )]
+    Ambiguous {
+        /// What kind of name.
+        what: &'static str,
+        /// The name given.
+        given: String,
+        /// The names it matches.
+        matches: Vec<String>,
+    },
     /// No credential with that id that this user may use. Deliberately the same
     /// for a credential that does not exist and one that belongs to someone
     /// else, so that ids cannot be probed.
@@ -469,6 +509,7 @@ impl Store {
             txn.open_table(AUDIT)?;
             txn.open_table(RUNS)?;
             txn.open_table(SCHEDULES)?;
+            txn.open_table(REMOVED_SOURCES)?;
         }
         txn.commit()?;
         Ok(())
@@ -681,7 +722,8 @@ fn all_tables_exist(txn: &redb::ReadTransaction) -> Result<bool> {
         CURSORS,
         AUDIT,
         RUNS,
-        SCHEDULES
+        SCHEDULES,
+        REMOVED_SOURCES
     ))
 }
 
@@ -920,8 +962,22 @@ pub(crate) fn check_name(what: &'static str, value: &str) -> Result<()> {
     }
 }
 
+/// Checks a data source name: [`check_name`], and not digits only (which
+/// would be mistaken for an id).
+pub fn check_source_name(value: &str) -> Result<()> {
+    check_name("data source name", value)?;
+    if value.chars().all(|c| c.is_ascii_digit()) {
+        return Err(StoreError::InvalidName {
+            what: "data source name",
+            value: value.to_owned(),
+            rule: "a name of digits only would be mistaken for an id; add a letter",
+        });
+    }
+    Ok(())
+}
+
 /// Checks a credential title: 1 to 100 characters, no control characters.
-pub(crate) fn check_title(value: &str) -> Result<()> {
+pub fn check_title(value: &str) -> Result<()> {
     if !value.trim().is_empty()
         && value.chars().count() <= 100
         && !value.chars().any(char::is_control)

@@ -1,0 +1,207 @@
+//! `intake sources …`: list data sources, schedule them, edit their
+//! settings, remove them.
+
+use std::io::Write;
+
+use anyhow::{Result, bail};
+use clap::Subcommand;
+
+
+use super::{App, settings};
+
+/// `intake sources …`.
+#[derive(Debug, Subcommand)]
+pub enum SourcesCommand {
+    /// Set when a data source runs under `intake serve` (and is due for `intake run`).
+    #[command(after_help = "Examples:
+  intake sources schedule acme-us --every 1h
+  intake sources schedule acme-us --cron '0 6 * * *'   # daily 06:00 UTC
+  intake sources schedule acme-us --clear")]
+    Schedule {
+        /// The data source, by name or id.
+        source: String,
+        /// Run this long after the last run started, e.g. 15m, 1h, 1d.
+        #[arg(long, conflicts_with_all = ["cron", "clear"])]
+        every: Option<String>,
+        /// Run at the times of this cron expression (UTC; seconds optional).
+        #[arg(long, conflicts_with = "clear")]
+        cron: Option<String>,
+        /// Remove the schedule (the data source runs only when asked).
+        #[arg(long)]
+        clear: bool,
+    },
+    /// List data sources with their owner, platform, credential and cursor.
+    #[command(
+        after_help = "Examples:\n  intake sources list\n  intake sources list --user bob --json"
+    )]
+    List {
+        /// Only this user's.
+        #[arg(long)]
+        user: Option<String>,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a data source's settings (not its secrets: see `intake
+    /// reconnect`), checked against its plugin's spec as `connect` does.
+    #[command(after_help = "Examples:
+  intake sources set acme-us --user alice --set page_size=50
+  intake sources set acme-us --user alice --unset since
+
+The cursor is kept: the next run goes on from where the last one ended.")]
+    Set {
+        /// The data source, by name or id.
+        source: String,
+        /// Its owner.
+        #[arg(long)]
+        user: String,
+        /// A setting to give or change, NAME=VALUE; repeat for each.
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        settings: Vec<String>,
+        /// A setting to remove (its default applies again); repeat for each.
+        #[arg(long, value_name = "NAME")]
+        unset: Vec<String>,
+    },
+    /// Remove a data source: it, its cursor and its schedule. Its run history
+    /// and audit records are kept.
+    #[command(after_help = "Examples:
+  intake sources remove acme-us --user alice
+  # also delete its credential, unless another data source uses it
+  intake sources remove acme-us --user alice --delete-credential")]
+    Remove {
+        /// The data source, by name or id.
+        source: String,
+        /// Its owner.
+        #[arg(long)]
+        user: String,
+        /// Also delete its credential (ciphertext and key), if no other data
+        /// source uses it.
+        #[arg(long)]
+        delete_credential: bool,
+    },
+}
+
+/// Runs `intake sources …`.
+pub fn sources(app: &App, command: SourcesCommand, out: &mut dyn Write) -> Result<()> {
+    match command {
+        SourcesCommand::List { user, json } => {
+            super::listing::sources(app, user.as_deref(), json, out)
+        }
+        SourcesCommand::Schedule {
+            source,
+            every,
+            cron,
+            clear,
+        } => schedule(app, &source, every, cron, clear, out),
+        SourcesCommand::Set {
+            source,
+            user,
+            settings,
+            unset,
+        } => set(app, &source, &user, &settings, &unset, out),
+        SourcesCommand::Remove {
+            source,
+            user,
+            delete_credential,
+        } => remove(app, &source, &user, delete_credential, out),
+    }
+}
+
+fn schedule(
+    app: &App,
+    source: &str,
+    every: Option<String>,
+    cron: Option<String>,
+    clear: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    use crate::scheduler::schedule;
+    let store = app.store()?;
+    let source = store.find_source(source)?;
+    let parsed = schedule::parse(every.as_deref(), cron.as_deref()).map_err(anyhow::Error::msg)?;
+    if parsed.is_none() && !clear {
+        bail!("give --every, --cron or --clear");
+    }
+    store.set_schedule(source.id, parsed.as_ref())?;
+    match parsed {
+        Some(s) => writeln!(out, "`{}` runs {}", source.name, schedule::describe(&s))?,
+        None => writeln!(out, "`{}` runs only when asked", source.name)?,
+    }
+    Ok(())
+}
+
+fn set(
+    app: &App,
+    source: &str,
+    user: &str,
+    given: &[String],
+    unset: &[String],
+    out: &mut dyn Write,
+) -> Result<()> {
+    if given.is_empty() && unset.is_empty() {
+        bail!("give at least one --set NAME=VALUE or --unset NAME");
+    }
+    let store = app.store()?;
+    let owner = store.require_user(user)?.name;
+    let source = store.owned_source(source, &owner, "settings change")?;
+    let given = settings::parse(given)?;
+    let (config, changed) = settings::edit(&source.config, given, unset)?;
+    if changed.is_empty() {
+        writeln!(
+            out,
+            "data source `{}` has these settings already; nothing changed",
+            source.name
+        )?;
+        return Ok(());
+    }
+    let runtime = app.runtime(&store, Some(&source.platform))?;
+    let plugin = runtime.plugin(&source.platform)?;
+    settings::validate(app, &plugin.spec, &config)?;
+    let updated = store.set_source_config(source.id, &owner, config, &changed)?;
+    writeln!(
+        out,
+        "updated the settings of data source `{}` ({}); now: {}",
+        updated.name,
+        changed.join(", "),
+        updated
+            .config
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    )?;
+    Ok(())
+}
+
+fn remove(
+    app: &App,
+    source: &str,
+    user: &str,
+    delete_credential: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let store = app.store()?;
+    let owner = store.require_user(user)?.name;
+    let source = store.owned_source(source, &owner, "remove")?;
+    let removal = store.remove_source(source.id, &owner, delete_credential)?;
+    writeln!(
+        out,
+        "removed data source `{}` (id {}) of {}; its run history and audit records are kept",
+        source.name, source.id, owner
+    )?;
+    match (source.credential, removal.deleted_credential) {
+        (_, Some(id)) => writeln!(out, "deleted credential {id} (its ciphertext and key)")?,
+        (Some(id), None) if !removal.kept_for.is_empty() => writeln!(
+            out,
+            "kept credential {id}: data sources {} use it",
+            removal.kept_for.join(", ")
+        )?,
+        (Some(id), None) => writeln!(
+            out,
+            "kept credential {id}, which no data source uses now (`intake credentials delete \
+             {id} --user {owner}` deletes it)"
+        )?,
+        (None, None) => {}
+    }
+    Ok(())
+}
