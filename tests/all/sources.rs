@@ -1,6 +1,9 @@
 //! Data sources managed by their owners: `sources remove` and `sources set`;
+//! output directories that never pass from one data source to another;
 //! user and data source names compared ignoring case; and refusals that say
 //! nothing about other users' data sources or credentials, and are audited.
+
+use std::path::{Path, PathBuf};
 
 use intake_sample_platform::{Fixture, SamplePlatform};
 use serde_json::Value;
@@ -40,6 +43,34 @@ fn setup() -> (SamplePlatform, Home) {
     (platform, home)
 }
 
+/// The directories under `OUTPUT/.removed/` whose names start with `prefix`.
+fn removed_dirs(home: &Home, prefix: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(home.path().join("output").join(".removed")) else {
+        return Vec::new();
+    };
+    entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix))
+        })
+        .collect()
+}
+
+fn jsonl_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter(|e| {
+                    e.as_ref()
+                        .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "jsonl"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 fn audit(home: &Home, args: &[&str]) -> Vec<Value> {
     let mut all = vec!["audit", "--json"];
     all.extend_from_slice(args);
@@ -52,6 +83,195 @@ fn audit(home: &Home, args: &[&str]) -> Vec<Value> {
 /// `err` with `name` replaced, to compare refusals that differ only in it.
 fn generic(out: &Output, name: &str) -> String {
     out.stderr.replace(&format!("`{name}`"), "`<NAME>`")
+}
+
+#[test]
+fn sources_remove_keeps_history_and_moves_the_output_aside() {
+    let (_platform, home) = setup();
+    let us = home.source_json("acme-us");
+    let id = us["id"].as_u64().unwrap();
+    let credential = home.credential_of("acme-us");
+    home.intake(&["sources", "schedule", "acme-us", "--every", "1h"])
+        .ok();
+    assert!(home.store().cursor(id).unwrap().is_some());
+    let runs_before = home
+        .intake(&["runs", "--source", "acme-us", "--json"])
+        .ok()
+        .json();
+    assert_eq!(runs_before.as_array().unwrap().len(), 1);
+    let help = home.intake(&["sources", "remove", "--help"]).ok().stdout;
+    assert!(help.contains(".removed"), "{help}");
+
+    let out = home
+        .intake(&["sources", "remove", "acme-us", "--user", "alice"])
+        .ok();
+    assert!(
+        out.stdout.contains("removed data source `acme-us`"),
+        "{}",
+        out.stdout
+    );
+    // Its credential stays: acme-eu uses it.
+    assert!(
+        out.stdout.contains(&format!(
+            "kept credential {credential}: data sources acme-eu use it"
+        )),
+        "{}",
+        out.stdout
+    );
+    // Its output directory moved aside, with its records, and says where.
+    let old = home.path().join("output").join("acme-us");
+    assert!(!old.exists());
+    let moved = removed_dirs(&home, &format!("acme-us-{id}-"));
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert_eq!(jsonl_files(&moved[0]), 1);
+    assert!(
+        out.stdout.contains(&moved[0].display().to_string()),
+        "{}",
+        out.stdout
+    );
+
+    // Gone: the data source, its cursor, its schedule.
+    assert!(home.sources_json().iter().all(|s| s["name"] != "acme-us"));
+    let store = home.store();
+    assert_eq!(store.cursor(id).unwrap(), None);
+    assert_eq!(store.schedule(id).unwrap(), None);
+    drop(store);
+    assert_eq!(
+        home.credentials_json("alice")[0]["sources"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Kept: its run history and audit records, found by its name or id.
+    let runs = home
+        .intake(&["runs", "--source", "acme-us", "--json"])
+        .ok()
+        .json();
+    assert_eq!(runs, runs_before);
+    for by in ["acme-us", &id.to_string()] {
+        let records = audit(&home, &["--source", by]);
+        assert!(
+            records
+                .iter()
+                .any(|r| r["action"] == "inject" && r["source"] == id),
+            "{records:?}"
+        );
+        assert!(
+            records.iter().any(|r| r["action"] == "manage"
+                && r["decision"] == "granted"
+                && r["detail"] == "removed data source `acme-us`"),
+            "{records:?}"
+        );
+    }
+
+    // The last data source of a credential, with --delete-credential: the
+    // credential goes too.
+    let out = home
+        .intake(&[
+            "sources",
+            "remove",
+            "acme-eu",
+            "--user",
+            "alice",
+            "--delete-credential",
+        ])
+        .ok();
+    assert!(
+        out.stdout
+            .contains(&format!("deleted credential {credential}")),
+        "{}",
+        out.stdout
+    );
+    assert!(home.credentials_json("alice").is_empty());
+    assert!(home.store().credential(credential).unwrap().is_none());
+    // Bob's data source and credential are untouched.
+    assert_eq!(home.sources_json().len(), 1);
+    assert_eq!(home.credentials_json("bob").len(), 1);
+
+    // A name that was never there.
+    let out = home
+        .intake(&["sources", "remove", "nosuch", "--user", "alice"])
+        .failed();
+    assert!(
+        out.stderr
+            .contains("user `alice` has no data source `nosuch`"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_new_data_source_never_writes_into_another_ones_output_directory() {
+    let (_platform, home) = setup();
+    let output = home.path().join("output");
+    let old_id = home.source_json("acme-us")["id"].as_u64().unwrap();
+    // Every directory names the data source it belongs to.
+    assert_eq!(
+        std::fs::read_to_string(output.join("acme-us").join(".source"))
+            .unwrap()
+            .trim(),
+        old_id.to_string()
+    );
+
+    // A directory left behind by a removed data source (one removed by an
+    // older intake, or whose directory could not be moved): bob's new
+    // `acme-us` must not write next to alice's files.
+    let kept = home.path().join("kept-acme-us");
+    copy_dir(&output.join("acme-us"), &kept);
+    home.intake(&["sources", "remove", "acme-us", "--user", "alice"])
+        .ok();
+    copy_dir(&kept, &output.join("acme-us"));
+    home.connect(
+        "bob",
+        "acme-us",
+        "globex",
+        None,
+        Some(home.credential_of("globex")),
+    )
+    .ok();
+    let out = home.run(&["acme-us"]).failed();
+    let line = out.summary_line("acme-us");
+    assert!(line.contains("FAILED"), "{line}");
+    assert!(
+        line.contains(&output.join("acme-us").display().to_string()),
+        "{line}"
+    );
+    assert!(line.contains("belongs to another data source"), "{line}");
+    assert!(line.contains("move that directory away"), "{line}");
+    assert_eq!(jsonl_files(&output.join("acme-us")), 1, "only alice's file");
+
+    // Once it is moved away, bob's data source gets a directory of its own.
+    std::fs::rename(output.join("acme-us"), home.path().join("alices-files")).unwrap();
+    home.run(&["acme-us"]).ok();
+    let new_id = home.source_json("acme-us")["id"].as_u64().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(output.join("acme-us").join(".source"))
+            .unwrap()
+            .trim(),
+        new_id.to_string()
+    );
+
+    // Removing a user with --purge moves their directories aside too.
+    let out = home.intake(&["user", "remove", "bob", "--purge"]).ok();
+    assert!(
+        out.stdout.contains("moved its output directory"),
+        "{}",
+        out.stdout
+    );
+    assert!(!output.join("acme-us").exists());
+    assert!(!output.join("globex").exists());
+    assert_eq!(removed_dirs(&home, &format!("acme-us-{new_id}-")).len(), 1);
+    assert_eq!(removed_dirs(&home, "globex-").len(), 1);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+    }
 }
 
 #[test]
@@ -203,7 +423,7 @@ fn names_are_compared_ignoring_case() {
 
     // Removing, by any spelling.
     let out = home.intake(&["user", "remove", "BOB", "--purge"]).ok();
-    assert!(out.stdout.contains("removed user `BOB`"), "{}", out.stdout);
+    assert!(out.stdout.contains("removed user `bob`"), "{}", out.stdout);
 }
 
 #[test]

@@ -1,4 +1,6 @@
-//! `intake audit`: the audit log, filtered, for people or programs.
+//! `intake audit`: the audit log, filtered, for people or programs; and
+//! `intake user remove`, which moves the output directories of the data
+//! sources it removes aside.
 
 use std::io::Write;
 
@@ -117,5 +119,43 @@ pub fn audit(app: &App, args: AuditArgs, out: &mut dyn Write) -> Result<()> {
             &rows
         )
     )?;
+    Ok(())
+}
+
+/// `intake user remove NAME [--purge]`: removes the user (and with
+/// `--purge` their credentials and data sources), then moves the output
+/// directories of the removed data sources aside. Refused, removing
+/// nothing, while a run of one of them is in progress.
+pub fn remove_user(app: &App, name: &str, purge: bool, out: &mut dyn Write) -> Result<()> {
+    let store = app.store()?;
+    let user = store.require_user(name)?.name;
+    let theirs: Vec<_> = store
+        .sources()?
+        .into_iter()
+        .filter(|s| s.owner == user)
+        .collect();
+    let output = if purge && !theirs.is_empty() {
+        Some(app.output_dir()?)
+    } else {
+        None
+    };
+    let mut locks = Vec::new();
+    if let Some(output) = &output {
+        for source in &theirs {
+            locks.push(super::sources::lock(output, &source.name)?);
+        }
+    }
+    let deleted = store.remove_user(&user, purge)?;
+    writeln!(
+        out,
+        "removed user `{user}` with {} credentials and {} data sources",
+        deleted.credentials.len(),
+        deleted.removed.len()
+    )?;
+    if let Some(output) = &output {
+        for (id, name) in &deleted.removed {
+            super::sources::retire(output, *id, name, out)?;
+        }
+    }
     Ok(())
 }

@@ -202,7 +202,9 @@ pub enum UserCommand {
     /// List users.
     #[command(after_help = "Example:\n  intake user list")]
     List,
-    /// Remove a user. One who owns credentials or data sources needs --purge.
+    /// Remove a user. One who owns credentials or data sources needs --purge,
+    /// which removes them too (their output directories are moved to
+    /// OUTPUT/.removed/; run history and audit records are kept).
     #[command(after_help = "Example:\n  intake user remove carol --purge")]
     Remove {
         /// User name.
@@ -359,13 +361,7 @@ async fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<ExitCode> {
                 Command::Reconnect(args) => connect::reconnect(&app, args, out).await?,
                 Command::Audit(args) => manage::audit(&app, args, out)?,
                 Command::User(UserCommand::Remove { name, purge }) => {
-                    let deleted = app.store()?.remove_user(&name, purge)?;
-                    writeln!(
-                        out,
-                        "removed user `{name}` with {} credentials and {} data sources",
-                        deleted.credentials.len(),
-                        deleted.removed_sources.len()
-                    )?;
+                    manage::remove_user(&app, &name, purge, out)?;
                 }
                 Command::Sources(command) => sources::sources(&app, command, out)?,
                 Command::Run(args) => return run::run(&app, args, out).await,

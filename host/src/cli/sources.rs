@@ -1,11 +1,18 @@
 //! `intake sources …`: list data sources, schedule them, edit their
 //! settings, remove them.
+//!
+//! Removing a data source moves its output directory aside (see
+//! [`crate::output_dir`]), so that a later data source of the same name,
+//! perhaps another user's, starts in a directory of its own.
 
 use std::io::Write;
+use std::path::Path;
 
 use anyhow::{Result, bail};
 use clap::Subcommand;
 
+use crate::output_dir::{self, Retired};
+use crate::store::SourceId;
 
 use super::{App, settings};
 
@@ -63,7 +70,8 @@ The cursor is kept: the next run goes on from where the last one ended.")]
         unset: Vec<String>,
     },
     /// Remove a data source: it, its cursor and its schedule. Its run history
-    /// and audit records are kept.
+    /// and audit records are kept; its output directory is moved to
+    /// OUTPUT/.removed/NAME-ID-TIME.
     #[command(after_help = "Examples:
   intake sources remove acme-us --user alice
   # also delete its credential, unless another data source uses it
@@ -183,6 +191,8 @@ fn remove(
     let store = app.store()?;
     let owner = store.require_user(user)?.name;
     let source = store.owned_source(source, &owner, "remove")?;
+    let output = app.output_dir()?;
+    let _lock = lock(&output, &source.name)?;
     let removal = store.remove_source(source.id, &owner, delete_credential)?;
     writeln!(
         out,
@@ -203,5 +213,56 @@ fn remove(
         )?,
         (None, None) => {}
     }
+    retire(&output, source.id, &source.name, out)?;
     Ok(())
+}
+
+/// Takes the run lock of data source `name`'s output directory, refusing
+/// while a run of it is in progress.
+pub(super) fn lock(output: &Path, name: &str) -> Result<Option<std::fs::File>> {
+    output_dir::lock(output, name).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            anyhow::anyhow!(
+                "a run of data source `{name}` is in progress (`intake run` or `intake serve`); \
+                 try again when it has ended; nothing was removed"
+            )
+        } else {
+            anyhow::anyhow!(
+                "cannot lock the output directory {}: {e}; nothing was removed",
+                output.join(name).display()
+            )
+        }
+    })
+}
+
+/// Moves a removed data source's output directory aside, saying where (or
+/// why not: the data source is removed either way).
+pub(super) fn retire(
+    output: &Path,
+    id: SourceId,
+    name: &str,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    match output_dir::retire(output, name, id) {
+        Ok(Retired::Moved(to)) => writeln!(
+            out,
+            "moved its output directory {} to {}",
+            output.join(name).display(),
+            to.display()
+        ),
+        Ok(Retired::NoDirectory) => Ok(()),
+        Ok(Retired::NotItsOwn(owner)) => writeln!(
+            out,
+            "left the output directory {} where it is: it belongs to data source {owner}",
+            output.join(name).display()
+        ),
+        Err(e) => {
+            tracing::warn!(
+                "cannot move the output directory {} of removed data source `{name}` aside: \
+                 {e}; move it yourself (a new data source named `{name}` cannot run until then)",
+                output.join(name).display()
+            );
+            Ok(())
+        }
+    }
 }
