@@ -486,3 +486,139 @@ fn serve_fails_at_start_when_the_metrics_address_is_taken() {
     assert!(out.stderr.contains("[scheduler] metrics"), "{}", out.stderr);
     assert!(!out.stdout.contains("serving"), "{}", out.stdout);
 }
+
+/// `connect` and `reconnect` check every input before anything is sent to
+/// the platform or saved: settings (no control characters, only origins
+/// the operator allows, what the plugin's check accepts) and titles.
+#[test]
+fn inputs_are_checked_before_anything_is_sent_or_saved() {
+    let (platform, home) = setup();
+    let connect = |name: &str, extra: &[&str]| {
+        let base = format!("base_url={}", home.base_url());
+        let mut args = vec![
+            "connect",
+            "--user",
+            "alice",
+            "--platform",
+            "adsample",
+            "--name",
+            name,
+            "--set",
+            "account_id=acme-eu",
+            "--secrets",
+            "-",
+        ];
+        if !extra.iter().any(|a| a.starts_with("base_url=")) {
+            args.extend(["--set", &base]);
+        }
+        args.extend_from_slice(extra);
+        home.intake_with_stdin(&args, Some(&format!("access_token={TOKEN}\n")))
+    };
+
+    // A control character in a setting.
+    let out = connect("acme-eu", &["--set", "since=2026-11-01\u{1b}[2J"]).failed();
+    assert!(out.stderr.contains("`since`"), "{}", out.stderr);
+    assert!(out.stderr.contains("control character"), "{}", out.stderr);
+    assert_no_escape(&out);
+
+    // An origin the operator does not allow: the setting, the origin and
+    // the list to change are named.
+    let out = connect(
+        "acme-eu",
+        &["--set", "base_url=http://127.0.0.1:9", "--check"],
+    )
+    .failed();
+    for says in [
+        "setting `base_url` = `http://127.0.0.1:9`",
+        "http://127.0.0.1:9",
+        &format!("allow = [\"{}\"]", home.base_url()),
+        "intake.toml",
+    ] {
+        assert!(out.stderr.contains(says), "{says}: {}", out.stderr);
+    }
+
+    // A setting the plugin refuses fails its check, as it would the run.
+    platform.clear_requests();
+    let out = connect("acme-eu", &["--set", "page_size=0", "--check"]).failed();
+    assert!(out.stderr.contains("page_size"), "{}", out.stderr);
+    assert!(out.stderr.contains("nothing was saved"), "{}", out.stderr);
+
+    // A bad title is refused before the check sends anything.
+    for title in ["", &"t".repeat(101)] {
+        platform.clear_requests();
+        let out = connect("acme-eu", &["--check", "--title", title]).failed();
+        assert!(out.stderr.contains("credential title"), "{}", out.stderr);
+        assert!(platform.requests().is_empty(), "the check ran");
+    }
+    assert_eq!(
+        home.sources_json().len(),
+        1,
+        "a refused connect saved something"
+    );
+
+    // Reconnecting: a bad title leaves the secrets as they were.
+    let before = home.credentials_json("alice")[0].clone();
+    for title in ["", &"t".repeat(101)] {
+        let out = home
+            .intake_with_stdin(
+                &[
+                    "reconnect",
+                    "acme-us",
+                    "--user",
+                    "alice",
+                    "--secrets",
+                    "-",
+                    "--title",
+                    title,
+                ],
+                Some("access_token=adsample-token-new\n"),
+            )
+            .failed();
+        assert!(out.stderr.contains("credential title"), "{}", out.stderr);
+    }
+    assert_eq!(home.credentials_json("alice")[0], before);
+    assert_eq!(stored(&home, "acme-us", "access_token"), TOKEN);
+    // A good one is saved with the secrets, as one version.
+    home.intake_with_stdin(
+        &[
+            "reconnect",
+            "acme-us",
+            "--user",
+            "alice",
+            "--secrets",
+            "-",
+            "--title",
+            "Renamed",
+        ],
+        Some(&format!("access_token={TOKEN}\n")),
+    )
+    .ok();
+    let after = &home.credentials_json("alice")[0];
+    assert_eq!(after["title"], "Renamed");
+    assert_eq!(
+        after["version"].as_u64().unwrap(),
+        before["version"].as_u64().unwrap() + 1
+    );
+}
+
+/// Values shown in tables cannot split rows or drive the terminal, even
+/// ones stored before they were refused.
+#[test]
+fn tables_escape_control_characters() {
+    let (_platform, home) = setup();
+    let store = home.store();
+    let mut record = store.find_source("acme-us").unwrap();
+    record
+        .config
+        .push(("since".into(), "2026\u{1b}[2J\nforged row".into()));
+    store.put_source_record_unchecked(&record).unwrap();
+    drop(store);
+    let out = home.intake(&["sources", "list"]).ok();
+    assert_no_escape(&out);
+    assert_eq!(out.stdout.lines().count(), 2, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("\\u{1b}[2J\\nforged row"),
+        "{}",
+        out.stdout
+    );
+}
