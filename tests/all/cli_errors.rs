@@ -622,3 +622,164 @@ fn tables_escape_control_characters() {
         out.stdout
     );
 }
+
+/// The audit log and run history stay searchable by name after a user or
+/// data source is removed; `sources list --json` says what the table says.
+#[test]
+fn history_outlives_removal_and_json_matches_the_table() {
+    let (_platform, home) = setup();
+    home.run(&["acme-us"]).ok();
+    // A data source whose credential was deleted needs a reconnect: the
+    // table and the JSON both say so.
+    home.connect(
+        "alice",
+        "acme-eu",
+        "acme-eu",
+        Some(&format!("access_token={TOKEN}\n")),
+        None,
+    )
+    .ok();
+    assert_eq!(home.source_json("acme-us")["needs_reconnect"], false);
+    assert_eq!(home.source_json("acme-us")["status"], "ok");
+    let eu = home.credential_of("acme-eu");
+    home.intake(&[
+        "credentials",
+        "delete",
+        &eu.to_string(),
+        "--user",
+        "alice",
+        "--detach",
+    ])
+    .ok();
+    let table = home.intake(&["sources", "list"]).ok().stdout;
+    assert!(table.contains("needs reconnect"), "{table}");
+    assert_eq!(home.source_json("acme-eu")["needs_reconnect"], true);
+    assert_eq!(home.source_json("acme-eu")["status"], "disconnected");
+
+    let out = home.intake(&["user", "remove", "alice"]).failed();
+    assert!(
+        out.stderr.contains("owns 1 credential and 2 data sources"),
+        "{}",
+        out.stderr
+    );
+    let id = home.source_json("acme-us")["id"].as_u64().unwrap();
+    let out = home.intake(&["user", "remove", "alice", "--purge"]).ok();
+    assert!(
+        out.stdout.contains("with 1 credential and 2 data sources"),
+        "{}",
+        out.stdout
+    );
+    for args in [
+        &["audit", "--json", "--user", "alice"][..],
+        &["audit", "--json", "--user", "ALICE"],
+        &["audit", "--json", "--source", "acme-us"],
+        &["audit", "--json", "--source", &id.to_string()],
+    ] {
+        let records = home.intake(args).ok().json();
+        let records = records.as_array().unwrap();
+        assert!(
+            records
+                .iter()
+                .any(|r| r["action"] == "inject" && r["source"] == id),
+            "{args:?}: {records:?}"
+        );
+    }
+    let runs = home
+        .intake(&["runs", "--source", "acme-us", "--json"])
+        .ok()
+        .json();
+    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
+    // Names that never existed are still refused.
+    let out = home.intake(&["audit", "--user", "nobody"]).failed();
+    assert!(
+        out.stderr.contains("no user named `nobody`"),
+        "{}",
+        out.stderr
+    );
+    let out = home.intake(&["audit", "--source", "nosuch"]).failed();
+    assert!(
+        out.stderr.contains("no data source `nosuch`"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn small_things_behave_too() {
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    let home = Home::new(&platform.base_url());
+    home.init();
+
+    // No data sources at all: say how to connect one.
+    let out = home.run(&[]).ok();
+    assert!(out.stdout.contains("no data sources"), "{}", out.stdout);
+    assert!(out.stdout.contains("intake connect"), "{}", out.stdout);
+    assert!(!out.stdout.contains("--all"), "{}", out.stdout);
+
+    // A byte order mark at the start of a secrets file is not a field.
+    home.user_add("alice");
+    let secrets = home.path().join("secrets.txt");
+    std::fs::write(&secrets, format!("\u{feff}access_token={TOKEN}\n")).unwrap();
+    home.intake(&[
+        "connect",
+        "--user",
+        "alice",
+        "--platform",
+        "adsample",
+        "--name",
+        "acme-us",
+        "--set",
+        &format!("base_url={}", home.base_url()),
+        "--set",
+        "account_id=acme-us",
+        "--secrets",
+        secrets.to_str().unwrap(),
+    ])
+    .ok();
+    assert_eq!(stored(&home, "acme-us", "access_token"), TOKEN);
+
+    // An interval of millions of years.
+    let out = home
+        .intake(&[
+            "sources",
+            "schedule",
+            "acme-us",
+            "--every",
+            "99999999999999d",
+        ])
+        .failed();
+    assert!(out.stderr.contains("366d"), "{}", out.stderr);
+    assert!(home.source_json("acme-us")["schedule"].is_null());
+    home.intake(&["sources", "schedule", "acme-us", "--every", "366d"])
+        .ok();
+
+    // `credentials show --json` is the one credential.
+    let id = home.credential_of("acme-us").to_string();
+    let shown = home
+        .intake(&["credentials", "show", &id, "--user", "alice", "--json"])
+        .ok()
+        .json();
+    assert_eq!(shown["id"].to_string(), id, "{shown}");
+
+    // Times in tables say they are UTC.
+    home.run(&[]).ok();
+    for (args, column) in [
+        (
+            &["credentials", "list", "--user", "alice"][..],
+            "CREATED (UTC)",
+        ),
+        (&["audit"], "TIME (UTC)"),
+        (&["runs"], "STARTED (UTC)"),
+        (&["user", "list"], "ADDED (UTC)"),
+    ] {
+        let out = home.intake(args).ok();
+        let header = out.stdout.lines().next().unwrap_or_default();
+        assert!(header.contains(column), "{args:?}: {header}");
+    }
+
+    // A plugin that does not load: `plugin show` says why once.
+    home.add_plugin("ghost", &home.path().join("no-such.wasm"), &[]);
+    let out = home.intake(&["plugin", "show", "ghost"]).failed();
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert_eq!(all.matches("no-such.wasm").count(), 1, "{all}");
+}

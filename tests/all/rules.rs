@@ -2006,7 +2006,10 @@ fn rule_6_my_credentials() {
         ])
         .ok()
         .json();
-    assert_eq!(shown, json!([ok]));
+    assert_eq!(
+        &shown, ok,
+        "`show --json` is the one credential, not a list"
+    );
     let theirs = home
         .intake(&["credentials", "show", &bobs.to_string(), "--user", "alice"])
         .failed();

@@ -424,6 +424,11 @@ fn names_are_compared_ignoring_case() {
     // Removing, by any spelling.
     let out = home.intake(&["user", "remove", "BOB", "--purge"]).ok();
     assert!(out.stdout.contains("removed user `bob`"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("with 1 credential and 1 data source"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]

@@ -144,8 +144,15 @@ impl App {
             }
         }
         let cache_keys = CacheKeys::from_keyring(&store.keyring());
-        let runtime = Runtime::load(&config, Broker::new(store.clone()), Some(cache_keys))
-            .map_err(anyhow::Error::msg)?;
+        let load = || Runtime::load(&config, Broker::new(store.clone()), Some(cache_keys));
+        // For one platform, a plugin that fails to load is the caller's
+        // error (`runtime.plugin(platform)`): the log line the runtime also
+        // writes would say it a second time.
+        let runtime = match platform {
+            Some(_) => tracing::dispatcher::with_default(&tracing::Dispatch::none(), load),
+            None => load(),
+        }
+        .map_err(anyhow::Error::msg)?;
         Ok(Arc::new(runtime))
     }
 }

@@ -106,7 +106,7 @@ pub fn audit(app: &App, args: AuditArgs, out: &mut dyn Write) -> Result<()> {
         "{}",
         render(
             &[
-                "TIME",
+                "TIME (UTC)",
                 "USER",
                 "SOURCE",
                 "PLUGIN",
@@ -148,9 +148,8 @@ pub fn remove_user(app: &App, name: &str, purge: bool, out: &mut dyn Write) -> R
     let deleted = store.remove_user(&user, purge)?;
     writeln!(
         out,
-        "removed user `{user}` with {} credentials and {} data sources",
-        deleted.credentials.len(),
-        deleted.removed.len()
+        "removed user `{user}` with {}",
+        crate::store::owned(deleted.credentials.len(), deleted.removed.len())
     )?;
     if let Some(output) = &output {
         for (id, name) in &deleted.removed {

@@ -223,7 +223,8 @@ pub enum CredentialsCommand {
     #[command(after_help = "Examples:\n  intake credentials list --user alice\n  \
                             intake credentials list --user alice --json")]
     List(UserArgs),
-    /// Show one credential: fields (names only), versions, data sources, status.
+    /// Show one credential: fields (names only), versions, data sources,
+    /// status (`--json`: one object).
     #[command(after_help = "Example:\n  intake credentials show 1 --user alice")]
     Show {
         /// Credential id.

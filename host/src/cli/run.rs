@@ -44,6 +44,14 @@ async fn terminated() {
 pub async fn run(app: &App, args: RunArgs, out: &mut dyn Write) -> Result<ExitCode> {
     let store = app.store()?;
     let output = app.output_dir()?;
+    if args.sources.is_empty() && store.sources()?.is_empty() {
+        writeln!(
+            out,
+            "there are no data sources yet; connect one with `intake connect` (see `intake \
+             connect --help`)"
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let sources = if args.all {
         store.sources()?
     } else if args.sources.is_empty() {

@@ -12,9 +12,13 @@ use anyhow::{Result, bail};
 use clap::Subcommand;
 
 use crate::output_dir::{self, Retired};
-use crate::store::SourceId;
+use crate::store::{SourceId, shown};
 
 use super::{App, settings};
+
+/// The longest `--every`: a data source due less often than yearly is
+/// better run by hand (or with `--cron`).
+const MAX_EVERY_DAYS: u64 = 366;
 
 /// `intake sources …`.
 #[derive(Debug, Subcommand)]
@@ -27,7 +31,8 @@ pub enum SourcesCommand {
     Schedule {
         /// The data source, by name or id.
         source: String,
-        /// Run this long after the last run started, e.g. 15m, 1h, 1d.
+        /// Run this long after the last run started, e.g. 15m, 1h, 1d (at
+        /// most 366d).
         #[arg(long, conflicts_with_all = ["cron", "clear"])]
         every: Option<String>,
         /// Run at the times of this cron expression (UTC; seconds optional).
@@ -124,11 +129,22 @@ fn schedule(
     out: &mut dyn Write,
 ) -> Result<()> {
     use crate::scheduler::schedule;
+    use crate::store::Schedule;
     let store = app.store()?;
     let source = store.find_source(source)?;
     let parsed = schedule::parse(every.as_deref(), cron.as_deref()).map_err(anyhow::Error::msg)?;
     if parsed.is_none() && !clear {
         bail!("give --every, --cron or --clear");
+    }
+    if let Some(Schedule::Every(seconds)) = &parsed
+        && *seconds > MAX_EVERY_DAYS * 24 * 60 * 60
+    {
+        bail!(
+            "--every `{}` is longer than {MAX_EVERY_DAYS}d, the longest interval; for a data \
+             source that runs more rarely, use --cron (e.g. --cron '0 6 1 1 *', yearly) or run \
+             it by hand",
+            shown(every.as_deref().unwrap_or_default())
+        );
     }
     store.set_schedule(source.id, parsed.as_ref())?;
     match parsed {

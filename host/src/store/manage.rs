@@ -257,9 +257,13 @@ impl Store {
                 name,
                 None,
                 format!(
-                    "user removed with {} credentials and {} data sources",
-                    deleted.credentials.len(),
-                    deleted.removed_sources.len()
+                    "user removed with {}{}",
+                    super::owned(deleted.credentials.len(), deleted.removed_sources.len()),
+                    if deleted.removed_sources.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", deleted.removed_sources.join(", "))
+                    }
                 ),
             )],
         )?;

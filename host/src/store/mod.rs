@@ -293,8 +293,9 @@ pub enum StoreError {
     },
     /// The user still owns credentials or data sources.
     #[error(
-        "user `{}` owns {credentials} credentials and {sources} data sources; pass --purge to delete them with the user",
-        shown(.user)
+        "user `{}` owns {}; pass --purge to delete them with the user",
+        shown(.user),
+        owned(*.credentials, *.sources)
     )]
     UserOwnsData {
         /// The user.
@@ -754,6 +755,12 @@ pub fn require_existing(path: &Path) -> Result<()> {
             path: shown,
             reason: "it is a directory; point --db or [store] path at the database file".into(),
         }),
+        Ok(meta) if !meta.is_file() => Err(StoreError::Open {
+            path: shown,
+            reason: "it is not a regular file (a device, a pipe or a socket); point --db or \
+                     [store] path at the database file"
+                .into(),
+        }),
         Ok(meta) if meta.len() == 0 => Err(StoreError::Empty { path: shown }),
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -775,8 +782,12 @@ fn open_db(path: &Path, create: bool) -> Result<Database> {
     let open_err = |e: redb::DatabaseError| match e {
         // A file that is not (or no longer) a redb database: zeroed or
         // overwritten header pages.
+        // A file cut short reads past its end.
         redb::DatabaseError::Storage(redb::StorageError::Io(io))
-            if io.kind() == std::io::ErrorKind::InvalidData =>
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            ) =>
         {
             StoreError::Damaged {
                 path: Some(shown.clone()),
@@ -974,6 +985,20 @@ pub fn check_source_name(value: &str) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// "1 credential and 2 data sources": what a user owns, in words.
+pub fn owned(credentials: usize, sources: usize) -> String {
+    format!(
+        "{} and {}",
+        count(credentials, "credential", "credentials"),
+        count(sources, "data source", "data sources")
+    )
+}
+
+/// `n` and the noun, singular for one: "1 credential", "2 credentials".
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// Checks a credential title: 1 to 100 characters, no control characters.
