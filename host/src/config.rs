@@ -85,13 +85,12 @@ fn default_db() -> PathBuf {
 }
 
 /// `[keys]`: where the master key comes from.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeysConfig {
     /// The key file (default `intake.key`), used unless `env` or a
-    /// passphrase is set.
-    #[serde(default = "default_key_file")]
-    pub file: PathBuf,
+    /// passphrase is set; setting it together with `env` is refused.
+    pub file: Option<PathBuf>,
     /// An environment variable holding the key instead of a file.
     pub env: Option<String>,
     /// An environment variable holding a passphrase, from which the master
@@ -103,26 +102,18 @@ pub struct KeysConfig {
     pub passphrase: bool,
 }
 
-impl Default for KeysConfig {
-    fn default() -> Self {
-        Self {
-            file: default_key_file(),
-            env: None,
-            passphrase_env: None,
-            passphrase: false,
-        }
-    }
-}
-
 impl KeysConfig {
     /// Whether the master key comes from a passphrase.
     pub fn uses_passphrase(&self) -> bool {
         self.passphrase || self.passphrase_env.is_some()
     }
-}
 
-fn default_key_file() -> PathBuf {
-    PathBuf::from("intake.key")
+    /// The key file: `file`, or `intake.key` if it is not set.
+    pub fn key_file(&self) -> PathBuf {
+        self.file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("intake.key"))
+    }
 }
 
 /// `[output]`.
@@ -401,10 +392,27 @@ impl Config {
         };
         let mut config: Config = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         config.base_dir = base_dir;
-        if config.keys.env.is_some() && config.keys.uses_passphrase() {
-            return Err(invalid(
-                "[keys] sets both `env` (a key) and a passphrase; choose one".into(),
-            ));
+        // One source of the master key: a setting silently ignored would
+        // leave the operator believing the key comes from elsewhere.
+        let keys = &config.keys;
+        let set: Vec<&str> = [
+            (keys.file.is_some(), "`file` (a key file)"),
+            (
+                keys.env.is_some(),
+                "`env` (a key in an environment variable)",
+            ),
+            (keys.passphrase_env.is_some(), "`passphrase_env`"),
+            (keys.passphrase, "`passphrase = true`"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
+        if keys.file.is_some() && set.len() > 1 || keys.env.is_some() && keys.uses_passphrase() {
+            return Err(invalid(format!(
+                "[keys] sets {}; these are different sources of the master key: choose one and \
+                 remove the others",
+                set.join(" and ")
+            )));
         }
         if !(1..=MAX_CONCURRENCY).contains(&config.scheduler.concurrency) {
             return Err(invalid(format!(
@@ -428,6 +436,14 @@ impl Config {
         }
         let mut seen = std::collections::BTreeSet::new();
         for plugin in &config.plugins {
+            if !valid_platform(&plugin.platform) {
+                return Err(invalid(format!(
+                    "[[plugin]] platform = {:?} is not a platform id: use 1 to 64 lowercase \
+                     letters, digits or `-`, as the plugin's spec names it (see `intake plugin \
+                     list`)",
+                    plugin.platform
+                )));
+            }
             if !seen.insert(plugin.platform.as_str()) {
                 return Err(invalid(format!(
                     "platform `{}` has two [[plugin]] entries",
@@ -464,6 +480,16 @@ impl Config {
     }
 }
 
+/// Whether `id` is a platform id: 1 to 64 lowercase letters, digits or `-`
+/// (the rule a plugin's spec is held to when it loads).
+fn valid_platform(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
 /// The configuration `intake init` writes.
 pub fn template() -> String {
     r#"# intake operator configuration. Relative paths are relative to this file.
@@ -472,13 +498,13 @@ pub fn template() -> String {
 [store]
 path = "intake.redb"          # the encrypted credential database
 
-[keys]
+[keys]                        # one source of the master key: file, env or a passphrase
 file = "intake.key"           # master key file (mode 0600); or env = "INTAKE_MASTER_KEY"
 # passphrase_env = "INTAKE_PASSPHRASE"  # or: a passphrase (Argon2id) instead of a key file
 # passphrase = true                     # ask for the passphrase in a terminal
 
 [output]
-dir = "output"                # JSON Lines records, one file per data source and run
+dir = "output"                # a directory: JSON Lines records, one file per data source and run
 
 [scheduler]
 concurrency = 16              # data sources fetched at once
@@ -635,6 +661,31 @@ mod tests {
                 .contains("scheduler.concurrency = 100000 is out of range 1..=1024"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_key_file_and_a_key_variable_together_are_refused() {
+        let err =
+            Config::parse("[keys]\nfile = \"k\"\nenv = \"K\"\n", "t", PathBuf::new()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("`file`") && text.contains("`env`"), "{text}");
+        let config = Config::parse("[keys]\nenv = \"K\"\n", "t", PathBuf::new()).expect("env");
+        assert_eq!(config.keys.env.as_deref(), Some("K"));
+        let config = Config::parse("", "t", PathBuf::new()).expect("empty");
+        assert_eq!(config.keys.key_file(), PathBuf::from("intake.key"));
+    }
+
+    #[test]
+    fn platform_ids_are_checked_when_loading() {
+        for bad in ["", "a b", "Ads", "a_b"] {
+            let text = format!("[[plugin]]\nplatform = {bad:?}\npath = \"a.wasm\"\n");
+            let err = Config::parse(&text, "t", PathBuf::new()).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains(&format!("platform = {bad:?} is not a platform id")),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! sandboxed WebAssembly component ([`plugin`]). A plugin asks for secrets
 //! through the WIT interface `intake:connector/credentials`; the [`broker`]
 //! decides every request and audits it. The [`scheduler`] runs data sources
-//! concurrently and writes their records out. The `intake` binary ([`cli`])
+//! concurrently and writes their records out, each data source into its
+//! own directory ([`output_dir`]). The `intake` binary ([`cli`])
 //! is a thin layer over this library.
 
 pub mod broker;
@@ -13,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod origin;
+pub mod output_dir;
 pub mod plugin;
 pub mod scheduler;
 pub mod secret;

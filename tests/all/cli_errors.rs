@@ -414,3 +414,372 @@ fn a_pasted_token_is_never_echoed_as_a_field_name() {
         );
     }
 }
+
+/// What the operator's configuration gets wrong is named at start.
+#[test]
+fn configuration_mistakes_are_named() {
+    let (_platform, home) = setup();
+    let config = std::fs::read_to_string(home.config_path()).unwrap();
+    let with = |text: &str| std::fs::write(home.config_path(), text).unwrap();
+
+    // A key file and a key variable: neither is silently ignored.
+    with(&config.replace(
+        "file = \"intake.key\"",
+        "file = \"intake.key\"\nenv = \"INTAKE_MASTER_KEY\"",
+    ));
+    let out = home.intake(&["sources", "list"]).failed();
+    assert!(out.stderr.contains("`file`"), "{}", out.stderr);
+    assert!(out.stderr.contains("`env`"), "{}", out.stderr);
+    assert!(out.stderr.contains("choose one"), "{}", out.stderr);
+
+    // A platform id that no plugin can have.
+    for bad in ["", "a b"] {
+        with(&format!(
+            "{config}\n[[plugin]]\nplatform = \"{bad}\"\npath = \"x.wasm\"\n"
+        ));
+        let out = home.intake(&["sources", "list"]).failed();
+        assert!(
+            out.stderr
+                .contains(&format!("platform = \"{bad}\" is not a platform id")),
+            "{}",
+            out.stderr
+        );
+    }
+    with(&config);
+
+    // The output directory is a file.
+    let output = home.path().join("output");
+    assert!(!output.exists());
+    std::fs::write(&output, b"not a directory").unwrap();
+    let out = home.run(&[]).failed();
+    assert!(
+        out.stderr.contains(&output.display().to_string()),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("[output] dir"), "{}", out.stderr);
+    assert!(out.stderr.contains("not a directory"), "{}", out.stderr);
+    assert!(!out.stderr.contains("os error"), "{}", out.stderr);
+}
+
+/// A second `intake serve` whose metrics address is taken fails at start.
+#[test]
+fn serve_fails_at_start_when_the_metrics_address_is_taken() {
+    let (_platform, home) = setup();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut config = std::fs::read_to_string(home.config_path()).unwrap();
+    config.push_str(&format!("\n[scheduler]\nmetrics = \"{addr}\"\n"));
+    std::fs::write(home.config_path(), config).unwrap();
+    let mut running = home.spawn(&["serve"]);
+    let start = std::time::Instant::now();
+    while !running.finished() && start.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    if !running.finished() {
+        running.kill();
+        panic!("`intake serve` kept running with its metrics address taken");
+    }
+    let out = home.wait(running);
+    assert!(!out.status.success(), "{}", out.stdout);
+    assert!(out.stderr.contains(&addr), "{}", out.stderr);
+    assert!(out.stderr.contains("[scheduler] metrics"), "{}", out.stderr);
+    assert!(!out.stdout.contains("serving"), "{}", out.stdout);
+}
+
+/// `connect` and `reconnect` check every input before anything is sent to
+/// the platform or saved: settings (no control characters, only origins
+/// the operator allows, what the plugin's check accepts) and titles.
+#[test]
+fn inputs_are_checked_before_anything_is_sent_or_saved() {
+    let (platform, home) = setup();
+    let connect = |name: &str, extra: &[&str]| {
+        let base = format!("base_url={}", home.base_url());
+        let mut args = vec![
+            "connect",
+            "--user",
+            "alice",
+            "--platform",
+            "adsample",
+            "--name",
+            name,
+            "--set",
+            "account_id=acme-eu",
+            "--secrets",
+            "-",
+        ];
+        if !extra.iter().any(|a| a.starts_with("base_url=")) {
+            args.extend(["--set", &base]);
+        }
+        args.extend_from_slice(extra);
+        home.intake_with_stdin(&args, Some(&format!("access_token={TOKEN}\n")))
+    };
+
+    // A control character in a setting.
+    let out = connect("acme-eu", &["--set", "since=2026-11-01\u{1b}[2J"]).failed();
+    assert!(out.stderr.contains("`since`"), "{}", out.stderr);
+    assert!(out.stderr.contains("control character"), "{}", out.stderr);
+    assert_no_escape(&out);
+
+    // An origin the operator does not allow: the setting, the origin and
+    // the list to change are named.
+    let out = connect(
+        "acme-eu",
+        &["--set", "base_url=http://127.0.0.1:9", "--check"],
+    )
+    .failed();
+    for says in [
+        "setting `base_url` = `http://127.0.0.1:9`",
+        "http://127.0.0.1:9",
+        &format!("allow = [\"{}\"]", home.base_url()),
+        "intake.toml",
+    ] {
+        assert!(out.stderr.contains(says), "{says}: {}", out.stderr);
+    }
+
+    // A setting the plugin refuses fails its check, as it would the run.
+    platform.clear_requests();
+    let out = connect("acme-eu", &["--set", "page_size=0", "--check"]).failed();
+    assert!(out.stderr.contains("page_size"), "{}", out.stderr);
+    assert!(out.stderr.contains("nothing was saved"), "{}", out.stderr);
+
+    // A bad title is refused before the check sends anything.
+    for title in ["", &"t".repeat(101)] {
+        platform.clear_requests();
+        let out = connect("acme-eu", &["--check", "--title", title]).failed();
+        assert!(out.stderr.contains("credential title"), "{}", out.stderr);
+        assert!(platform.requests().is_empty(), "the check ran");
+    }
+    assert_eq!(
+        home.sources_json().len(),
+        1,
+        "a refused connect saved something"
+    );
+
+    // Reconnecting: a bad title leaves the secrets as they were.
+    let before = home.credentials_json("alice")[0].clone();
+    for title in ["", &"t".repeat(101)] {
+        let out = home
+            .intake_with_stdin(
+                &[
+                    "reconnect",
+                    "acme-us",
+                    "--user",
+                    "alice",
+                    "--secrets",
+                    "-",
+                    "--title",
+                    title,
+                ],
+                Some("access_token=adsample-token-new\n"),
+            )
+            .failed();
+        assert!(out.stderr.contains("credential title"), "{}", out.stderr);
+    }
+    assert_eq!(home.credentials_json("alice")[0], before);
+    assert_eq!(stored(&home, "acme-us", "access_token"), TOKEN);
+    // A good one is saved with the secrets, as one version.
+    home.intake_with_stdin(
+        &[
+            "reconnect",
+            "acme-us",
+            "--user",
+            "alice",
+            "--secrets",
+            "-",
+            "--title",
+            "Renamed",
+        ],
+        Some(&format!("access_token={TOKEN}\n")),
+    )
+    .ok();
+    let after = &home.credentials_json("alice")[0];
+    assert_eq!(after["title"], "Renamed");
+    assert_eq!(
+        after["version"].as_u64().unwrap(),
+        before["version"].as_u64().unwrap() + 1
+    );
+}
+
+/// Values shown in tables cannot split rows or drive the terminal, even
+/// ones stored before they were refused.
+#[test]
+fn tables_escape_control_characters() {
+    let (_platform, home) = setup();
+    let store = home.store();
+    let mut record = store.find_source("acme-us").unwrap();
+    record
+        .config
+        .push(("since".into(), "2026\u{1b}[2J\nforged row".into()));
+    store.put_source_record_unchecked(&record).unwrap();
+    drop(store);
+    let out = home.intake(&["sources", "list"]).ok();
+    assert_no_escape(&out);
+    assert_eq!(out.stdout.lines().count(), 2, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("\\u{1b}[2J\\nforged row"),
+        "{}",
+        out.stdout
+    );
+}
+
+/// The audit log and run history stay searchable by name after a user or
+/// data source is removed; `sources list --json` says what the table says.
+#[test]
+fn history_outlives_removal_and_json_matches_the_table() {
+    let (_platform, home) = setup();
+    home.run(&["acme-us"]).ok();
+    // A data source whose credential was deleted needs a reconnect: the
+    // table and the JSON both say so.
+    home.connect(
+        "alice",
+        "acme-eu",
+        "acme-eu",
+        Some(&format!("access_token={TOKEN}\n")),
+        None,
+    )
+    .ok();
+    assert_eq!(home.source_json("acme-us")["needs_reconnect"], false);
+    assert_eq!(home.source_json("acme-us")["status"], "ok");
+    let eu = home.credential_of("acme-eu");
+    home.intake(&[
+        "credentials",
+        "delete",
+        &eu.to_string(),
+        "--user",
+        "alice",
+        "--detach",
+    ])
+    .ok();
+    let table = home.intake(&["sources", "list"]).ok().stdout;
+    assert!(table.contains("needs reconnect"), "{table}");
+    assert_eq!(home.source_json("acme-eu")["needs_reconnect"], true);
+    assert_eq!(home.source_json("acme-eu")["status"], "disconnected");
+
+    let out = home.intake(&["user", "remove", "alice"]).failed();
+    assert!(
+        out.stderr.contains("owns 1 credential and 2 data sources"),
+        "{}",
+        out.stderr
+    );
+    let id = home.source_json("acme-us")["id"].as_u64().unwrap();
+    let out = home.intake(&["user", "remove", "alice", "--purge"]).ok();
+    assert!(
+        out.stdout.contains("with 1 credential and 2 data sources"),
+        "{}",
+        out.stdout
+    );
+    for args in [
+        &["audit", "--json", "--user", "alice"][..],
+        &["audit", "--json", "--user", "ALICE"],
+        &["audit", "--json", "--source", "acme-us"],
+        &["audit", "--json", "--source", &id.to_string()],
+    ] {
+        let records = home.intake(args).ok().json();
+        let records = records.as_array().unwrap();
+        assert!(
+            records
+                .iter()
+                .any(|r| r["action"] == "inject" && r["source"] == id),
+            "{args:?}: {records:?}"
+        );
+    }
+    let runs = home
+        .intake(&["runs", "--source", "acme-us", "--json"])
+        .ok()
+        .json();
+    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
+    // Names that never existed are still refused.
+    let out = home.intake(&["audit", "--user", "nobody"]).failed();
+    assert!(
+        out.stderr.contains("no user named `nobody`"),
+        "{}",
+        out.stderr
+    );
+    let out = home.intake(&["audit", "--source", "nosuch"]).failed();
+    assert!(
+        out.stderr.contains("no data source `nosuch`"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn small_things_behave_too() {
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    let home = Home::new(&platform.base_url());
+    home.init();
+
+    // No data sources at all: say how to connect one.
+    let out = home.run(&[]).ok();
+    assert!(out.stdout.contains("no data sources"), "{}", out.stdout);
+    assert!(out.stdout.contains("intake connect"), "{}", out.stdout);
+    assert!(!out.stdout.contains("--all"), "{}", out.stdout);
+
+    // A byte order mark at the start of a secrets file is not a field.
+    home.user_add("alice");
+    let secrets = home.path().join("secrets.txt");
+    std::fs::write(&secrets, format!("\u{feff}access_token={TOKEN}\n")).unwrap();
+    home.intake(&[
+        "connect",
+        "--user",
+        "alice",
+        "--platform",
+        "adsample",
+        "--name",
+        "acme-us",
+        "--set",
+        &format!("base_url={}", home.base_url()),
+        "--set",
+        "account_id=acme-us",
+        "--secrets",
+        secrets.to_str().unwrap(),
+    ])
+    .ok();
+    assert_eq!(stored(&home, "acme-us", "access_token"), TOKEN);
+
+    // An interval of millions of years.
+    let out = home
+        .intake(&[
+            "sources",
+            "schedule",
+            "acme-us",
+            "--every",
+            "99999999999999d",
+        ])
+        .failed();
+    assert!(out.stderr.contains("366d"), "{}", out.stderr);
+    assert!(home.source_json("acme-us")["schedule"].is_null());
+    home.intake(&["sources", "schedule", "acme-us", "--every", "366d"])
+        .ok();
+
+    // `credentials show --json` is the one credential.
+    let id = home.credential_of("acme-us").to_string();
+    let shown = home
+        .intake(&["credentials", "show", &id, "--user", "alice", "--json"])
+        .ok()
+        .json();
+    assert_eq!(shown["id"].to_string(), id, "{shown}");
+
+    // Times in tables say they are UTC.
+    home.run(&[]).ok();
+    for (args, column) in [
+        (
+            &["credentials", "list", "--user", "alice"][..],
+            "CREATED (UTC)",
+        ),
+        (&["audit"], "TIME (UTC)"),
+        (&["runs"], "STARTED (UTC)"),
+        (&["user", "list"], "ADDED (UTC)"),
+    ] {
+        let out = home.intake(args).ok();
+        let header = out.stdout.lines().next().unwrap_or_default();
+        assert!(header.contains(column), "{args:?}: {header}");
+    }
+
+    // A plugin that does not load: `plugin show` says why once.
+    home.add_plugin("ghost", &home.path().join("no-such.wasm"), &[]);
+    let out = home.intake(&["plugin", "show", "ghost"]).failed();
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert_eq!(all.matches("no-such.wasm").count(), 1, "{all}");
+}

@@ -285,3 +285,33 @@ fn missing_or_empty_database_is_never_created_by_accident() {
     );
     assert!(db.exists());
 }
+
+/// A database cut short, or a path that is not a file at all, is explained
+/// as such, with what to do.
+#[test]
+fn truncated_database_and_device_paths_are_explained() {
+    let dir = populated();
+    let dir = dir.path();
+    let original = std::fs::read(dir.join("intake.redb")).unwrap();
+    for len in [100, 4096] {
+        let cut = dir.join(format!("cut-{len}.redb"));
+        std::fs::write(&cut, &original[..len]).unwrap();
+        let out = intake(dir, &cut, &["sources", "list"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{len}: {stderr}");
+        assert!(stderr.contains("damaged"), "{len}: {stderr}");
+        assert!(
+            stderr.contains("restore it from a backup"),
+            "{len}: {stderr}"
+        );
+        assert!(
+            stderr.contains(&cut.display().to_string()),
+            "{len}: {stderr}"
+        );
+    }
+    let out = intake(dir, Path::new("/dev/null"), &["sources", "list"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+    assert!(!stderr.contains("delete it"), "{stderr}");
+}

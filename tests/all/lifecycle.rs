@@ -78,6 +78,80 @@ fn key_rotation_verify_retire_and_backup() {
     assert!(Store::open(&backup, wrong).is_err());
 }
 
+/// `intake backup PATH` killed, or failing, part way leaves nothing at PATH
+/// that could pass for a backup: it writes a temporary file next to it and
+/// renames it into place only when complete.
+#[test]
+fn a_backup_that_fails_or_is_killed_leaves_no_backup_file() {
+    let (_platform, home, _cred) = setup();
+    let dir = home.path().join("backups");
+    std::fs::create_dir(&dir).unwrap();
+    let backup = dir.join("b.redb");
+    // Writes past the first 4 KiB of any file fail (with the signal
+    // ignored) or kill intake (SIGXFSZ, as the default action is).
+    let limited = |ignore_signal: bool| {
+        let script = format!(
+            "{}ulimit -f 8; exec \"$0\" --config \"$1\" backup \"$2\"",
+            if ignore_signal { "trap '' XFSZ; " } else { "" }
+        );
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg(env!("CARGO_BIN_EXE_intake"))
+            .arg(home.config_path())
+            .arg(&backup)
+            .current_dir(home.path())
+            .env_remove("INTAKE_LOG")
+            .output()
+            .unwrap()
+    };
+    let files = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+
+    // Failing: an error naming the backup, and nothing left behind.
+    let out = limited(true);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot write the backup {}", backup.display())),
+        "{stderr}"
+    );
+    assert_eq!(files(), Vec::<String>::new());
+
+    // Killed: no file at PATH; what is left is plainly a partial file.
+    let out = limited(false);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+        Some(libc::SIGXFSZ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!backup.exists());
+    let left = files();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(
+        left[0].starts_with(".b.redb.") && left[0].ends_with(".partial"),
+        "{left:?}"
+    );
+    std::fs::remove_file(dir.join(&left[0])).unwrap();
+
+    // Unlimited, it writes the backup (mode 0600) and nothing else.
+    home.intake(&["backup", backup.to_str().unwrap()]).ok();
+    assert_eq!(files(), vec!["b.redb".to_owned()]);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&backup).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    // And never over an existing file.
+    let out = home.intake(&["backup", backup.to_str().unwrap()]).failed();
+    assert!(out.stderr.contains("exists already"), "{}", out.stderr);
+}
+
 /// The compile cache's one entry (the `adsample` plugin's).
 fn cache_entry(home: &Home) -> std::path::PathBuf {
     let entries: Vec<_> = std::fs::read_dir(home.path().join("cache"))

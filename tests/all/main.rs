@@ -17,4 +17,5 @@ mod lifecycle;
 mod operator;
 mod rules;
 mod scheduler;
+mod sources;
 mod transit;

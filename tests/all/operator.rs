@@ -275,27 +275,51 @@ fn a_refused_origin_is_explained_with_the_enforced_lists() {
     let home = Home::new(&platform.base_url());
     home.init();
     home.user_add("alice");
-    // The data source's base_url points to an origin intake.toml does not
-    // allow for the plugin.
-    home.intake_with_stdin(
-        &[
-            "connect",
-            "--user",
-            "alice",
-            "--platform",
-            "adsample",
-            "--name",
-            "astray",
-            "--set",
-            &format!("base_url={}", elsewhere.base_url()),
-            "--set",
-            "account_id=acme-us",
-            "--secrets",
-            "-",
-        ],
-        Some("access_token=adsample-token-acme\n"),
-    )
-    .ok();
+    let connect = || {
+        home.intake_with_stdin(
+            &[
+                "connect",
+                "--user",
+                "alice",
+                "--platform",
+                "adsample",
+                "--name",
+                "astray",
+                "--set",
+                &format!("base_url={}", elsewhere.base_url()),
+                "--set",
+                "account_id=acme-us",
+                "--secrets",
+                "-",
+            ],
+            Some("access_token=adsample-token-acme\n"),
+        )
+    };
+    // A data source whose base_url points to an origin intake.toml does not
+    // allow for the plugin is refused when it is connected...
+    let out = connect().failed();
+    assert!(
+        out.stderr.contains(&format!(
+            "setting `base_url` = `{}` leads plugin `adsample` to {}",
+            elsewhere.base_url(),
+            elsewhere.base_url()
+        )),
+        "{}",
+        out.stderr
+    );
+    // ...and when the operator narrows `allow` after it was connected, its
+    // run is refused with the lists that are enforced.
+    let config = std::fs::read_to_string(home.config_path()).unwrap();
+    let allow_one = format!("allow = [\"{}\"]", platform.base_url());
+    let allow_both = format!(
+        "allow = [\"{}\", \"{}\"]",
+        platform.base_url(),
+        elsewhere.base_url()
+    );
+    assert!(config.contains(&allow_one), "{config}");
+    std::fs::write(home.config_path(), config.replace(&allow_one, &allow_both)).unwrap();
+    connect().ok();
+    std::fs::write(home.config_path(), &config).unwrap();
     let out = home.run(&["astray"]).failed();
     let msg = failure(&out, "astray");
     assert!(!msg.contains("allowed: none"), "{msg}");

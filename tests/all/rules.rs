@@ -61,6 +61,13 @@ fn hostile(home: &Home) -> Vec<String> {
     ]
 }
 
+/// What the `hostile` test plugin's entry allows: the platform, and its
+/// `{target}` host's default (every origin a spec declares must be allowed
+/// for `connect` to accept a data source).
+fn hostile_allow(platform: &SamplePlatform) -> Vec<String> {
+    vec![platform.base_url(), "http://127.0.0.1:9".to_owned()]
+}
+
 /// `intake connect --user USER --name NAME PLATFORM… EXTRA…`, with new
 /// secrets on stdin if given. Not checked.
 fn connect(
@@ -208,7 +215,14 @@ type Refused<'a, T> = (&'a str, T, &'a [&'a str], &'a str, &'a str);
 fn rule_1_fields_declared_by_the_plugin() {
     let platform = SamplePlatform::start(Fixture::demo()).unwrap();
     let home = Home::new(&platform.base_url());
-    home.add_plugin("hostile", &guest("hostile"), &[&platform.base_url()]);
+    home.add_plugin(
+        "hostile",
+        &guest("hostile"),
+        &hostile_allow(&platform)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
     home.init();
     home.user_add("alice");
     connect(
@@ -581,7 +595,14 @@ fn rule_2_created_on_connect() {
 fn rule_3_reused() {
     let platform = SamplePlatform::start(Fixture::demo()).unwrap();
     let home = Home::new(&platform.base_url());
-    home.add_plugin("hostile", &guest("hostile"), &[&platform.base_url()]);
+    home.add_plugin(
+        "hostile",
+        &guest("hostile"),
+        &hostile_allow(&platform)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
     home.init();
     home.user_add("alice");
     home.user_add("bob");
@@ -1985,7 +2006,10 @@ fn rule_6_my_credentials() {
         ])
         .ok()
         .json();
-    assert_eq!(shown, json!([ok]));
+    assert_eq!(
+        &shown, ok,
+        "`show --json` is the one credential, not a list"
+    );
     let theirs = home
         .intake(&["credentials", "show", &bobs.to_string(), "--user", "alice"])
         .failed();
@@ -2488,7 +2512,14 @@ fn rule_8_audited() {
 fn checks_follow_the_rules_and_keep_what_they_rotate() {
     let platform = SamplePlatform::start(Fixture::demo()).unwrap();
     let home = home_with_users(&platform, &["alice", "bob"]);
-    home.add_plugin("hostile", &guest("hostile"), &[&platform.base_url()]);
+    home.add_plugin(
+        "hostile",
+        &guest("hostile"),
+        &hostile_allow(&platform)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
     connect(
         &home,
         "alice",

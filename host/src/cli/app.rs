@@ -45,7 +45,23 @@ impl App {
                 env: keys.passphrase_env.clone(),
                 prompt: keys.passphrase,
             },
-            None => KeySource::File(self.config.resolve(&keys.file)),
+            None => KeySource::File(self.config.resolve(&keys.key_file())),
+        }
+    }
+
+    /// The output directory (`[output] dir`), refused if it exists as
+    /// anything but a directory.
+    pub fn output_dir(&self) -> Result<PathBuf> {
+        let dir = self.config.resolve(&self.config.output.dir);
+        match std::fs::metadata(&dir) {
+            Ok(meta) if !meta.is_dir() => bail!(
+                "the output directory {} ([output] dir in {}) is not a directory; it must be a \
+                 directory (intake creates it if it does not exist): set [output] dir to another \
+                 path, or move that file away",
+                dir.display(),
+                self.config_path.display()
+            ),
+            _ => Ok(dir),
         }
     }
 
@@ -140,8 +156,15 @@ impl App {
             }
         }
         let cache_keys = CacheKeys::from_keyring(&store.keyring());
-        let runtime =
-            Runtime::load(&config, broker, Some(cache_keys)).map_err(anyhow::Error::msg)?;
+        let load = || Runtime::load(&config, broker, Some(cache_keys));
+        // For one platform, a plugin that fails to load is the caller's
+        // error (`runtime.plugin(platform)`): the log line the runtime also
+        // writes would say it a second time.
+        let runtime = match platform {
+            Some(_) => tracing::dispatcher::with_default(&tracing::Dispatch::none(), load),
+            None => load(),
+        }
+        .map_err(anyhow::Error::msg)?;
         Ok(Arc::new(runtime))
     }
 }

@@ -8,11 +8,12 @@ use clap::Args;
 
 use crate::secret::{SecretFields, SecretString};
 use crate::store::{
-    CredentialChoice, NewSecrets, NewSource, SourceRecord, UpdatedBy, check_secret_values, shown,
+    CredentialChoice, NewSecrets, NewSource, SourceRecord, UpdatedBy, check_secret_values,
+    check_source_name, check_title,
 };
 
 use super::App;
-use super::secrets_input;
+use super::{secrets_input, settings};
 
 pub const EXAMPLES: &str = "Examples:
   # new credential, secrets as `field=value` lines on stdin
@@ -42,10 +43,15 @@ pub struct ConnectArgs {
     /// Platform id of the data source (see `intake plugin list`).
     #[arg(long)]
     pub platform: String,
-    /// A unique name for the data source (default: PLATFORM-ID).
+    /// A unique name for the data source, compared ignoring case (default:
+    /// PLATFORM-ID).
     #[arg(long)]
     pub name: Option<String>,
     /// A setting of the data source, NAME=VALUE; repeat for each. Not secret.
+    ///
+    /// Checked before anything is saved or sent: settings the plugin declares,
+    /// no control characters, and every origin the plugin reaches with them
+    /// allowed in intake.toml.
     #[arg(long = "set", value_name = "NAME=VALUE")]
     pub settings: Vec<String>,
     /// Reuse this credential of the same user and platform instead of entering secrets.
@@ -118,23 +124,23 @@ pub struct ReconnectArgs {
 
 pub async fn connect(app: &App, args: ConnectArgs, out: &mut dyn Write) -> Result<()> {
     let store = app.store()?;
-    store.require_user(&args.user)?;
+    let owner = store.require_user(&args.user)?.name;
+    // Every input is checked before anything is read from the platform or
+    // saved: a check sends the secrets (and may use up a single-use
+    // refresh token), so it runs only for a connect that can succeed.
+    if let Some(name) = &args.name {
+        check_source_name(name)?;
+        if let Some(taken) = store.source_name_taken(name)? {
+            return Err(crate::store::StoreError::SourceExists(taken).into());
+        }
+    }
+    if let Some(title) = &args.title {
+        check_title(title)?;
+    }
     let runtime = app.runtime(&store, Some(&args.platform))?;
     let plugin = runtime.plugin(&args.platform)?;
-    let mut config = Vec::new();
-    for setting in &args.settings {
-        let Some((k, v)) = setting.split_once('=') else {
-            bail!("--set `{}` is not NAME=VALUE", shown(setting));
-        };
-        if config.iter().any(|(name, _)| name == k.trim()) {
-            bail!("--set `{}` is given twice", shown(k.trim()));
-        }
-        config.push((k.trim().to_owned(), v.to_owned()));
-    }
-    plugin
-        .spec
-        .effective_config(&config)
-        .map_err(|e| anyhow::anyhow!("invalid --set: {e}"))?;
+    let config = settings::parse(&args.settings)?;
+    settings::validate(app, &plugin.spec, &config)?;
     let credential = match args.credential {
         Some(id) => CredentialChoice::Existing(id),
         None => {
@@ -151,6 +157,10 @@ pub async fn connect(app: &App, args: ConnectArgs, out: &mut dyn Write) -> Resul
                 fields,
             })
         }
+    };
+    let args = ConnectArgs {
+        user: owner,
+        ..args
     };
     let reused = matches!(credential, CredentialChoice::Existing(_));
     let mut credential = credential;
@@ -234,12 +244,17 @@ pub async fn connect(app: &App, args: ConnectArgs, out: &mut dyn Write) -> Resul
 
 pub async fn reconnect(app: &App, args: ReconnectArgs, out: &mut dyn Write) -> Result<()> {
     let store = app.store()?;
-    store.require_user(&args.user)?;
-    let source = store
-        .find_source(&args.source)
-        .ok()
-        .filter(|s| s.owner == args.user)
-        .ok_or_else(|| crate::store::StoreError::UnknownSource(args.source.clone()))?;
+    let owner = store.require_user(&args.user)?.name;
+    let source = store.owned_source(&args.source, &owner, "reconnect")?;
+    let args = ReconnectArgs {
+        user: owner,
+        ..args
+    };
+    // Every input is checked before anything is checked against the
+    // platform or saved.
+    if let Some(title) = &args.title {
+        check_title(title)?;
+    }
     if let Some(credential) = args.credential {
         let linked = store.relink(source.id, &args.user, credential)?;
         let sharing: Vec<String> = store
@@ -352,6 +367,7 @@ pub async fn reconnect(app: &App, args: ReconnectArgs, out: &mut dyn Write) -> R
     } else {
         changes
     };
+    // The new title, if any, is saved in the same transaction.
     let version = store.update_credential_by(
         credential,
         &args.user,
@@ -360,6 +376,7 @@ pub async fn reconnect(app: &App, args: ReconnectArgs, out: &mut dyn Write) -> R
             source: Some(source.id),
             plugin: Some(&source.platform),
             why: "reconnected",
+            title: args.title.as_deref(),
         },
     )?;
     let users = store
@@ -378,8 +395,7 @@ pub async fn reconnect(app: &App, args: ReconnectArgs, out: &mut dyn Write) -> R
         out,
         "updated credential {credential} to version {version}; data sources using it: {users}"
     )?;
-    if let Some(title) = &args.title {
-        store.rename_credential(credential, &args.user, title)?;
+    if args.title.is_some() {
         writeln!(out, "renamed credential {credential}")?;
     }
     Ok(())
@@ -420,6 +436,7 @@ fn save_rotated(
             source,
             plugin: Some(platform),
             why: "rotated by a check",
+            title: None,
         },
     )?;
     writeln!(

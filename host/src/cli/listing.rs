@@ -14,7 +14,7 @@ pub fn users(app: &App, out: &mut dyn Write) -> Result<()> {
         .iter()
         .map(|u| vec![u.name.clone(), time(u.created_ms)])
         .collect();
-    write!(out, "{}", render(&["USER", "ADDED"], &rows))?;
+    write!(out, "{}", render(&["USER", "ADDED (UTC)"], &rows))?;
     Ok(())
 }
 
@@ -25,7 +25,10 @@ pub fn credentials(
     only: Option<u64>,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let mut creds = app.store()?.credentials_of(user)?;
+    let store = app.store()?;
+    let user = store.require_user(user)?.name;
+    let user = user.as_str();
+    let mut creds = store.credentials_of(user)?;
     if let Some(id) = only {
         creds.retain(|c| c.id == id);
         if creds.is_empty() {
@@ -38,7 +41,7 @@ pub fn credentials(
     }
     let status = |c: &crate::store::CredentialSummary| match (&c.state.broken, c.state.last_used_ms)
     {
-        (Some(b), _) => format!("broken since {}: {}", time(b.at_ms), b.message),
+        (Some(b), _) => format!("broken since {} UTC: {}", time(b.at_ms), b.message),
         (None, Some(_)) => "ok".to_owned(),
         (None, None) => "never used".to_owned(),
     };
@@ -61,7 +64,12 @@ pub fn credentials(
                 })
             })
             .collect();
-        writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
+        // `credentials show ID --json`: the one credential, not a list.
+        let json = match (only, list.as_slice()) {
+            (Some(_), [one]) => serde_json::to_string_pretty(one)?,
+            _ => serde_json::to_string_pretty(&list)?,
+        };
+        writeln!(out, "{json}")?;
         return Ok(());
     }
     if creds.is_empty() {
@@ -107,9 +115,9 @@ pub fn credentials(
                 "VERSION",
                 "FIELDS",
                 "USED BY",
-                "CREATED",
-                "UPDATED",
-                "LAST USED",
+                "CREATED (UTC)",
+                "UPDATED (UTC)",
+                "LAST USED (UTC)",
                 "STATUS"
             ],
             &rows
@@ -122,7 +130,7 @@ pub fn sources(app: &App, user: Option<&str>, as_json: bool, out: &mut dyn Write
     let store = app.store()?;
     let mut list = store.sources()?;
     if let Some(u) = user {
-        store.require_user(u)?;
+        let u = store.require_user(u)?.name;
         list.retain(|s| s.owner == u);
     }
     let mut rows = Vec::new();
@@ -136,12 +144,21 @@ pub fn sources(app: &App, user: Option<&str>, as_json: bool, out: &mut dyn Write
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(" ");
+        // Whether it needs a reconnect: no credential (deleted with
+        // --detach), or one the platform rejected.
+        let status = match s.credential {
+            None => "disconnected",
+            Some(c) if store.credential_state(c)?.broken.is_some() => "broken",
+            Some(_) => "ok",
+        };
         if as_json {
             items.push(json!({
                 "id": s.id, "name": s.name, "owner": s.owner, "platform": s.platform,
                 "credential": s.credential, "config": s.config.iter().cloned().collect::<std::collections::BTreeMap<_,_>>(),
                 "cursor": cursor, "created_ms": s.created_ms,
                 "schedule": schedule.as_ref().map(crate::scheduler::schedule::describe),
+                "status": status,
+                "needs_reconnect": status != "ok",
             }));
         } else {
             rows.push(vec![
@@ -149,12 +166,10 @@ pub fn sources(app: &App, user: Option<&str>, as_json: bool, out: &mut dyn Write
                 s.name.clone(),
                 s.owner.clone(),
                 s.platform.clone(),
-                match s.credential {
-                    None => "none (needs reconnect)".to_owned(),
-                    Some(c) if store.credential_state(c)?.broken.is_some() => {
-                        format!("{c} (broken: needs reconnect)")
-                    }
-                    Some(c) => c.to_string(),
+                match (s.credential, status) {
+                    (None, _) => "none (needs reconnect)".to_owned(),
+                    (Some(c), "broken") => format!("{c} (broken: needs reconnect)"),
+                    (Some(c), _) => c.to_string(),
                 },
                 schedule
                     .as_ref()
@@ -245,6 +260,7 @@ pub fn plugins(app: &App, out: &mut dyn Write) -> Result<()> {
 
 pub fn plugin_show(app: &App, platform: &str, out: &mut dyn Write) -> Result<()> {
     let store = app.store()?;
+    // A plugin that fails to load is the command's error (see App::runtime).
     let runtime = app.runtime(&store, Some(platform))?;
     let plugin = runtime.plugin(platform)?;
     writeln!(out, "{}", serde_json::to_string_pretty(&plugin.spec)?)?;
@@ -259,8 +275,22 @@ pub fn runs(
     out: &mut dyn Write,
 ) -> Result<()> {
     let store = app.store()?;
-    let source = source.map(|s| store.find_source(s)).transpose()?;
-    let runs = store.runs(source.as_ref().map(|s| s.id), limit)?;
+    // A removed data source's runs stay searchable by its name (or id).
+    let ids = source
+        .map(|s| store.source_ids_for_history(s))
+        .transpose()?;
+    let runs = match &ids {
+        None => store.runs(None, limit)?,
+        Some(ids) => {
+            let mut runs = Vec::new();
+            for id in ids {
+                runs.extend(store.runs(Some(*id), limit)?);
+            }
+            runs.sort_by_key(|r| r.id);
+            let skip = runs.len().saturating_sub(limit);
+            runs.split_off(skip)
+        }
+    };
     if as_json {
         let list: Vec<_> = runs
             .iter()
@@ -314,7 +344,14 @@ pub fn runs(
         "{}",
         render(
             &[
-                "RUN", "SOURCE", "STARTED", "TIME", "RECORDS", "ATTEMPTS", "OUTCOME", "ERROR"
+                "RUN",
+                "SOURCE",
+                "STARTED (UTC)",
+                "TIME",
+                "RECORDS",
+                "ATTEMPTS",
+                "OUTCOME",
+                "ERROR"
             ],
             &rows
         )

@@ -1,4 +1,6 @@
-//! `intake audit`: the audit log, filtered, for people or programs.
+//! `intake audit`: the audit log, filtered, for people or programs; and
+//! `intake user remove`, which moves the output directories of the data
+//! sources it removes aside.
 
 use std::io::Write;
 
@@ -6,7 +8,7 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use crate::store::{AuditFilter, now_ms};
+use crate::store::{AuditFilter, StoreError, now_ms};
 
 use super::App;
 use super::table::{render, time};
@@ -48,16 +50,23 @@ fn parse_since(text: &str) -> Result<u64, String> {
 
 pub fn audit(app: &App, args: AuditArgs, out: &mut dyn Write) -> Result<()> {
     let store = app.store()?;
-    if let Some(user) = &args.user {
-        store.require_user(user)?;
-    }
-    let source = match &args.source {
-        Some(s) => Some(store.find_source(s)?.id),
+    // A removed user or data source stays searchable by name (or id).
+    let user = match &args.user {
+        Some(user) => match store.require_user(user) {
+            Ok(found) => Some(found.name),
+            Err(e @ StoreError::UnknownUser(_)) => Some(store.audited_user(user)?.ok_or(e)?),
+            Err(e) => return Err(e.into()),
+        },
         None => None,
     };
+    let sources = match &args.source {
+        Some(s) => store.source_ids_for_history(s)?,
+        None => Vec::new(),
+    };
     let filter = AuditFilter {
-        user: args.user.clone(),
-        source,
+        user,
+        source: None,
+        sources,
         since_ms: args.since,
     };
     let records = store.audit(&filter)?;
@@ -97,7 +106,7 @@ pub fn audit(app: &App, args: AuditArgs, out: &mut dyn Write) -> Result<()> {
         "{}",
         render(
             &[
-                "TIME",
+                "TIME (UTC)",
                 "USER",
                 "SOURCE",
                 "PLUGIN",
@@ -110,5 +119,42 @@ pub fn audit(app: &App, args: AuditArgs, out: &mut dyn Write) -> Result<()> {
             &rows
         )
     )?;
+    Ok(())
+}
+
+/// `intake user remove NAME [--purge]`: removes the user (and with
+/// `--purge` their credentials and data sources), then moves the output
+/// directories of the removed data sources aside. Refused, removing
+/// nothing, while a run of one of them is in progress.
+pub fn remove_user(app: &App, name: &str, purge: bool, out: &mut dyn Write) -> Result<()> {
+    let store = app.store()?;
+    let user = store.require_user(name)?.name;
+    let theirs: Vec<_> = store
+        .sources()?
+        .into_iter()
+        .filter(|s| s.owner == user)
+        .collect();
+    let output = if purge && !theirs.is_empty() {
+        Some(app.output_dir()?)
+    } else {
+        None
+    };
+    let mut locks = Vec::new();
+    if let Some(output) = &output {
+        for source in &theirs {
+            locks.push(super::sources::lock(output, &source.name)?);
+        }
+    }
+    let deleted = store.remove_user(&user, purge)?;
+    writeln!(
+        out,
+        "removed user `{user}` with {}",
+        crate::store::owned(deleted.credentials.len(), deleted.removed.len())
+    )?;
+    if let Some(output) = &output {
+        for (id, name) in &deleted.removed {
+            super::sources::retire(output, *id, name, out)?;
+        }
+    }
     Ok(())
 }

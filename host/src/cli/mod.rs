@@ -13,6 +13,8 @@ mod progress;
 mod run;
 mod seal;
 mod secrets_input;
+mod settings;
+mod sources;
 mod table;
 
 use std::io::Write;
@@ -135,13 +137,15 @@ pub enum Command {
         after_help = "Examples:\n  intake audit\n  intake audit --user bob --since 1h\n  intake audit --source acme-us --json"
     )]
     Audit(manage::AuditArgs),
-    /// List data sources and set their schedules.
+    /// List data sources, set their schedules and settings, remove them.
     #[command(
         subcommand,
         after_help = "Examples:\n  intake sources list --user alice\n  \
-                      intake sources schedule acme-us --every 1h"
+                      intake sources schedule acme-us --every 1h\n  \
+                      intake sources set acme-us --user alice --set page_size=50\n  \
+                      intake sources remove acme-us --user alice"
     )]
-    Sources(SourcesCommand),
+    Sources(sources::SourcesCommand),
     /// Fetch data sources now and write their records as JSON Lines.
     #[command(after_help = RUN_HELP)]
     Run(run::RunArgs),
@@ -172,10 +176,12 @@ pub enum Command {
     /// The client side: needs no configuration, database or master key.
     #[command(after_help = seal::EXAMPLES)]
     Seal(seal::SealArgs),
-    /// Write a consistent, still-encrypted snapshot of the database.
+    /// Write a consistent, still-encrypted snapshot of the database. It is
+    /// written to a temporary file next to PATH and renamed to PATH only when
+    /// complete: a failed or killed backup leaves no file at PATH.
     #[command(after_help = "Example:\n  intake backup \"/backups/intake-$(date +%F).redb\"")]
     Backup {
-        /// The new backup file (must not exist).
+        /// The new backup file (must not exist; never overwritten).
         path: PathBuf,
     },
     /// List the plugins intake.toml loads, or show one's spec.
@@ -198,7 +204,9 @@ pub enum UserCommand {
     /// List users.
     #[command(after_help = "Example:\n  intake user list")]
     List,
-    /// Remove a user. One who owns credentials or data sources needs --purge.
+    /// Remove a user. One who owns credentials or data sources needs --purge,
+    /// which removes them too (their output directories are moved to
+    /// OUTPUT/.removed/; run history and audit records are kept).
     ///
     /// With --purge, the user's credentials are deleted like `intake
     /// credentials delete` deletes one: their encrypted values and data keys
@@ -225,7 +233,8 @@ pub enum CredentialsCommand {
     #[command(after_help = "Examples:\n  intake credentials list --user alice\n  \
                             intake credentials list --user alice --json")]
     List(UserArgs),
-    /// Show one credential: fields (names only), versions, data sources, status.
+    /// Show one credential: fields (names only), versions, data sources,
+    /// status (`--json`: one object).
     #[command(after_help = "Example:\n  intake credentials show 1 --user alice")]
     Show {
         /// Credential id.
@@ -271,41 +280,6 @@ pub enum CredentialsCommand {
         /// Delete even though data sources use it, leaving them without a credential.
         #[arg(long)]
         detach: bool,
-    },
-}
-
-/// `intake sources …`.
-#[derive(Debug, Subcommand)]
-pub enum SourcesCommand {
-    /// Set when a data source runs under `intake serve` (and is due for `intake run`).
-    #[command(after_help = "Examples:
-  intake sources schedule acme-us --every 1h
-  intake sources schedule acme-us --cron '0 6 * * *'   # daily 06:00 UTC
-  intake sources schedule acme-us --clear")]
-    Schedule {
-        /// The data source, by name or id.
-        source: String,
-        /// Run this long after the last run started, e.g. 15m, 1h, 1d.
-        #[arg(long, conflicts_with_all = ["cron", "clear"])]
-        every: Option<String>,
-        /// Run at the times of this cron expression (UTC; seconds optional).
-        #[arg(long, conflicts_with = "clear")]
-        cron: Option<String>,
-        /// Remove the schedule (the data source runs only when asked).
-        #[arg(long)]
-        clear: bool,
-    },
-    /// List data sources with their owner, platform, credential and cursor.
-    #[command(
-        after_help = "Examples:\n  intake sources list\n  intake sources list --user bob --json"
-    )]
-    List {
-        /// Only this user's.
-        #[arg(long)]
-        user: Option<String>,
-        /// JSON instead of a table.
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -384,11 +358,15 @@ async fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<ExitCode> {
                     listing::credentials(&app, &user.user, user.json, Some(id), out)?;
                 }
                 Command::Credentials(CredentialsCommand::Rename { id, title, user }) => {
-                    app.store()?.rename_credential(id, &user, &title)?;
+                    let store = app.store()?;
+                    let user = store.require_user(&user)?.name;
+                    store.rename_credential(id, &user, &title)?;
                     writeln!(out, "renamed credential {id}")?;
                 }
                 Command::Credentials(CredentialsCommand::Delete { id, user, detach }) => {
-                    let deleted = app.store()?.delete_credential(id, &user, detach)?;
+                    let store = app.store()?;
+                    let user = store.require_user(&user)?.name;
+                    let deleted = store.delete_credential(id, &user, detach)?;
                     writeln!(out, "deleted credential {id}")?;
                     if !deleted.detached.is_empty() {
                         writeln!(
@@ -403,17 +381,9 @@ async fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<ExitCode> {
                 Command::Reconnect(args) => connect::reconnect(&app, args, out).await?,
                 Command::Audit(args) => manage::audit(&app, args, out)?,
                 Command::User(UserCommand::Remove { name, purge }) => {
-                    let deleted = app.store()?.remove_user(&name, purge)?;
-                    writeln!(
-                        out,
-                        "removed user `{name}` with {} credentials and {} data sources",
-                        deleted.credentials.len(),
-                        deleted.removed_sources.len()
-                    )?;
+                    manage::remove_user(&app, &name, purge, out)?;
                 }
-                Command::Sources(SourcesCommand::List { user, json }) => {
-                    listing::sources(&app, user.as_deref(), json, out)?;
-                }
+                Command::Sources(command) => sources::sources(&app, command, out)?,
                 Command::Run(args) => return run::run(&app, args, out).await,
                 Command::Serve => return run::serve(app, cli.config, out).await,
                 Command::Runs {
@@ -421,12 +391,6 @@ async fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<ExitCode> {
                     limit,
                     json,
                 } => listing::runs(&app, source.as_deref(), limit, json, out)?,
-                Command::Sources(SourcesCommand::Schedule {
-                    source,
-                    every,
-                    cron,
-                    clear,
-                }) => schedule_source(&app, &source, every, cron, clear, out)?,
                 Command::Plugin(PluginCommand::List) => listing::plugins(&app, out)?,
                 Command::Plugin(PluginCommand::Show { platform }) => {
                     listing::plugin_show(&app, &platform, out)?;
@@ -444,29 +408,6 @@ fn parse_limit(text: &str) -> Result<usize, String> {
         Ok(n) => Ok(n),
         Err(_) => Err("it must be a whole number of runs, e.g. --limit 20".into()),
     }
-}
-
-fn schedule_source(
-    app: &App,
-    source: &str,
-    every: Option<String>,
-    cron: Option<String>,
-    clear: bool,
-    out: &mut dyn Write,
-) -> Result<()> {
-    use crate::scheduler::schedule;
-    let store = app.store()?;
-    let source = store.find_source(source)?;
-    let parsed = schedule::parse(every.as_deref(), cron.as_deref()).map_err(anyhow::Error::msg)?;
-    if parsed.is_none() && !clear {
-        anyhow::bail!("give --every, --cron or --clear");
-    }
-    store.set_schedule(source.id, parsed.as_ref())?;
-    match parsed {
-        Some(s) => writeln!(out, "`{}` runs {}", source.name, schedule::describe(&s))?,
-        None => writeln!(out, "`{}` runs only when asked", source.name)?,
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use tokio::sync::mpsc;
 
@@ -43,6 +43,15 @@ async fn terminated() {
 
 pub async fn run(app: &App, args: RunArgs, out: &mut dyn Write) -> Result<ExitCode> {
     let store = app.store()?;
+    let output = app.output_dir()?;
+    if args.sources.is_empty() && store.sources()?.is_empty() {
+        writeln!(
+            out,
+            "there are no data sources yet; connect one with `intake connect` (see `intake \
+             connect --help`)"
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let sources = if args.all {
         store.sources()?
     } else if args.sources.is_empty() {
@@ -78,7 +87,12 @@ pub async fn run(app: &App, args: RunArgs, out: &mut dyn Write) -> Result<ExitCo
     }
     let runtime = app.runtime(&store, None)?;
     let scheduler = Scheduler::new(runtime, store, &app.config);
-    scheduler.recover_outputs()?;
+    scheduler.recover_outputs().with_context(|| {
+        format!(
+            "cannot prepare the output directory {} ([output] dir)",
+            output.display()
+        )
+    })?;
 
     let stop = Stop::default();
     let grace = app.config.scheduler.shutdown_grace;
@@ -176,6 +190,19 @@ pub async fn serve(
     out: &mut dyn Write,
 ) -> Result<ExitCode> {
     let store = app.store()?;
+    app.output_dir()?;
+    // Bound before anything else starts, so that an address in use (a
+    // second `intake serve`?) fails the start instead of being logged.
+    let metrics = match &app.config.scheduler.metrics {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot serve metrics on {addr} ([scheduler] metrics in {}): {e}; is another \
+                 `intake serve` running? Stop it, or set [scheduler] metrics to a free address",
+                config_path.display()
+            )
+        })?),
+        None => None,
+    };
     // The runtime logs each plugin that fails to load (an ERROR line, or a
     // JSON event, on stderr); the line below only counts them.
     let runtime = app.runtime(&store, None)?;
@@ -242,7 +269,7 @@ pub async fn serve(
         }
         Ok((fresh.config, runtime))
     });
-    serve_loop(scheduler, app.config, reload, rx).await;
+    serve_loop(scheduler, app.config, reload, rx, metrics).await;
     signals.abort();
     writeln!(out, "stopped")?;
     Ok(ExitCode::SUCCESS)

@@ -215,8 +215,10 @@ impl<'de> serde::Deserialize<'de> for Entries {
 
 /// Parses `name=value` lines or a JSON object of strings. In lines, spaces
 /// and tabs around the name and the value are ignored (`name = value`); a
-/// field given twice is refused in both forms.
+/// field given twice is refused in both forms. A UTF-8 byte order mark at
+/// the start (some editors write one) is ignored.
 pub fn parse(text: &str) -> Result<SecretFields> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut fields = SecretFields::new();
     let trimmed = text.trim_start();
     if trimmed.starts_with('{') {
@@ -308,6 +310,11 @@ mod tests {
         let f = parse("access_token \t=\t tok \t\r\n").expect("ok");
         assert_eq!(f.get("access_token").map(|v| v.expose()), Some("tok"));
         let f = parse(r#"{"access_token": "t"}"#).expect("ok");
+        assert_eq!(f.get("access_token").map(|v| v.expose()), Some("t"));
+        // A byte order mark at the start is not part of the first name.
+        let f = parse("\u{feff}access_token=t\n").expect("ok");
+        assert_eq!(f.get("access_token").map(|v| v.expose()), Some("t"));
+        let f = parse("\u{feff}{\"access_token\": \"t\"}").expect("ok");
         assert_eq!(f.get("access_token").map(|v| v.expose()), Some("t"));
     }
 

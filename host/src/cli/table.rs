@@ -3,7 +3,14 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 /// Renders rows under a header, columns padded to their widest cell.
+/// Control characters in cells are escaped (`\n`, `\u{1b}`): a value
+/// can neither split a row nor drive the terminal.
 pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| escape(cell)).collect())
+        .collect();
+    let rows = rows.as_slice();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -30,6 +37,23 @@ pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// `cell` with every control character escaped.
+fn escape(cell: &str) -> String {
+    if !cell.chars().any(char::is_control) {
+        return cell.to_owned();
+    }
+    cell.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
 /// `2026-12-03 16:45:12` (UTC) for a time in ms since the Unix epoch.
 pub fn time(ms: u64) -> String {
     let t = UNIX_EPOCH + Duration::from_millis(ms);
@@ -46,5 +70,19 @@ pub fn duration(d: Duration) -> String {
         format!("{:.2}s", d.as_secs_f64())
     } else {
         format!("{}ms", d.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_in_cells_are_escaped() {
+        let table = render(
+            &["A", "B"],
+            &[vec!["x\u{1b}[31m".into(), "two\nlines".into()]],
+        );
+        assert_eq!(table, "A            B\nx\\u{1b}[31m  two\\nlines\n");
     }
 }

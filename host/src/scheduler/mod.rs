@@ -418,7 +418,17 @@ impl Scheduler {
             )))
         })?;
         match file.try_lock() {
-            Ok(()) => Ok(file),
+            // The directory must be this data source's, not a removed one's.
+            Ok(()) => match crate::output_dir::claim(&dir, source.id) {
+                Ok(()) => Ok(file),
+                Err(e) => {
+                    tracing::warn!(source = %source.name, "{e}");
+                    let until = now_ms().saturating_add(60_000);
+                    let mut waits = self.not_before.lock().unwrap_or_else(|p| p.into_inner());
+                    waits.insert(source.id, until);
+                    Err(skipped(RunError::Host(e.to_string())))
+                }
+            },
             Err(std::fs::TryLockError::WouldBlock) => Err(skipped(RunError::Busy(
                 "another run of this data source is in progress".into(),
             ))),

@@ -33,24 +33,24 @@ pub enum Control {
 /// Loads a new configuration and its plugins, or says why it cannot.
 pub type Reloader = Box<dyn FnMut() -> Result<(Config, Arc<Runtime>), String> + Send>;
 
-/// Serves until told to shut down.
+/// Serves until told to shut down; serves metrics on `metrics` (the
+/// `[scheduler] metrics` address, bound by the caller) if given.
 pub async fn serve(
     scheduler: Scheduler,
     mut config: Config,
     mut reload: Reloader,
     mut control: mpsc::Receiver<Control>,
+    metrics: Option<tokio::net::TcpListener>,
 ) {
     if let Err(e) = scheduler.recover_outputs() {
         tracing::error!("cannot recover what an interrupted run left behind: {e}");
     }
-    if let Some(addr) = config.scheduler.metrics.clone() {
-        match tokio::net::TcpListener::bind(&addr).await {
-            Ok(listener) => {
-                tracing::info!("metrics at http://{addr}/metrics");
-                tokio::spawn(serve_metrics(listener, scheduler.clone()));
-            }
-            Err(e) => tracing::error!("cannot serve metrics on {addr}: {e}"),
+    // Bound by the caller, so that an address in use fails the start.
+    if let Some(listener) = metrics {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!("metrics at http://{addr}/metrics");
         }
+        tokio::spawn(serve_metrics(listener, scheduler.clone()));
     }
     let stop = Stop::default();
     let running: Arc<Mutex<HashSet<SourceId>>> = Arc::default();

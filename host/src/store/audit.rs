@@ -8,18 +8,24 @@ use super::{AUDIT, Result, Store};
 /// Which audit records to list.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
-    /// Only this user's.
+    /// Only this user's (names compared ignoring case, as user names are).
     pub user: Option<String>,
     /// Only this data source's.
     pub source: Option<SourceId>,
+    /// Only these data sources' (any of them), unless empty: the data
+    /// sources a name stood for, removed ones included.
+    pub sources: Vec<SourceId>,
     /// Only at or after this time (ms since the Unix epoch).
     pub since_ms: Option<u64>,
 }
 
 impl AuditFilter {
     fn matches(&self, r: &AuditRecord) -> bool {
-        self.user.as_ref().is_none_or(|u| *u == r.user)
+        self.user
+            .as_ref()
+            .is_none_or(|u| u.eq_ignore_ascii_case(&r.user))
             && self.source.is_none_or(|s| Some(s) == r.source)
+            && (self.sources.is_empty() || r.source.is_some_and(|s| self.sources.contains(&s)))
             && self.since_ms.is_none_or(|t| r.at_ms >= t)
     }
 }
@@ -63,6 +69,21 @@ impl Store {
         super::credentials::touch_in(&txn, used)?;
         txn.commit()?;
         Ok(())
+    }
+
+    /// The user name (as recorded) of audit records of user `name`, compared
+    /// ignoring case, if there are any: a removed user's records stay
+    /// searchable by name.
+    pub fn audited_user(&self, name: &str) -> Result<Option<String>> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(AUDIT)?;
+        for r in table.iter()?.rev() {
+            let record: AuditRecord = decode(r?.1.value(), "audit record")?;
+            if record.user.eq_ignore_ascii_case(name) {
+                return Ok(Some(record.user));
+            }
+        }
+        Ok(None)
     }
 
     /// Audit records matching `filter`, oldest first.

@@ -48,6 +48,8 @@ pub struct UpdatedBy<'a> {
     pub plugin: Option<&'a str>,
     /// Why, e.g. `reconnected`.
     pub why: &'a str,
+    /// A new title for the credential, set in the same transaction.
+    pub title: Option<&'a str>,
 }
 
 /// What "my credentials" shows of one credential. Never values.
@@ -348,6 +350,9 @@ impl Store {
         by: Option<&UpdatedBy<'_>>,
     ) -> Result<u32> {
         check_secret_values(changes)?;
+        if let Some(title) = by.and_then(|by| by.title) {
+            super::check_title(title)?;
+        }
         self.with_current_key(|keyring| {
             self.update_credential_once(keyring, id, owner, changes, by)
         })
@@ -378,6 +383,9 @@ impl Store {
             }
             rec.version += 1;
             rec.updated_ms = now_ms();
+            if let Some(title) = by.and_then(|by| by.title) {
+                rec.title = title.to_owned();
+            }
             seal_into(keyring, &mut rec, &fields)?;
             creds.insert(id, encode(&rec)?.as_slice())?;
             let mut states = txn.open_table(CREDENTIAL_STATE)?;
@@ -392,7 +400,7 @@ impl Store {
         };
         if let Some(by) = by {
             let at_ms = now_ms();
-            let records: Vec<AuditRecord> = changes
+            let mut records: Vec<AuditRecord> = changes
                 .names()
                 .map(|field| AuditRecord {
                     at_ms,
@@ -406,6 +414,19 @@ impl Store {
                     detail: format!("{}: version {version}", by.why),
                 })
                 .collect();
+            if by.title.is_some() {
+                records.push(AuditRecord {
+                    at_ms,
+                    user: owner.to_owned(),
+                    source: by.source,
+                    plugin: by.plugin.map(str::to_owned),
+                    credential: Some(id),
+                    field: None,
+                    action: AuditAction::Manage,
+                    granted: true,
+                    detail: "renamed".into(),
+                });
+            }
             append_in(&txn, &records)?;
         }
         txn.commit()?;

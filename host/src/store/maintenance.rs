@@ -26,7 +26,7 @@
 //! check value once nothing is wrapped by it, so that a key file holding
 //! only that version no longer opens the database.
 
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -319,39 +319,76 @@ impl Store {
     /// Writes a consistent snapshot of the whole database to `path` (a new
     /// file, mode 0600), while others keep using it. Still encrypted: it is
     /// useless without the master key.
+    ///
+    /// The snapshot is written to a temporary file in the same directory,
+    /// synced, and only then renamed to `path` (which must not exist; it is
+    /// never replaced), and the directory synced. If anything fails, the
+    /// temporary file is removed: `path` holds a complete backup or nothing.
     pub fn backup(&self, path: &Path) -> Result<()> {
         let shown = path.display().to_string();
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| super::StoreError::Backup {
-                path: shown.clone(),
-                reason: if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    "it exists already; intake never overwrites a file with a backup".into()
-                } else {
-                    format!("{e}; give a new file in an existing directory")
-                },
-            })?;
-        let target = Database::create(path).map_err(|e| super::StoreError::Backup {
+        let failed = |reason: String| super::StoreError::Backup {
             path: shown.clone(),
-            reason: e.to_string(),
+            reason,
+        };
+        let exists =
+            || failed("it exists already; intake never overwrites a file with a backup".into());
+        if std::fs::symlink_metadata(path).is_ok() {
+            return Err(exists());
+        }
+        let name = path.file_name().ok_or_else(|| {
+            failed("it names no file; give a new file in an existing directory".into())
         })?;
-        let read = self.db().begin_read()?;
-        let write = target.begin_write()?;
-        copy(&read, &write, META)?;
-        copy(&read, &write, USERS)?;
-        copy(&read, &write, CREDENTIALS)?;
-        copy(&read, &write, CREDENTIAL_STATE)?;
-        copy(&read, &write, SOURCES)?;
-        copy(&read, &write, SOURCE_NAMES)?;
-        copy(&read, &write, CURSORS)?;
-        copy(&read, &write, AUDIT)?;
-        copy(&read, &write, super::RUNS)?;
-        copy(&read, &write, super::SCHEDULES)?;
-        write.open_table(META)?.remove(META_ROTATION)?;
-        write.commit()?;
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        // Written under a temporary name next to it (mode 0600), removed if
+        // anything fails; renamed into place only once complete and synced.
+        // A backup that is killed leaves at most a `.NAME.*.partial` file,
+        // never a file at PATH that looks like a backup.
+        let mut prefix = std::ffi::OsString::from(".");
+        prefix.push(name);
+        prefix.push(".");
+        let temp = tempfile::Builder::new()
+            .prefix(&prefix)
+            .suffix(".partial")
+            .permissions(std::fs::Permissions::from_mode(0o600))
+            .tempfile_in(dir)
+            .map_err(|e| failed(format!("{e}; give a new file in an existing directory")))?;
+        let written = (|| -> Result<()> {
+            let target = Database::create(temp.path())?;
+            let read = self.db().begin_read()?;
+            let write = target.begin_write()?;
+            copy(&read, &write, META)?;
+            copy(&read, &write, USERS)?;
+            copy(&read, &write, CREDENTIALS)?;
+            copy(&read, &write, CREDENTIAL_STATE)?;
+            copy(&read, &write, SOURCES)?;
+            copy(&read, &write, SOURCE_NAMES)?;
+            copy(&read, &write, CURSORS)?;
+            copy(&read, &write, AUDIT)?;
+            copy(&read, &write, super::RUNS)?;
+            copy(&read, &write, super::SCHEDULES)?;
+            copy(&read, &write, super::REMOVED_SOURCES)?;
+            write.open_table(META)?.remove(META_ROTATION)?;
+            write.commit()?;
+            Ok(())
+        })();
+        written.map_err(|e| failed(e.to_string()))?;
+        temp.as_file()
+            .sync_all()
+            .map_err(|e| failed(format!("cannot sync it: {e}")))?;
+        // Never replaces a file that appeared meanwhile.
+        temp.persist_noclobber(path).map_err(|e| {
+            if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+                exists()
+            } else {
+                failed(e.error.to_string())
+            }
+        })?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| failed(format!("cannot sync its directory: {e}")))?;
         Ok(())
     }
 }

@@ -4,20 +4,23 @@
 //! key) and its state; the data sources that used it are left visibly
 //! disconnected. Removing a user removes their credentials and data sources
 //! too, so no orphaned secret is left behind.
+//!
+//! A refused attempt (another user's credential, or none with that id) is
+//! audited, and answered exactly like an id that does not exist.
 
 use redb::ReadableTable;
 
 use super::audit::append_in;
 use super::credentials::no_such;
 use super::model::{
-    AuditAction, AuditRecord, CredentialId, CredentialRecord, SourceRecord, decode_row, encode,
+    AuditAction, AuditRecord, CredentialId, CredentialRecord, SourceId, SourceRecord, decode_row,
+    encode,
 };
 use super::{
-    CREDENTIAL_STATE, CREDENTIALS, CURSORS, Result, SOURCE_NAMES, SOURCES, Store, StoreError,
-    USERS, check_title, now_ms,
+    CREDENTIAL_STATE, CREDENTIALS, Result, SOURCES, Store, StoreError, USERS, check_title, now_ms,
 };
 
-/// What deleting a credential did.
+/// What deleting a credential or removing a user did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Deleted {
     /// Credentials removed.
@@ -26,24 +29,34 @@ pub struct Deleted {
     pub detached: Vec<String>,
     /// Data sources removed.
     pub removed_sources: Vec<String>,
+    /// Data sources removed, by id and name (their output directories are
+    /// the caller's to move aside).
+    pub removed: Vec<(SourceId, String)>,
 }
 
+/// Credential `id` if `owner` owns it; otherwise why not (for the audit
+/// log only: the answer is the same either way).
 fn owned_credential(
     txn: &redb::WriteTransaction,
     id: CredentialId,
     owner: &str,
-) -> Result<CredentialRecord> {
+) -> Result<std::result::Result<CredentialRecord, &'static str>> {
     let creds = txn.open_table(CREDENTIALS)?;
     let record: Option<CredentialRecord> = creds
         .get(id)?
         .map(|v| decode_row(id, v.value(), "credential"))
         .transpose()?;
-    record
-        .filter(|r| r.owner == owner)
-        .ok_or_else(|| no_such(owner, id))
+    Ok(match record {
+        None => Err("no such credential"),
+        Some(r) if r.owner != owner => Err("the credential belongs to another user"),
+        Some(r) => Ok(r),
+    })
 }
 
-fn sources_using(txn: &redb::WriteTransaction, id: CredentialId) -> Result<Vec<SourceRecord>> {
+pub(super) fn sources_using(
+    txn: &redb::WriteTransaction,
+    id: CredentialId,
+) -> Result<Vec<SourceRecord>> {
     let sources = txn.open_table(SOURCES)?;
     let mut out = Vec::new();
     for r in sources.iter()? {
@@ -56,7 +69,11 @@ fn sources_using(txn: &redb::WriteTransaction, id: CredentialId) -> Result<Vec<S
     Ok(out)
 }
 
-fn manage_audit(owner: &str, credential: Option<CredentialId>, detail: String) -> AuditRecord {
+pub(super) fn manage_audit(
+    owner: &str,
+    credential: Option<CredentialId>,
+    detail: String,
+) -> AuditRecord {
     AuditRecord {
         at_ms: now_ms(),
         user: owner.to_owned(),
@@ -71,11 +88,55 @@ fn manage_audit(owner: &str, credential: Option<CredentialId>, detail: String) -
 }
 
 impl Store {
+    /// Audits a refused management attempt by `user` (`what`, e.g.
+    /// "rename", on credential `credential` or data source `source`, for
+    /// `reason`) and returns `answer`, the error to reply with: the same
+    /// as for a target that does not exist. An audit failure is the error
+    /// instead.
+    pub(super) fn refuse_manage(
+        &self,
+        user: &str,
+        credential: Option<CredentialId>,
+        source: Option<SourceId>,
+        plugin: Option<&str>,
+        detail: String,
+        answer: StoreError,
+    ) -> StoreError {
+        let audited = self.append_audit(&[AuditRecord {
+            at_ms: now_ms(),
+            user: user.to_owned(),
+            source,
+            plugin: plugin.map(str::to_owned),
+            credential,
+            field: None,
+            action: AuditAction::Manage,
+            granted: false,
+            detail,
+        }]);
+        match audited {
+            Ok(()) => answer,
+            Err(e) => e,
+        }
+    }
+
     /// Renames one of `owner`'s credentials.
     pub fn rename_credential(&self, id: CredentialId, owner: &str, title: &str) -> Result<()> {
         check_title(title)?;
         let txn = self.db().begin_write()?;
-        let mut record = owned_credential(&txn, id, owner)?;
+        let mut record = match owned_credential(&txn, id, owner)? {
+            Ok(record) => record,
+            Err(reason) => {
+                drop(txn);
+                return Err(self.refuse_manage(
+                    owner,
+                    Some(id),
+                    None,
+                    None,
+                    format!("rename refused: {reason}"),
+                    no_such(owner, id),
+                ));
+            }
+        };
         record.title = title.to_owned();
         txn.open_table(CREDENTIALS)?
             .insert(id, encode(&record)?.as_slice())?;
@@ -94,7 +155,17 @@ impl Store {
         detach: bool,
     ) -> Result<Deleted> {
         let txn = self.db().begin_write()?;
-        owned_credential(&txn, id, owner)?;
+        if let Err(reason) = owned_credential(&txn, id, owner)? {
+            drop(txn);
+            return Err(self.refuse_manage(
+                owner,
+                Some(id),
+                None,
+                None,
+                format!("delete refused: {reason}"),
+                no_such(owner, id),
+            ));
+        }
         let users = sources_using(&txn, id)?;
         if !users.is_empty() && !detach {
             return Err(StoreError::InUse {
@@ -128,13 +199,16 @@ impl Store {
         Ok(deleted)
     }
 
-    /// Removes a user. If they own credentials or data sources, refuses
-    /// unless `purge`, which deletes their credentials and data sources too.
+    /// Removes a user (named ignoring case). If they own credentials or
+    /// data sources, refuses unless `purge`, which deletes their
+    /// credentials and data sources too (their run history and audit
+    /// records stay, searchable by name).
     pub fn remove_user(&self, name: &str, purge: bool) -> Result<Deleted> {
         let txn = self.db().begin_write()?;
-        if !super::users::exists(&txn, name)? {
+        let Some(name) = super::users::resolve_in(&txn, name)? else {
             return Err(StoreError::UnknownUser(name.to_owned()));
-        }
+        };
+        let name = name.as_str();
         let mut creds = Vec::new();
         for r in txn.open_table(CREDENTIALS)?.iter()? {
             let (k, v) = r?;
@@ -169,13 +243,10 @@ impl Store {
                 cred_table.remove(*id)?;
                 states.remove(*id)?;
             }
-            let mut source_table = txn.open_table(SOURCES)?;
-            let mut names = txn.open_table(SOURCE_NAMES)?;
-            let mut cursors = txn.open_table(CURSORS)?;
+            let now = now_ms();
             for s in sources {
-                source_table.remove(s.id)?;
-                names.remove(s.name.as_str())?;
-                cursors.remove(s.id)?;
+                super::source_admin::remove_source_in(&txn, &s, now)?;
+                deleted.removed.push((s.id, s.name.clone()));
                 deleted.removed_sources.push(s.name);
             }
             txn.open_table(USERS)?.remove(name)?;
@@ -186,9 +257,13 @@ impl Store {
                 name,
                 None,
                 format!(
-                    "user removed with {} credentials and {} data sources",
-                    deleted.credentials.len(),
-                    deleted.removed_sources.len()
+                    "user removed with {}{}",
+                    super::owned(deleted.credentials.len(), deleted.removed_sources.len()),
+                    if deleted.removed_sources.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", deleted.removed_sources.join(", "))
+                    }
                 ),
             )],
         )?;

@@ -28,6 +28,7 @@ mod manage;
 mod model;
 mod runs;
 mod snapshot;
+mod source_admin;
 mod sources;
 mod transit;
 mod users;
@@ -50,11 +51,12 @@ pub use credentials::{CredentialSummary, NewSecrets, UpdatedBy, check_secret_val
 pub use maintenance::{Rotation, Verification};
 pub use manage::Deleted;
 pub use model::{
-    AuditAction, AuditRecord, Broken, CredentialId, CredentialRecord, CredentialState, SealedField,
-    SourceId, SourceRecord, User,
+    AuditAction, AuditRecord, Broken, CredentialId, CredentialRecord, CredentialState,
+    RemovedSource, SealedField, SourceId, SourceRecord, User,
 };
 pub use runs::{Attempt, RunRecord, Schedule, Unpublished};
 pub use snapshot::Linked;
+pub use source_admin::SourceRemoval;
 pub use sources::{CredentialChoice, NewSource};
 
 /// The on-disk format this build writes. Bumped on incompatible changes.
@@ -86,6 +88,10 @@ pub(crate) const LAST_RUNS: TableDefinition<u64, u64> = TableDefinition::new("la
 pub(crate) const UNPUBLISHED: TableDefinition<u64, &[u8]> = TableDefinition::new("unpublished");
 /// The runs recorded as running (an index of the run history).
 pub(crate) const RUNNING: TableDefinition<u64, ()> = TableDefinition::new("running_runs");
+/// Data sources that were removed, by id: their name, owner and platform, so
+/// that the audit log and run history stay searchable by name.
+pub(crate) const REMOVED_SOURCES: TableDefinition<u64, &[u8]> =
+    TableDefinition::new("removed_sources");
 
 const META_FORMAT: &str = "format_version";
 const META_NEXT_ID: &str = "next_id";
@@ -259,9 +265,43 @@ pub enum StoreError {
     /// No such data source.
     #[error("no data source `{}`; `intake sources list` shows them", shown(.0))]
     UnknownSource(String),
+    /// The user has no data source of that name or id. Deliberately the
+    /// same for a data source that does not exist and one that belongs to
+    /// someone else, so that names cannot be probed.
+    #[error(
+        "user `{}` has no data source `{}`; `intake sources list --user {}` shows theirs",
+        shown(.user),
+        shown(.name),
+        shown(.user)
+    )]
+    NoSuchSourceOf {
+        /// The user asking.
+        user: String,
+        /// The name or id given.
+        name: String,
+    },
     /// The data source name is taken.
-    #[error("a data source named `{}` exists already; choose another --name", shown(.0))]
+    #[error(
+        "a data source named `{}` exists already (data source names are compared ignoring \
+         case); choose another --name",
+        shown(.0)
+    )]
     SourceExists(String),
+    /// A name given matches several records that differ only in case (a
+    /// database made before names were compared ignoring case).
+    #[error(
+        "`{}` matches more than one {what} ({}); give the name exactly as listed",
+        shown(.given),
+        .matches.iter().map(|m| shown(m)).collect::<Vec<_>>().join(", ")
+    )]
+    Ambiguous {
+        /// What kind of name.
+        what: &'static str,
+        /// The name given.
+        given: String,
+        /// The names it matches.
+        matches: Vec<String>,
+    },
     /// No credential with that id that this user may use. Deliberately the same
     /// for a credential that does not exist and one that belongs to someone
     /// else, so that ids cannot be probed.
@@ -299,8 +339,9 @@ pub enum StoreError {
     },
     /// The user still owns credentials or data sources.
     #[error(
-        "user `{}` owns {credentials} credentials and {sources} data sources; pass --purge to delete them with the user",
-        shown(.user)
+        "user `{}` owns {}; pass --purge to delete them with the user",
+        shown(.user),
+        owned(*.credentials, *.sources)
     )]
     UserOwnsData {
         /// The user.
@@ -557,6 +598,7 @@ impl Store {
             if !table_exists(&txn, LAST_RUNS)? || !table_exists(&txn, RUNNING)? {
                 runs::backfill_indexes(&txn)?;
             }
+            txn.open_table(REMOVED_SOURCES)?;
         }
         txn.commit()?;
         Ok(())
@@ -709,7 +751,8 @@ fn all_tables_exist(txn: &redb::ReadTransaction) -> Result<bool> {
         SCHEDULES,
         LAST_RUNS,
         UNPUBLISHED,
-        RUNNING
+        RUNNING,
+        REMOVED_SOURCES
     ))
 }
 
@@ -875,6 +918,12 @@ pub fn require_existing(path: &Path) -> Result<()> {
             path: shown,
             reason: "it is a directory; point --db or [store] path at the database file".into(),
         }),
+        Ok(meta) if !meta.is_file() => Err(StoreError::Open {
+            path: shown,
+            reason: "it is not a regular file (a device, a pipe or a socket); point --db or \
+                     [store] path at the database file"
+                .into(),
+        }),
         Ok(meta) if meta.len() == 0 => Err(StoreError::Empty { path: shown }),
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -896,8 +945,12 @@ fn open_db(path: &Path, create: bool) -> Result<Database> {
     let open_err = |e: redb::DatabaseError| match e {
         // A file that is not (or no longer) a redb database: zeroed or
         // overwritten header pages.
+        // A file cut short reads past its end.
         redb::DatabaseError::Storage(redb::StorageError::Io(io))
-            if io.kind() == std::io::ErrorKind::InvalidData =>
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            ) =>
         {
             StoreError::Damaged {
                 path: Some(shown.clone()),
@@ -1089,8 +1142,36 @@ pub(crate) fn check_name(what: &'static str, value: &str) -> Result<()> {
     }
 }
 
+/// Checks a data source name: [`check_name`], and not digits only (which
+/// would be mistaken for an id).
+pub fn check_source_name(value: &str) -> Result<()> {
+    check_name("data source name", value)?;
+    if value.chars().all(|c| c.is_ascii_digit()) {
+        return Err(StoreError::InvalidName {
+            what: "data source name",
+            value: value.to_owned(),
+            rule: "a name of digits only would be mistaken for an id; add a letter",
+        });
+    }
+    Ok(())
+}
+
+/// "1 credential and 2 data sources": what a user owns, in words.
+pub fn owned(credentials: usize, sources: usize) -> String {
+    format!(
+        "{} and {}",
+        count(credentials, "credential", "credentials"),
+        count(sources, "data source", "data sources")
+    )
+}
+
+/// `n` and the noun, singular for one: "1 credential", "2 credentials".
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// Checks a credential title: 1 to 100 characters, no control characters.
-pub(crate) fn check_title(value: &str) -> Result<()> {
+pub fn check_title(value: &str) -> Result<()> {
     if !value.trim().is_empty()
         && value.chars().count() <= 100
         && !value.chars().any(char::is_control)

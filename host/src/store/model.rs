@@ -93,6 +93,22 @@ pub struct SourceRecord {
     pub created_ms: u64,
 }
 
+/// What is kept of a removed data source: enough to find its audit records
+/// and run history by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemovedSource {
+    /// Its id (never reused).
+    pub id: SourceId,
+    /// Its name when it was removed.
+    pub name: String,
+    /// Its owner.
+    pub owner: String,
+    /// Its platform.
+    pub platform: String,
+    /// When it was removed (ms since the Unix epoch).
+    pub removed_ms: u64,
+}
+
 /// What a recorded secret request or change was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AuditAction {

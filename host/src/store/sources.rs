@@ -12,8 +12,8 @@ use super::model::{
     encode,
 };
 use super::{
-    CREDENTIALS, CURSORS, Result, SOURCE_NAMES, SOURCES, Store, StoreError, check_name, next_id,
-    now_ms, users,
+    CREDENTIALS, CURSORS, Result, SOURCE_NAMES, SOURCES, Store, StoreError, check_source_name,
+    next_id, now_ms, users,
 };
 
 /// Which credential a new data source uses.
@@ -43,27 +43,25 @@ pub struct NewSource {
 impl Store {
     /// Connects a data source in one transaction: creates its credential or
     /// checks that the reused one is the owner's own and of the same platform,
-    /// then links it. A refused reuse is audited, and answers exactly like a
+    /// then links it. Its name must be unique ignoring case; the owner is
+    /// named ignoring case too. A refused reuse is audited, and answers exactly like a
     /// credential id that does not exist.
     pub fn connect(&self, new: NewSource) -> Result<SourceRecord> {
         if let Some(name) = &new.name {
-            check_name("data source name", name)?;
-            if name.chars().all(|c| c.is_ascii_digit()) {
-                return Err(StoreError::InvalidName {
-                    what: "data source name",
-                    value: name.clone(),
-                    rule: "a name of digits only would be mistaken for an id; add a letter",
-                });
-            }
+            check_source_name(name)?;
         }
         self.with_current_key(|keyring| self.connect_once(keyring, &new))
     }
 
     fn connect_once(&self, keyring: &Keyring, new: &NewSource) -> Result<SourceRecord> {
         let txn = self.db().begin_write()?;
-        if !users::exists(&txn, &new.owner)? {
+        let Some(owner) = users::resolve_in(&txn, &new.owner)? else {
             return Err(StoreError::UnknownUser(new.owner.clone()));
-        }
+        };
+        let new = &NewSource {
+            owner,
+            ..new.clone()
+        };
         let id = next_id(&txn, "source")?;
         let now = now_ms();
         let name = new
@@ -99,8 +97,8 @@ impl Store {
         };
         {
             let mut names = txn.open_table(SOURCE_NAMES)?;
-            if names.get(name.as_str())?.is_some() {
-                return Err(StoreError::SourceExists(name));
+            if let Some(taken) = name_taken(&names, &name)? {
+                return Err(StoreError::SourceExists(taken));
             }
             names.insert(name.as_str(), id)?;
             txn.open_table(SOURCES)?
@@ -332,22 +330,58 @@ impl Store {
             .transpose()
     }
 
-    /// The data source named `name`, or with id `name` if it is a number.
+    /// The data source named `name` (ignoring case; the name given exactly
+    /// wins), or with id `name` if it is a number.
     pub fn find_source(&self, name: &str) -> Result<SourceRecord> {
+        let mut found = self.sources_matching(name)?;
+        match found.len() {
+            0 => Err(StoreError::UnknownSource(name.to_owned())),
+            1 => Ok(found.remove(0)),
+            _ => Err(StoreError::Ambiguous {
+                what: "data source",
+                given: name.to_owned(),
+                matches: found.into_iter().map(|s| s.name).collect(),
+            }),
+        }
+    }
+
+    /// The name of the data source whose name equals `name` ignoring case,
+    /// if there is one (see [`Store::connect`]).
+    pub fn source_name_taken(&self, name: &str) -> Result<Option<String>> {
+        let txn = self.db().begin_read()?;
+        name_taken(&txn.open_table(SOURCE_NAMES)?, name)
+    }
+
+    /// The data sources `name` may stand for: the one named exactly so, else
+    /// the one with that id if it is a number, else every one whose name
+    /// differs from it only in case (more than one only in a database made
+    /// before names were compared ignoring case).
+    pub(super) fn sources_matching(&self, name: &str) -> Result<Vec<SourceRecord>> {
         let txn = self.db().begin_read()?;
         let names = txn.open_table(SOURCE_NAMES)?;
-        let id = match names.get(name)? {
-            Some(id) => Some(id.value()),
-            None => name.parse::<u64>().ok(),
-        };
         let sources = txn.open_table(SOURCES)?;
-        match id {
-            Some(id) => match sources.get(id)? {
-                Some(v) => decode_row(id, v.value(), "data source"),
-                None => Err(StoreError::UnknownSource(name.to_owned())),
-            },
-            None => Err(StoreError::UnknownSource(name.to_owned())),
+        let get = |id: u64| -> Result<Option<SourceRecord>> {
+            sources
+                .get(id)?
+                .map(|v| decode_row(id, v.value(), "data source"))
+                .transpose()
+        };
+        if let Some(id) = names.get(name)?.map(|id| id.value()) {
+            return Ok(get(id)?.into_iter().collect());
         }
+        if let Some(source) = name.parse::<u64>().ok().map(get).transpose()?.flatten() {
+            return Ok(vec![source]);
+        }
+        let mut out = Vec::new();
+        for r in names.iter()? {
+            let (stored, id) = r?;
+            if stored.value().eq_ignore_ascii_case(name)
+                && let Some(source) = get(id.value())?
+            {
+                out.push(source);
+            }
+        }
+        Ok(out)
     }
 
     /// All data sources, by id.
@@ -400,6 +434,25 @@ impl Store {
         txn.commit()?;
         Ok(())
     }
+}
+
+/// The name in `names` that `name` equals ignoring case, if any: data
+/// source names are unique ignoring case (output directories are named
+/// after them, and some file systems ignore case).
+pub(super) fn name_taken(
+    names: &impl ReadableTable<&'static str, u64>,
+    name: &str,
+) -> Result<Option<String>> {
+    if names.get(name)?.is_some() {
+        return Ok(Some(name.to_owned()));
+    }
+    for r in names.iter()? {
+        let (stored, _) = r?;
+        if stored.value().eq_ignore_ascii_case(name) {
+            return Ok(Some(stored.value().to_owned()));
+        }
+    }
+    Ok(None)
 }
 
 /// Whether `owner` may link credential `id` to a data source of `platform`:

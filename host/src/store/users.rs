@@ -1,4 +1,9 @@
 //! Users: the people who own credentials and data sources.
+//!
+//! User names are unique ignoring (ASCII) case, and every lookup ignores
+//! case too, resolving to the name as stored: `--user ALICE` is `alice`. A
+//! database made before names were compared this way may hold two names
+//! that differ only in case; each is still found by its exact spelling.
 
 use redb::{ReadableDatabase, ReadableTable};
 
@@ -31,17 +36,23 @@ impl Store {
         Ok(user)
     }
 
-    /// The user named `name`, if any.
+    /// The user named `name`, ignoring case (see the module documentation),
+    /// if any. The name given exactly wins over one that differs in case;
+    /// two that differ from it only in case are ambiguous.
     pub fn user(&self, name: &str) -> Result<Option<User>> {
         let txn = self.db().begin_read()?;
         let users = txn.open_table(USERS)?;
-        users
-            .get(name)?
-            .map(|v| decode(v.value(), "user"))
-            .transpose()
+        match resolve(&users, name)? {
+            Some(stored) => users
+                .get(stored.as_str())?
+                .map(|v| decode(v.value(), "user"))
+                .transpose(),
+            None => Ok(None),
+        }
     }
 
-    /// The user named `name`, or an error saying how to add one.
+    /// The user named `name` (ignoring case), or an error saying how to
+    /// list the users. Use the returned [`User::name`] from then on.
     pub fn require_user(&self, name: &str) -> Result<User> {
         self.user(name)?
             .ok_or_else(|| StoreError::UnknownUser(name.to_owned()))
@@ -61,6 +72,34 @@ impl Store {
     }
 }
 
-pub(super) fn exists(txn: &redb::WriteTransaction, name: &str) -> Result<bool> {
-    Ok(txn.open_table(USERS)?.get(name)?.is_some())
+/// The stored name of the user `name` (ignoring case), if there is one.
+fn resolve(
+    users: &impl ReadableTable<&'static str, &'static [u8]>,
+    name: &str,
+) -> Result<Option<String>> {
+    if users.get(name)?.is_some() {
+        return Ok(Some(name.to_owned()));
+    }
+    let mut found: Vec<String> = Vec::new();
+    for r in users.iter()? {
+        let (stored, _) = r?;
+        if stored.value().eq_ignore_ascii_case(name) {
+            found.push(stored.value().to_owned());
+        }
+    }
+    match found.len() {
+        0 => Ok(None),
+        1 => Ok(found.pop()),
+        _ => Err(StoreError::Ambiguous {
+            what: "user",
+            given: name.to_owned(),
+            matches: found,
+        }),
+    }
+}
+
+/// The stored name of the user `name` (ignoring case) within a write
+/// transaction, if there is one.
+pub(super) fn resolve_in(txn: &redb::WriteTransaction, name: &str) -> Result<Option<String>> {
+    resolve(&txn.open_table(USERS)?, name)
 }

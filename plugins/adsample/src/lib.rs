@@ -35,8 +35,8 @@ use intake_plugin_sdk::{
 use serde::Deserialize;
 
 use crate::logic::{
-    AuthMode, Cursor, DEFAULT_PAGE_SIZE, DEFAULT_SINCE, MAX_PAGE_SIZE, StatsPage, auth_mode,
-    error_for_status, platform_error_code, platform_message, process_page,
+    AuthMode, Cursor, DEFAULT_SINCE, StatsPage, auth_mode, check_page_size, error_for_status,
+    is_date, platform_error_code, platform_message, process_page,
 };
 
 /// The AdSample Ads connector.
@@ -101,6 +101,8 @@ impl Connector for AdSample {
     }
 
     fn check(config: Config) -> Result<(), ConnectorError> {
+        // Every setting is checked as a run checks it, so that `--check`
+        // fails on what the first run would reject.
         let settings = Settings::from_config(&config)?;
         let url = format!("{}/v1/me", settings.base_url);
         let response = send_authenticated(&settings.base_url, || Request::get(url.as_str()))?;
@@ -127,22 +129,14 @@ impl Connector for AdSample {
 
     fn fetch(request: FetchRequest) -> Result<Page, ConnectorError> {
         let settings = Settings::from_config(&request.config)?;
-        let config_since = config::get_or(&request.config, "since", DEFAULT_SINCE);
-        let page_size =
-            config::parse::<u32>(&request.config, "page_size")?.unwrap_or(DEFAULT_PAGE_SIZE);
-        if !(1..=MAX_PAGE_SIZE).contains(&page_size) {
-            return Err(ConnectorError::InvalidConfig(format!(
-                "the setting `page_size` must be from 1 to {MAX_PAGE_SIZE}, not {page_size}"
-            )));
-        }
-        let cursor = Cursor::resume(request.cursor.as_deref(), config_since)?;
+        let cursor = Cursor::resume(request.cursor.as_deref(), &settings.since)?;
 
         let url = format!(
             "{}/v1/accounts/{}/campaign-stats",
             settings.base_url,
             encode_path_segment(&settings.account_id)
         );
-        let page_size_text = page_size.to_string();
+        let page_size_text = settings.page_size.to_string();
         let response = send_authenticated(&settings.base_url, || {
             let request = Request::get(url.as_str())
                 .query("since", &cursor.since)
@@ -181,12 +175,16 @@ impl Connector for AdSample {
     }
 }
 
-/// The settings every call needs.
+/// The settings, checked: `check` and `fetch` refuse the same ones.
 #[derive(Debug)]
 struct Settings {
     /// `scheme://host[:port]`, without a trailing `/`.
     base_url: String,
     account_id: String,
+    /// The first date to fetch when there is no cursor yet, `YYYY-MM-DD`.
+    since: String,
+    /// Rows per page, 1 to [`crate::logic::MAX_PAGE_SIZE`].
+    page_size: u32,
 }
 
 impl Settings {
@@ -201,9 +199,18 @@ impl Settings {
             )));
         }
         let account_id = config::require(config, "account_id")?.trim();
+        let since = config::get_or(config, "since", DEFAULT_SINCE).trim();
+        if !is_date(since) {
+            return Err(ConnectorError::InvalidConfig(format!(
+                "the setting `since` must be a date YYYY-MM-DD, not `{since}`"
+            )));
+        }
+        let page_size = check_page_size(config::parse::<u32>(config, "page_size")?)?;
         Ok(Settings {
             base_url: base_url.to_owned(),
             account_id: account_id.to_owned(),
+            since: since.to_owned(),
+            page_size,
         })
     }
 }

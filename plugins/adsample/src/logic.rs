@@ -16,6 +16,19 @@ pub const DEFAULT_PAGE_SIZE: u32 = 100;
 /// The largest page size the platform accepts.
 pub const MAX_PAGE_SIZE: u32 = 500;
 
+/// The page size a `page_size` setting asks for (the default if unset),
+/// refused outside 1 to [`MAX_PAGE_SIZE`].
+pub fn check_page_size(setting: Option<u32>) -> Result<u32, ConnectorError> {
+    let page_size = setting.unwrap_or(DEFAULT_PAGE_SIZE);
+    if (1..=MAX_PAGE_SIZE).contains(&page_size) {
+        Ok(page_size)
+    } else {
+        Err(ConnectorError::InvalidConfig(format!(
+            "the setting `page_size` must be from 1 to {MAX_PAGE_SIZE}, not {page_size}"
+        )))
+    }
+}
+
 /// Where a run resumes: the first date to fetch and, within a run, the
 /// platform's token for the next page. Stored by the host as JSON:
 /// `{"since":"YYYY-MM-DD","page_token":"..."|null}`.
@@ -304,6 +317,18 @@ pub fn process_page(since: &str, page: &StatsPage) -> Result<PageOutput, Connect
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn page_sizes_out_of_range_are_invalid_config() {
+        assert_eq!(check_page_size(None).ok(), Some(DEFAULT_PAGE_SIZE));
+        assert_eq!(check_page_size(Some(500)).ok(), Some(500));
+        for bad in [0, MAX_PAGE_SIZE + 1] {
+            assert!(matches!(
+                check_page_size(Some(bad)),
+                Err(ConnectorError::InvalidConfig(_))
+            ));
+        }
+    }
 
     #[test]
     fn next_day_rolls_over() {

@@ -138,6 +138,12 @@ impl Running {
     pub fn finished(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(Some(_)))
     }
+
+    /// Kills it (a test that is about to fail cleans up).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// An intake home: a temporary directory with `intake.toml` loading the
