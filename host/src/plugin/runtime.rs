@@ -785,10 +785,13 @@ fn demangle(name: &str) -> String {
     let mut parts = Vec::new();
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        // Checked: a name section may claim any length (`_ZN99999…`).
         let Some(part) = rest[..digits]
             .parse::<usize>()
             .ok()
-            .and_then(|len| rest.get(digits..digits + len))
+            .filter(|len| *len > 0)
+            .and_then(|len| digits.checked_add(len))
+            .and_then(|end| rest.get(digits..end))
         else {
             return name.to_owned();
         };
@@ -800,6 +803,9 @@ fn demangle(name: &str) -> String {
         .is_some_and(|p| p.len() == 17 && p.starts_with('h'))
     {
         parts.pop();
+    }
+    if parts.is_empty() {
+        return name.to_owned();
     }
     parts.join("::")
 }
@@ -859,6 +865,11 @@ mod tests {
         );
         assert_eq!(demangle("abort"), "abort");
         assert_eq!(demangle("_ZN99shortE"), "_ZN99shortE");
+        // A length that overflows `usize` when added to its digits.
+        let huge = format!("_ZN{}xE", usize::MAX);
+        assert_eq!(demangle(&huge), huge);
+        assert_eq!(demangle("_ZNE"), "_ZNE");
+        assert_eq!(demangle("_ZN0E"), "_ZN0E");
     }
 
     #[test]
