@@ -1,13 +1,18 @@
 //! Host side of `intake:connector/credentials`: every call goes to the broker,
 //! bound to the invocation's data source. `fields`, `reveal` and `update` are
 //! audited, and so bounded per invocation (`MAX_CREDENTIAL_CALLS`).
+//!
+//! Values the plugin reveals or writes are remembered by the scrubber, within
+//! its bounds; a write's names are checked first (declared, each once), so
+//! that an undeclared name costs no memory.
 
 use crate::broker::{Denial, Use};
 use crate::secret::SecretString;
 
 use super::bindings::credentials::{CredentialError, FieldValue, Host};
 use super::placeholder;
-use super::state::InvocationState;
+use super::scrub::ScrubLimit;
+use super::state::{InvocationState, LimitExceeded};
 
 impl From<Denial> for CredentialError {
     fn from(d: Denial) -> Self {
@@ -38,6 +43,11 @@ impl InvocationState {
 
 fn unbound() -> CredentialError {
     CredentialError::Denied("the plugin is not running for a data source".into())
+}
+
+/// A scrubber bound reached: the invocation ends with a limit error.
+fn scrub_limit(e: ScrubLimit) -> wasmtime::Error {
+    wasmtime::Error::new(LimitExceeded(e.0))
 }
 
 impl Host for InvocationState {
@@ -71,8 +81,9 @@ impl Host for InvocationState {
                 let mut out = Vec::with_capacity(names.len());
                 for name in &names {
                     if let Some(v) = granted.values.get(name) {
+                        // Remembered before the plugin holds it.
+                        self.guest.scrubber.hold(name, v).map_err(scrub_limit)?;
                         out.push(v.expose().to_owned());
-                        self.guest.scrubber.add(v, name);
                     }
                 }
                 Ok(Ok(out))
@@ -94,22 +105,30 @@ impl Host for InvocationState {
         if fields.is_empty() {
             return Ok(Err(CredentialError::Other("no field to update".into())));
         }
-        for (i, (name, value)) in fields.iter().enumerate() {
+        // Undeclared names go to the broker, which refuses and audits them,
+        // before any value is remembered.
+        let declared = fields
+            .iter()
+            .all(|(name, _)| binding.fields.contains_key(name));
+        let mut seen = std::collections::HashSet::with_capacity(fields.len());
+        for (name, value) in &fields {
             if value.len() > super::spec::MAX_FIELD_BYTES {
                 return Ok(Err(CredentialError::Other(format!(
                     "the value of `{name}` is longer than {} bytes",
                     super::spec::MAX_FIELD_BYTES
                 ))));
             }
-            if fields[..i].iter().any(|(other, _)| other == name) {
+            if !seen.insert(name.as_str()) {
                 return Ok(Err(CredentialError::Other(format!(
                     "field `{name}` is given twice"
                 ))));
             }
         }
         // A plugin sees values it writes; scrub them like revealed ones.
-        for (name, value) in &fields {
-            self.guest.scrubber.add(value, name);
+        if declared {
+            for (name, value) in &fields {
+                self.guest.scrubber.hold(name, value).map_err(scrub_limit)?;
+            }
         }
         let updated = broker.update(binding, fields).map(|_| ());
         Ok(self.answer(updated))

@@ -29,10 +29,10 @@ use crate::origin::{Origin, Scheme};
 use crate::secret::SecretString;
 
 use super::placeholder::{self, Context, Placeholder};
-use super::scrub::Scrubber;
+use super::scrub::{InFlight, Scrubber};
 #[cfg(test)]
 use super::state::Fault;
-use super::state::Tripwire;
+use super::state::{Tripwire, safe_line};
 
 type WasiBody = wasmtime_wasi_http::WasiBody;
 type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
@@ -41,6 +41,10 @@ type SendFuture =
 
 /// The largest request body a plugin may send, in bytes.
 pub const MAX_REQUEST_BODY: usize = 4 * 1024 * 1024;
+
+/// The longest refusal text kept (logged, noted for the run's error and
+/// audited), in bytes: it may quote plugin-controlled text (a URI).
+const MAX_REFUSAL_BYTES: usize = 1024;
 
 /// Requests of one invocation open at once (sent and not yet finished with):
 /// more wait for one to end, so that a plugin cannot hold thousands of
@@ -111,7 +115,7 @@ fn list(origins: &[Origin]) -> String {
 
 impl HttpPolicy {
     fn refuse(&self, why: String) -> Error {
-        note_refusal(&self.notes, &self.label, self.scrubber.scrub(&why))
+        note_refusal(&self.notes, &self.label, &self.scrubber, &why)
     }
 
     /// Checks the destination and the budget; returns the origin. A refused
@@ -121,7 +125,7 @@ impl HttpPolicy {
         match self.check(request) {
             Ok(origin) => Ok(origin),
             Err(Refusal::Policy(why, more)) => {
-                let why = self.scrubber.scrub(&why);
+                let why = safe_line(&self.scrubber, &why, MAX_REFUSAL_BYTES);
                 self.audit_refused(request, &why);
                 Err(self.refuse(format!("{why}{more}")))
             }
@@ -249,11 +253,14 @@ impl WasiHttpHooks for HttpPolicy {
                 .acquire_owned()
                 .await
                 .map_err(|_| Error::InternalError(None))?;
-            let request = injector.inject(request, &origin).await?;
+            let (request, in_flight) = injector.inject(request, &origin).await?;
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            // The injected values stay remembered while the connection is
+            // open: the platform may still echo them.
             let io = async move {
                 let done = io.await;
                 drop(permit);
+                drop(in_flight);
                 done
             };
             let response = response.map(|body| {
@@ -288,7 +295,14 @@ struct Injector {
 
 impl Injector {
     fn refuse(&self, why: String) -> Error {
-        note_refusal(&self.notes, &self.label, self.scrubber.scrub(&why))
+        note_refusal(&self.notes, &self.label, &self.scrubber, &why)
+    }
+
+    /// Ends the invocation for a limit of the scrubber: the request is not
+    /// sent, and the run fails naming the limit.
+    fn limit(&self, what: String) -> Error {
+        self.tripwire.trip(what);
+        Error::HttpRequestDenied
     }
 
     /// Refuses a request that carries, verbatim, a secret value the plugin
@@ -341,30 +355,51 @@ impl Injector {
 
     /// Hands every value about to be substituted for `found` to the
     /// scrubber, with its encodings: a field's value unless the spec
-    /// declares the field not secret, and always a basic-auth token.
-    fn remember(&self, found: &[&Placeholder], values: &crate::secret::SecretFields) {
+    /// declares the field not secret, and always a basic-auth token. Returns
+    /// the guards that keep them remembered while the request is open.
+    fn remember(
+        &self,
+        found: &[&Placeholder],
+        values: &crate::secret::SecretFields,
+    ) -> Result<Vec<InFlight>, Error> {
+        let mut guards = Vec::new();
+        let limit = |e: super::scrub::ScrubLimit| self.limit(e.0);
         for p in found {
             if let Placeholder::Basic(user, password) = p {
-                let token = placeholder::basic_token(values, user, password);
-                self.scrubber
-                    .add_form(SecretString::new(token.to_string()), &[user, password]);
+                let pair = SecretString::new(format!(
+                    "{}:{}",
+                    values
+                        .get(user)
+                        .map(SecretString::expose)
+                        .unwrap_or_default(),
+                    values
+                        .get(password)
+                        .map(SecretString::expose)
+                        .unwrap_or_default()
+                ));
+                guards.push(
+                    self.scrubber
+                        .inject_basic(user, password, &pair)
+                        .map_err(limit)?,
+                );
             }
             for field in p.fields() {
                 if self.public_fields.contains(field) {
                     continue;
                 }
                 if let Some(value) = values.get(field) {
-                    self.scrubber.add(value, field);
+                    guards.push(self.scrubber.inject(field, value).map_err(limit)?);
                 }
             }
         }
+        Ok(guards)
     }
 
     async fn inject(
         &self,
         request: http::Request<WasiBody>,
         origin: &Origin,
-    ) -> Result<http::Request<WasiBody>, Error> {
+    ) -> Result<(http::Request<WasiBody>, Vec<InFlight>), Error> {
         let (mut parts, body) = request.into_parts();
         let body = Limited::new(body, MAX_REQUEST_BODY)
             .collect()
@@ -388,7 +423,7 @@ impl Injector {
             && in_headers.iter().all(|(_, _, f)| f.is_empty())
             && in_body.is_empty()
         {
-            return Ok(http::Request::from_parts(parts, full(body)));
+            return Ok((http::Request::from_parts(parts, full(body)), Vec::new()));
         }
 
         let found: Vec<&Placeholder> = in_uri
@@ -426,7 +461,7 @@ impl Injector {
             })?;
         let values = &granted.values;
         // Before anything is sent: the answer may echo them.
-        self.remember(&found, values);
+        let in_flight = self.remember(&found, values)?;
         let unencodable = |e: placeholder::Unencodable| self.refuse(e.to_string());
 
         if !in_uri.is_empty() {
@@ -461,7 +496,7 @@ impl Injector {
                 .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
             Bytes::from(new.to_vec())
         };
-        Ok(http::Request::from_parts(parts, full(body)))
+        Ok((http::Request::from_parts(parts, full(body)), in_flight))
     }
 }
 
@@ -469,12 +504,14 @@ impl Injector {
 const MAX_NOTES: usize = 20;
 
 /// Logs and notes (for the run's error) why a request was refused, the first
-/// [`MAX_NOTES`] times in an invocation: a plugin retrying in a loop cannot
-/// flood the host's log.
-fn note_refusal(notes: &Mutex<Vec<String>>, label: &str, why: String) -> Error {
+/// [`MAX_NOTES`] times in an invocation, scrubbed and cut to
+/// [`MAX_REFUSAL_BYTES`]: a plugin retrying in a loop, or with a huge URI,
+/// cannot flood the host's log.
+fn note_refusal(notes: &Mutex<Vec<String>>, label: &str, scrubber: &Scrubber, why: &str) -> Error {
     if let Ok(mut notes) = notes.lock()
         && notes.len() < MAX_NOTES
     {
+        let why = safe_line(scrubber, why, MAX_REFUSAL_BYTES);
         tracing::warn!(target: "intake::http", source = %label, "refused a request: {why}");
         notes.push(why);
     }

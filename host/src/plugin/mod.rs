@@ -14,6 +14,7 @@ mod host_credentials;
 mod host_log;
 mod http;
 mod limiter;
+mod matcher;
 pub mod placeholder;
 mod runtime;
 mod scrub;

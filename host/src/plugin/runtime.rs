@@ -33,6 +33,7 @@ use super::scrub::Scrubber;
 use super::spec::{PluginSpec, Reach};
 use super::state::{
     Fault, GuestContext, InvocationState, LimitExceeded, LogBudget, StderrTail, Tripwire, one_line,
+    safe_line,
 };
 
 /// The `intake:connector` package version this host implements.
@@ -671,8 +672,17 @@ fn finish_error(err: RunError, scrubber: &Scrubber, notes: &Mutex<Vec<String>>) 
     } else {
         format!(" (the host refused: {})", notes.join("; "))
     };
-    let fix = |s: String| one_line(&scrubber.scrub(&format!("{s}{extra}")), MAX_ERROR_BYTES);
-    let clean = |s: String| one_line(&scrubber.scrub(&s), MAX_ERROR_BYTES);
+    // Cut while scrubbing (see `safe_line`): a plugin's megabytes of error
+    // text cost what 4 KiB do. With notes, the plugin's text gets half, so
+    // that the cut never hides why the host refused something.
+    let fix = |s: String| {
+        if extra.is_empty() {
+            return safe_line(scrubber, &s, MAX_ERROR_BYTES);
+        }
+        let head = safe_line(scrubber, &s, MAX_ERROR_BYTES / 2);
+        safe_line(scrubber, &format!("{head}{extra}"), MAX_ERROR_BYTES)
+    };
+    let clean = |s: String| safe_line(scrubber, &s, MAX_ERROR_BYTES);
     match err {
         RunError::AuthFailed(s) => RunError::AuthFailed(fix(s)),
         RunError::RateLimited {
@@ -773,7 +783,8 @@ fn trap(e: &wasmtime::Error, limits: &Limits, stderr: &StderrTail) -> RunError {
             None => cause,
         },
     };
-    RunError::Trap(one_line(&message, MAX_ERROR_BYTES))
+    // Not cut here: `finish_error` cuts it after scrubbing a wider window.
+    RunError::Trap(message)
 }
 
 /// `crate::module::function` for a legacy-mangled Rust symbol
