@@ -27,7 +27,7 @@ const GOOD: &str = "good-ads";
 const GOOD_ACCOUNT: &str = "acme-us";
 
 /// The attacks of the `hostile` plugin run as data sources `h-ATTACK`.
-const ATTACKS: [&str; 22] = [
+const ATTACKS: [&str; 23] = [
     "ok",
     "loop",
     "sleep",
@@ -50,6 +50,7 @@ const ATTACKS: [&str; 22] = [
     "resource-flood",
     "connection-flood",
     "reflect-exfiltrate",
+    "amplify",
 ];
 
 /// Broken plugins next to the good ones: platform, file name (in the home).
@@ -847,4 +848,46 @@ fn hostile_reflected_secret_goes_nowhere() {
                 .contains("carries the value of credential field `token`")),
         "{denied:?}"
     );
+}
+
+/// Credential calls and refused requests cannot make the host write more
+/// audit records, or keep more memory, than the spec's fields bound:
+/// 200,000 names, a megabyte-long name, undeclared fields with 16 KiB
+/// values, 501 placeholders and a 20 KB authority each make at most one
+/// short record.
+#[test]
+fn hostile_amplification_is_bounded() {
+    let a = attacked();
+    let msg = a.failure("amplify");
+    // Refused, every one, and none of it a limit: undeclared values were
+    // never remembered (ten of them would pass the scrubber's bound).
+    assert!(
+        msg.starts_with("plugin error: amplify refused: all 27 attempts"),
+        "{msg}"
+    );
+    assert!(msg.contains("names 200000 credential fields"), "{msg}");
+    assert!(msg.contains("longer than 64 bytes"), "{msg}");
+    let audited = a.audit_of("h-amplify");
+    // One per attempt: three rounds of two reveals, an update and two
+    // refused requests (the 20 KB authority may already be refused by wasi,
+    // before the host sees it), and twelve updates.
+    assert!(
+        (24..=27).contains(&audited.len()),
+        "{} records: {audited:?}",
+        audited.len()
+    );
+    for r in &audited {
+        assert_eq!(r["decision"], "denied", "{r}");
+        let detail = r["detail"].as_str().unwrap();
+        assert!(detail.len() < 2048, "{} bytes: {detail}", detail.len());
+        let field = r["field"].as_str().unwrap_or("");
+        assert!(field.len() <= 10, "a field name of {} bytes", field.len());
+    }
+    // Only declared fields are named: the 500 undeclared placeholders are not.
+    assert!(
+        audited.iter().all(|r| r["field"].is_null()
+            || ["token", "undeclared"].contains(&r["field"].as_str().unwrap())),
+        "{audited:?}"
+    );
+    assert!(a.outside_requests.is_empty(), "{:?}", a.outside_requests);
 }

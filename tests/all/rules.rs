@@ -188,6 +188,7 @@ fn binding(source: u64, owner: &str, origin: &Origin, reveal: bool) -> Binding {
         }),
         pending: None,
         pending_of: None,
+        session: Default::default(),
     }
 }
 
@@ -397,8 +398,16 @@ fn rule_1_fields_declared_by_the_plugin() {
     let source = store.find_source("acme-us").unwrap();
     let origin = Origin::parse(&platform.base_url()).unwrap();
     let broker = Broker::new(store.clone());
+    // Two declared fields, as the AdSample spec has more: two names pass the
+    // broker's bound on a request's length, and `favourite` is refused as
+    // undeclared.
+    let mut declared = binding(source.id, "alice", &origin, false);
+    declared.fields = Arc::new(HashMap::from([
+        ("access_token".to_owned(), vec![origin.clone()]),
+        ("refresh_token".to_owned(), vec![origin.clone()]),
+    ]));
     match broker.update(
-        &binding(source.id, "alice", &origin, false),
+        &declared,
         vec![
             (
                 "access_token".into(),

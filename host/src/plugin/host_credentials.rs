@@ -1,10 +1,11 @@
 //! Host side of `intake:connector/credentials`: every call goes to the broker,
 //! bound to the invocation's data source. `fields`, `reveal` and `update` are
-//! audited, and so bounded per invocation (`MAX_CREDENTIAL_CALLS`).
+//! audited, and so bounded per invocation (`MAX_CREDENTIAL_CALLS`, and the
+//! broker's own bounds on names and audit records).
 //!
-//! Values the plugin reveals or writes are remembered by the scrubber, within
-//! its bounds; a write's names are checked first (declared, each once), so
-//! that an undeclared name costs no memory.
+//! Values the plugin reveals or writes are remembered by the scrubber, after
+//! the broker has checked the names (an undeclared name costs no memory),
+//! within the scrubber's bounds.
 
 use crate::broker::{Denial, Use};
 use crate::secret::SecretString;
@@ -29,15 +30,20 @@ impl From<Denial> for CredentialError {
 type Answer<T> = wasmtime::Result<Result<T, CredentialError>>;
 
 impl InvocationState {
-    /// The broker's answer for the plugin; a store failure also fails the run
-    /// as a host error, whatever the plugin makes of it.
-    fn answer<T>(&self, result: Result<T, Denial>) -> Result<T, CredentialError> {
-        result.map_err(|d| {
-            if let Denial::Store(_) = &d {
-                self.guest.tripwire.fail(d.to_string());
+    /// The broker's answer for the plugin. A limit ends the invocation (a
+    /// trap naming it); a store failure also fails the run as a host error,
+    /// whatever the plugin makes of it.
+    fn answer<T>(&self, result: Result<T, Denial>) -> Answer<T> {
+        match result {
+            Ok(value) => Ok(Ok(value)),
+            Err(Denial::Limit(why)) => Err(wasmtime::Error::new(LimitExceeded(why))),
+            Err(d) => {
+                if let Denial::Store(_) = &d {
+                    self.guest.tripwire.fail(d.to_string());
+                }
+                Ok(Err(d.into()))
             }
-            d.into()
-        })
+        }
     }
 }
 
@@ -57,7 +63,7 @@ impl Host for InvocationState {
             return Ok(Err(unbound()));
         };
         let names = broker.field_names(binding);
-        Ok(self.answer(names))
+        self.answer(names)
     }
 
     fn placeholder(&mut self, field: String) -> Answer<String> {
@@ -75,21 +81,22 @@ impl Host for InvocationState {
         let (Some(binding), Some(broker)) = (&self.guest.binding, &self.guest.broker) else {
             return Ok(Err(unbound()));
         };
+        let (binding, broker) = (binding.clone(), broker.clone());
         let names: Vec<&str> = fields.iter().map(String::as_str).collect();
-        match broker.request(binding, &names, &Use::Reveal) {
-            Ok(granted) => {
-                let mut out = Vec::with_capacity(names.len());
-                for name in &names {
-                    if let Some(v) = granted.values.get(name) {
-                        // Remembered before the plugin holds it.
-                        self.guest.scrubber.hold(name, v).map_err(scrub_limit)?;
-                        out.push(v.expose().to_owned());
-                    }
-                }
-                Ok(Ok(out))
-            }
-            Err(denial) => Ok(self.answer(Err(denial))),
+        let granted = match broker.request(&binding, &names, &Use::Reveal) {
+            Ok(granted) => granted,
+            Err(denial) => return self.answer(Err(denial)),
+        };
+        // Remembered before the plugin holds them, so that none of its text
+        // can carry them out.
+        for (name, value) in granted.values.iter() {
+            self.guest.scrubber.hold(name, value).map_err(scrub_limit)?;
         }
+        let out = names
+            .iter()
+            .filter_map(|name| granted.values.get(name).map(|v| v.expose().to_owned()))
+            .collect();
+        Ok(Ok(out))
     }
 
     fn update(&mut self, fields: Vec<FieldValue>) -> Answer<()> {
@@ -97,6 +104,7 @@ impl Host for InvocationState {
         let (Some(binding), Some(broker)) = (&self.guest.binding, &self.guest.broker) else {
             return Ok(Err(unbound()));
         };
+        let (binding, broker) = (binding.clone(), broker.clone());
         // Wrapped at once, so that every copy is wiped whatever happens next.
         let fields: Vec<(String, SecretString)> = fields
             .into_iter()
@@ -105,33 +113,18 @@ impl Host for InvocationState {
         if fields.is_empty() {
             return Ok(Err(CredentialError::Other("no field to update".into())));
         }
-        // Undeclared names go to the broker, which refuses and audits them,
-        // before any value is remembered.
-        let declared = fields
-            .iter()
-            .all(|(name, _)| binding.fields.contains_key(name));
-        let mut seen = std::collections::HashSet::with_capacity(fields.len());
+        // Names and values first (audited if refused): nothing undeclared or
+        // unusable is remembered.
+        if let Err(denial) = broker.check_update(&binding, &fields) {
+            return self.answer(Err(denial));
+        }
+        // A plugin knows the values it writes, whether the write is then
+        // stored or refused: scrub them like revealed ones.
         for (name, value) in &fields {
-            if value.len() > super::spec::MAX_FIELD_BYTES {
-                return Ok(Err(CredentialError::Other(format!(
-                    "the value of `{name}` is longer than {} bytes",
-                    super::spec::MAX_FIELD_BYTES
-                ))));
-            }
-            if !seen.insert(name.as_str()) {
-                return Ok(Err(CredentialError::Other(format!(
-                    "field `{name}` is given twice"
-                ))));
-            }
+            self.guest.scrubber.hold(name, value).map_err(scrub_limit)?;
         }
-        // A plugin sees values it writes; scrub them like revealed ones.
-        if declared {
-            for (name, value) in &fields {
-                self.guest.scrubber.hold(name, value).map_err(scrub_limit)?;
-            }
-        }
-        let updated = broker.update(binding, fields).map(|_| ());
-        Ok(self.answer(updated))
+        let updated = broker.update(&binding, fields).map(|_| ());
+        self.answer(updated)
     }
 }
 

@@ -9,13 +9,14 @@
 //! substituted is handed to the invocation's [`Scrubber`], so that a platform
 //! echoing it back cannot get it into a log or an error. Response bodies are
 //! cut off at the configured size. A refused request that carries
-//! placeholders in its URI or headers is audited as a denied injection of
-//! those fields.
+//! placeholders of declared fields in its URI or headers is audited as a
+//! denied injection of those fields (bounded: one record per declared field,
+//! and the refusal text quotes at most a bounded part of the request).
 //!
-//! Using up the request budget or receiving a response over the size limit
-//! trips the invocation's [`Tripwire`]: the plugin sees an HTTP error, and
-//! the run fails with a limit error naming the setting, whatever the plugin
-//! makes of it.
+//! Using up the request budget, receiving a response over the size limit or
+//! reaching a limit of the scrubber or the audit trips the invocation's
+//! [`Tripwire`]: the plugin sees an HTTP error, and the run fails with a limit
+//! error naming the setting, whatever the plugin makes of it.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -45,6 +46,21 @@ pub const MAX_REQUEST_BODY: usize = 4 * 1024 * 1024;
 /// The longest refusal text kept (logged, noted for the run's error and
 /// audited), in bytes: it may quote plugin-controlled text (a URI).
 const MAX_REFUSAL_BYTES: usize = 1024;
+
+/// The most of a URI or authority quoted in a refusal, in bytes.
+const MAX_QUOTED_BYTES: usize = 200;
+
+/// `text` cut to [`MAX_QUOTED_BYTES`] (at a character boundary), marked if cut.
+fn quoted(text: &str) -> String {
+    if text.len() <= MAX_QUOTED_BYTES {
+        return text.to_owned();
+    }
+    let mut at = MAX_QUOTED_BYTES;
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    format!("{}… ({} bytes)", &text[..at], text.len())
+}
 
 /// Requests of one invocation open at once (sent and not yet finished with):
 /// more wait for one to end, so that a plugin cannot hold thousands of
@@ -154,13 +170,18 @@ impl HttpPolicy {
         let scheme = match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
             Some("http") => Scheme::Http,
             Some("https") => Scheme::Https,
-            _ => return Err(policy(format!("{uri}: only http and https are allowed"))),
+            _ => {
+                return Err(policy(format!(
+                    "{}: only http and https are allowed",
+                    quoted(&uri.to_string())
+                )));
+            }
         };
         let Some(authority) = uri.authority() else {
             return Err(policy("a request without a host".into()));
         };
         let origin = Origin::from_authority(scheme, authority.as_str())
-            .map_err(|why| policy(format!("{authority}: {why}")))?;
+            .map_err(|why| policy(format!("{}: {why}", quoted(authority.as_str()))))?;
         if !self.allowed.contains(&origin) {
             return Err(Refusal::Policy(
                 format!("{origin} is not allowed for this plugin"),
@@ -197,29 +218,34 @@ impl HttpPolicy {
         format!(" ({detail})")
     }
 
-    /// Audits the credential fields whose placeholders stand in the URI or
-    /// headers of a request refused for `why` (the body of a refused request
-    /// is never read).
+    /// Audits the declared credential fields whose placeholders stand in the
+    /// URI or headers of a request refused for `why` (bounded by the caller;
+    /// the body of a refused request is never read): one record per declared
+    /// field, however many placeholders the request holds. Past the audit
+    /// allowance, the invocation fails with a limit error.
     fn audit_refused(&self, request: &http::Request<WasiBody>, why: &str) {
         let (Some(binding), Some(broker)) = (&self.binding, &self.broker) else {
             return;
         };
         let uri = request.uri().to_string();
-        let found = std::iter::once(uri.as_bytes())
-            .chain(request.headers().values().map(http::HeaderValue::as_bytes))
-            .filter_map(|text| placeholder::find(text, "request").ok())
-            .flatten()
-            .collect::<Vec<_>>();
         let mut fields: Vec<&str> = Vec::new();
-        for (_, _, p) in &found {
-            for f in p.fields() {
-                if !fields.contains(&f) {
-                    fields.push(f);
+        let texts = std::iter::once(uri.as_bytes())
+            .chain(request.headers().values().map(http::HeaderValue::as_bytes));
+        for text in texts {
+            for (_, _, p) in placeholder::find(text, "request").unwrap_or_default() {
+                for f in p.fields() {
+                    if let Some((declared, _)) = binding.fields.get_key_value(f)
+                        && !fields.contains(&declared.as_str())
+                    {
+                        fields.push(declared);
+                    }
                 }
             }
         }
-        if !fields.is_empty() {
-            broker.record_refused_inject(binding, &fields, &format!("request refused: {why}"));
+        if let Err(Denial::Limit(what)) =
+            broker.record_refused_inject(binding, &fields, &format!("request refused: {why}"))
+        {
+            self.tripwire.trip(what);
         }
     }
 }
@@ -298,8 +324,8 @@ impl Injector {
         note_refusal(&self.notes, &self.label, &self.scrubber, &why)
     }
 
-    /// Ends the invocation for a limit of the scrubber: the request is not
-    /// sent, and the run fails naming the limit.
+    /// Ends the invocation for a limit of the audit or the scrubber: the
+    /// request is not sent, and the run fails naming the limit.
     fn limit(&self, what: String) -> Error {
         self.tripwire.trip(what);
         Error::HttpRequestDenied
@@ -347,8 +373,11 @@ impl Injector {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        if let Some(broker) = &self.broker {
-            broker.record_refused_inject(binding, &refused, &format!("request refused: {why}"));
+        if let Some(broker) = &self.broker
+            && let Err(Denial::Limit(what)) =
+                broker.record_refused_inject(binding, &refused, &format!("request refused: {why}"))
+        {
+            return Err(self.limit(what));
         }
         Err(self.refuse(why))
     }
@@ -451,13 +480,14 @@ impl Injector {
                     origin: origin.clone(),
                 },
             )
-            .map_err(|d| {
-                if let Denial::Store(_) = &d {
-                    // Not a refusal: the host failed, and the run says so.
+            .map_err(|d| match d {
+                // Not a refusal: the host failed, and the run says so.
+                Denial::Store(_) => {
                     self.tripwire.fail(d.to_string());
-                    return Error::InternalError(None);
+                    Error::InternalError(None)
                 }
-                self.refuse(format!("placeholder for {origin}: {d}"))
+                Denial::Limit(what) => self.limit(what),
+                d => self.refuse(format!("placeholder for {origin}: {d}")),
             })?;
         let values = &granted.values;
         // Before anything is sent: the answer may echo them.
@@ -613,6 +643,20 @@ mod tests {
              that the plugin's spec declares for this data source and intake.toml's `allow` \
              lists; declared: none; allow: none)"
         );
+    }
+
+    #[test]
+    fn refusals_quote_at_most_a_bounded_part_of_the_request() {
+        let mut p = policy(&["http://a.test"], &["http://a.test"], 100);
+        let long_host = format!("http://{}.test/x", "h".repeat(20_000));
+        let why = refusal(&mut p, &long_host);
+        assert!(why.len() < 600, "{} bytes: {why}", why.len());
+        assert!(why.contains("longer than 253 bytes"), "{why}");
+        // Noted (and logged) refusals are cut too.
+        let error = p.refuse("w".repeat(1 << 20));
+        assert!(matches!(error, Error::HttpRequestDenied));
+        let notes = p.notes.lock().expect("notes");
+        assert!(notes[0].len() < 2 * MAX_REFUSAL_BYTES, "{}", notes[0].len());
     }
 
     #[test]

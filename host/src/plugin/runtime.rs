@@ -450,6 +450,7 @@ impl Runtime {
             reveal: plugin.reveal.clone(),
             pending,
             pending_of,
+            session: Arc::default(),
         };
         Ok((plugin, binding, config, reach))
     }

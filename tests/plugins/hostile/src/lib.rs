@@ -93,6 +93,12 @@ pub enum Attack {
     /// budget of 20), none waited for until all
     /// are out.
     ConnectionFlood,
+    /// Tries to make the host write far more audit records (and keep far
+    /// more memory) than its calls: credential calls naming a field 200,000
+    /// times or with a megabyte-long name, writes of undeclared fields with
+    /// 16 KiB values, a refused request with hundreds of placeholders, an
+    /// authority of 20 KB.
+    Amplify,
 }
 
 /// Pages a `bulk` fetch returns.
@@ -104,7 +110,7 @@ pub const BULK_RECORD_BYTES: usize = 1024;
 
 impl Attack {
     /// Every attack with its setting value.
-    pub const ALL: [(&'static str, Attack); 24] = [
+    pub const ALL: [(&'static str, Attack); 25] = [
         ("ok", Attack::Ok),
         ("loop", Attack::Loop),
         ("sleep", Attack::Sleep),
@@ -129,6 +135,7 @@ impl Attack {
         ("resource-flood", Attack::ResourceFlood),
         ("connection-flood", Attack::ConnectionFlood),
         ("reflect-exfiltrate", Attack::ReflectExfiltrate),
+        ("amplify", Attack::Amplify),
     ];
 
     fn parse(name: &str) -> Result<Attack, ConnectorError> {
@@ -242,6 +249,9 @@ impl Connector for Hostile {
             Attack::ConnectionFlood => connection_flood(
                 config::get_or(config, "target", DEFAULT_TARGET).trim_end_matches('/'),
             ),
+            Attack::Amplify => {
+                amplify(config::get_or(config, "outside", DEFAULT_TARGET).trim_end_matches('/'))
+            }
         }
     }
 }
@@ -741,4 +751,66 @@ fn reflect_exfiltrate(base: &str, target: &str) -> Result<Page, ConnectorError> 
         return Err(verdict("reflect-exfiltrate", &attempts));
     }
     Ok(one_record(&format!(r#"{{"stolen":"{stolen}"}}"#)))
+}
+
+/// Each probe of `amplify`, repeated: what the host answered.
+fn amplify(outside: &str) -> Result<Page, ConnectorError> {
+    let huge_name = "n".repeat(1 << 20);
+    let mut attempts = Vec::new();
+    for round in 0..3 {
+        let many = vec!["token"; 200_000];
+        attempts.push((
+            format!("{round}: reveal of `token` 200000 times"),
+            credentials::reveal(&many)
+                .map(|v| format!("{} values", v.len()))
+                .map_err(|e| describe(&e)),
+        ));
+        let mut names = vec![huge_name.as_str()];
+        names.extend(std::iter::repeat_n("a", 1000));
+        attempts.push((
+            format!("{round}: reveal of a 1 MiB name and 1000 more"),
+            credentials::reveal(&names)
+                .map(|v| format!("{} values", v.len()))
+                .map_err(|e| describe(&e)),
+        ));
+        attempts.push((
+            format!("{round}: update of a 1 MiB name"),
+            credentials::update(&[(huge_name.as_str(), "x")])
+                .map(|()| "stored".to_owned())
+                .map_err(|e| describe(&e)),
+        ));
+        // A request refused for its destination, with 500 placeholders of
+        // undeclared fields next to the token's.
+        let mut header = String::from("{{intake:token}}");
+        for i in 0..500 {
+            header.push_str(&format!(" {{{{intake:f{i}}}}}"));
+        }
+        attempts.push((
+            format!("{round}: 501 placeholders to {outside}"),
+            attempt(Request::get(format!("{outside}/hostile/amplify")).header("x-many", header)),
+        ));
+        let long_host = format!("{}.test:80", "h".repeat(20_000));
+        attempts.push((
+            format!("{round}: a 20 KB authority"),
+            raw::send(
+                raw::RawScheme::Http,
+                &long_host,
+                "/x",
+                "Bearer {{intake:token}}",
+            ),
+        ));
+    }
+    // Distinct 16 KiB values for an undeclared field: the host must not
+    // remember them (it keeps at most 8 values of a field; past them it
+    // would end the run with a limit error, not a refusal).
+    for i in 0..12 {
+        let value = format!("{i:02}{}", "v".repeat(16 * 1024 - 2));
+        attempts.push((
+            format!("update {i} of an undeclared field"),
+            credentials::update(&[("undeclared", value.as_str())])
+                .map(|()| "stored".to_owned())
+                .map_err(|e| describe(&e)),
+        ));
+    }
+    Err(verdict("amplify", &attempts))
 }

@@ -12,12 +12,18 @@
 //! - for injection, the destination origin is allowed for that field; for
 //!   reveal, the operator granted that field to the plugin.
 //!
-//! Every decision, granted or denied, is audited (never the value). Audit
-//! records and last-use times are buffered and written by [`Broker::flush`],
-//! which the runtime calls when an invocation ends, both in one transaction
-//! ([`Store::record_secret_use`]). Flushes are a group commit: one at a
-//! time, each writing everything buffered so far, so that invocations ending
-//! together share one durable write.
+//! Every decision, granted or denied, is audited (never the value), within
+//! bounds that keep a plugin from flooding the audit log ([`session`]): one
+//! record per distinct declared field of a request, and at most
+//! [`MAX_AUDIT_RECORDS`] per invocation.
+//!
+//! Audit records and last-use times are buffered and written by
+//! [`Broker::flush`], which the runtime calls when an invocation ends, both
+//! in one transaction ([`Store::record_secret_use`]). Flushes are a group
+//! commit: one at a time, each writing everything buffered so far, so that
+//! invocations ending together share one durable write.
+
+mod session;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +31,13 @@ use std::sync::{Arc, Mutex};
 
 use crate::origin::Origin;
 use crate::secret::{SecretFields, SecretString};
-use crate::store::{AuditAction, AuditRecord, CredentialId, SourceId, Store, StoreError, now_ms};
+use crate::store::{
+    AuditAction, AuditRecord, CredentialId, CredentialRecord, SourceId, SourceRecord, Store,
+    StoreError, now_ms,
+};
+
+use session::{Allowance, check_names, distinct};
+pub use session::{MAX_AUDIT_RECORDS, MAX_FIELD_NAME_BYTES, Session};
 
 /// What a plugin invocation is bound to, fixed when it starts.
 #[derive(Debug, Clone)]
@@ -48,6 +60,9 @@ pub struct Binding {
     /// The stored credential the pending secrets are a version of (for the
     /// audit), if any; the caller checked it is the owner's, of the platform.
     pub pending_of: Option<CredentialId>,
+    /// This invocation's audit allowance: one per invocation, shared by the
+    /// binding's clones.
+    pub session: Arc<Session>,
 }
 
 impl Binding {
@@ -89,6 +104,14 @@ pub enum Denial {
     /// The store failed; the text says how.
     #[error("the credential store failed: {0}")]
     Store(String),
+    /// A per-invocation limit was reached; the text names it. The
+    /// invocation fails.
+    #[error("limit exceeded: {0}")]
+    Limit(String),
+    /// A value the plugin wrote cannot be a credential value; the text says
+    /// why, naming the field, never the value.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Field values served for one request, all from one credential version.
@@ -160,6 +183,10 @@ impl Broker {
     }
 
     /// Decides a request for `fields` of the bound data source's credential.
+    ///
+    /// Names beyond what the spec allows (more names than declared fields,
+    /// or one longer than any declared name can be) are refused with one
+    /// record; otherwise each distinct field named gets one record.
     pub fn request(
         &self,
         binding: &Binding,
@@ -170,13 +197,28 @@ impl Broker {
             Use::Inject { origin } => (AuditAction::Inject, origin.to_string()),
             Use::Reveal => (AuditAction::Reveal, String::new()),
         };
-        let outcome = self.decide(binding, fields, use_);
+        let with_detail = |why: &str| {
+            if detail.is_empty() {
+                why.to_owned()
+            } else {
+                format!("{detail}: {why}")
+            }
+        };
+        if let Some(why) = check_names(binding, fields) {
+            self.denied.fetch_add(1, Ordering::Relaxed);
+            let record = self.record_of(binding, None, None, action, Err(&with_detail(&why)));
+            self.push(binding, vec![record])?;
+            return Err(Denial::Denied(why));
+        }
+        let fields = distinct(fields);
+        // Counted before deciding: past the allowance nothing is served.
+        self.allow(binding, fields.len(), action)?;
+        let outcome = self.decide(binding, &fields, use_);
         let (credential, decision) = match &outcome {
             Ok(_) if binding.pending.is_some() => (binding.pending_of, Ok(())),
             Ok(g) => (Some(g.credential), Ok(())),
             Err((cred, denial)) => (*cred, Err(denial.to_string())),
         };
-        let now = now_ms();
         match &decision {
             Ok(()) => self
                 .granted
@@ -185,30 +227,59 @@ impl Broker {
                 .denied
                 .fetch_add(fields.len() as u64, Ordering::Relaxed),
         };
+        let now = now_ms();
+        let records = fields
+            .iter()
+            .map(|field| AuditRecord {
+                at_ms: now,
+                user: binding.owner.clone(),
+                source: binding.audited_source(),
+                plugin: Some(binding.platform.clone()),
+                credential,
+                field: Some((*field).to_owned()),
+                action,
+                granted: decision.is_ok(),
+                detail: match &decision {
+                    Ok(()) => detail.clone(),
+                    Err(why) => with_detail(why),
+                },
+            })
+            .collect::<Vec<_>>();
         {
             let mut pending = self.lock();
-            for field in fields {
-                pending.audit.push(AuditRecord {
-                    at_ms: now,
-                    user: binding.owner.clone(),
-                    source: binding.audited_source(),
-                    plugin: Some(binding.platform.clone()),
-                    credential,
-                    field: Some((*field).to_owned()),
-                    action,
-                    granted: decision.is_ok(),
-                    detail: match &decision {
-                        Ok(()) => detail.clone(),
-                        Err(why) if detail.is_empty() => why.clone(),
-                        Err(why) => format!("{detail}: {why}"),
-                    },
-                });
-            }
+            pending.audit.extend(records);
             if let (Ok(g), None) = (&outcome, &binding.pending) {
                 pending.used.insert(g.credential, now);
             }
         }
         outcome.map_err(|(_, d)| d)
+    }
+
+    /// Counts `n` records against the invocation's allowance; past it, one
+    /// summary record (as `action`) and a limit denial.
+    fn allow(&self, binding: &Binding, n: usize, action: AuditAction) -> Result<(), Denial> {
+        match binding.session.allow(n) {
+            Allowance::Granted => Ok(()),
+            Allowance::JustCapped => {
+                self.denied.fetch_add(1, Ordering::Relaxed);
+                let summary = binding.session.summary();
+                let record = self.record_of(binding, None, None, action, Err(&summary));
+                self.lock().audit.push(record);
+                Err(binding.session.limit())
+            }
+            Allowance::Capped => {
+                self.denied.fetch_add(1, Ordering::Relaxed);
+                Err(binding.session.limit())
+            }
+        }
+    }
+
+    /// Buffers `records`, if the invocation's allowance has room for them.
+    fn push(&self, binding: &Binding, records: Vec<AuditRecord>) -> Result<(), Denial> {
+        let action = records.first().map_or(AuditAction::Inject, |r| r.action);
+        self.allow(binding, records.len(), action)?;
+        self.lock().audit.extend(records);
+        Ok(())
     }
 
     fn decide(
@@ -254,6 +325,31 @@ impl Broker {
                 values,
             });
         }
+        let (_, credential) = self.check_link(binding)?;
+        let id = Some(credential.id);
+        let values = self
+            .store
+            .open_fields(&credential, Some(fields))
+            .map_err(|e| (id, Denial::Store(e.to_string())))?;
+        if let Some(missing) = fields.iter().find(|f| values.get(f).is_none()) {
+            return Err((id, Denial::MissingField((*missing).to_owned())));
+        }
+        Ok(Granted {
+            credential: credential.id,
+            version: credential.version,
+            values,
+        })
+    }
+
+    /// The bound data source and the credential its link points at, read in
+    /// one snapshot, if the link may be used: the data source still exists
+    /// and is of the plugin's platform, and the credential is linked, the
+    /// data source owner's and of the plugin's platform. A refusal comes with
+    /// the credential concerned, if known (the caller audits it).
+    fn check_link(
+        &self,
+        binding: &Binding,
+    ) -> Result<(SourceRecord, CredentialRecord), (Option<CredentialId>, Denial)> {
         let store_err = |e: StoreError| (None, Denial::Store(e.to_string()));
         let Some((source, credential)) = self
             .store
@@ -301,63 +397,44 @@ impl Broker {
                 )),
             ));
         }
-        let values = self
-            .store
-            .open_fields(&credential, Some(fields))
-            .map_err(|e| (id, Denial::Store(e.to_string())))?;
-        if let Some(missing) = fields.iter().find(|f| values.get(f).is_none()) {
-            return Err((id, Denial::MissingField((*missing).to_owned())));
-        }
-        Ok(Granted {
-            credential: credential.id,
-            version: credential.version,
-            values,
-        })
+        Ok((source, credential))
     }
 
     /// Names of the fields the bound credential has values for. Not secret,
     /// but checked like a request (a plugin learns nothing of a credential it
-    /// may not use).
+    /// may not use); a refusal is audited.
     pub fn field_names(&self, binding: &Binding) -> Result<Vec<String>, Denial> {
         if let Some(pending) = &binding.pending {
             let pending = pending.lock().unwrap_or_else(|p| p.into_inner());
             return Ok(pending.names().map(str::to_owned).collect());
         }
-        let (_, credential) = self.linked(binding, None, AuditAction::ListFields)?;
+        let (_, credential) = self.linked(binding, AuditAction::ListFields, &[])?;
         Ok(credential.fields.iter().map(|f| f.name.clone()).collect())
     }
 
-    /// The bound data source and its credential, if the link is legitimate:
-    /// the credential is the data source owner's and of the plugin's
-    /// platform. A refusal is audited as `action`.
+    /// [`Broker::check_link`], with a refusal audited as `action`: one
+    /// record per field of `fields` (declared, distinct), or one if none.
     fn linked(
         &self,
         binding: &Binding,
-        field: Option<&str>,
         action: AuditAction,
-    ) -> Result<(crate::store::SourceRecord, crate::store::CredentialRecord), Denial> {
-        let (source, credential) = self
-            .store
-            .source_with_credential(binding.source)
-            .map_err(|e| Denial::Store(e.to_string()))?
-            .ok_or_else(|| Denial::Denied("the data source no longer exists".into()))?;
-        let credential = credential.ok_or(Denial::NotConnected)?;
-        if credential.owner != source.owner
-            || credential.platform != binding.platform
-            || source.platform != binding.platform
-        {
-            self.record(
-                binding,
-                Some(credential.id),
-                field,
-                action,
-                Err("not the owner's credential of this platform"),
-            );
-            return Err(Denial::Denied(
-                "the credential does not belong to the data source's owner and platform".into(),
-            ));
-        }
-        Ok((source, credential))
+        fields: &[&str],
+    ) -> Result<(SourceRecord, CredentialRecord), Denial> {
+        self.check_link(binding).or_else(|(credential, denial)| {
+            let why = denial.to_string();
+            let names: Vec<Option<&str>> = if fields.is_empty() {
+                vec![None]
+            } else {
+                fields.iter().map(|f| Some(*f)).collect()
+            };
+            self.denied.fetch_add(names.len() as u64, Ordering::Relaxed);
+            let records = names
+                .into_iter()
+                .map(|field| self.record_of(binding, credential, field, action, Err(&why)))
+                .collect();
+            self.push(binding, records)?;
+            Err(denial)
+        })
     }
 
     /// Stores new values of `changes` as one new version of the credential
@@ -370,83 +447,167 @@ impl Broker {
         binding: &Binding,
         changes: Vec<(String, SecretString)>,
     ) -> Result<u32, Denial> {
-        if let Some((field, _)) = changes
-            .iter()
-            .find(|(field, _)| !binding.fields.contains_key(field))
-        {
-            for (name, _) in &changes {
-                let why = if name == field {
-                    "undeclared field"
-                } else {
-                    "another field of the update is undeclared"
-                };
-                self.record(binding, None, Some(name), AuditAction::Update, Err(why));
-            }
-            return Err(Denial::UnknownField(field.clone()));
-        }
+        self.check_update(binding, &changes)?;
         let mut fields = SecretFields::new();
         for (name, value) in changes {
             fields.insert(&name, value);
         }
         if let Some(pending) = &binding.pending {
+            let records = fields
+                .names()
+                .map(|name| {
+                    self.record_of(
+                        binding,
+                        binding.pending_of,
+                        Some(name),
+                        AuditAction::Update,
+                        Ok(()),
+                    )
+                })
+                .collect();
+            self.push(binding, records)?;
             let mut pending = pending.lock().unwrap_or_else(|p| p.into_inner());
             for (name, value) in fields.iter() {
                 pending.insert(name, value.clone());
-                self.record(
-                    binding,
-                    binding.pending_of,
-                    Some(name),
-                    AuditAction::Update,
-                    Ok(()),
-                );
             }
             return Ok(0);
         }
-        let first = fields.iter().next().map(|(name, _)| name.to_owned());
-        let (source, credential) = self.linked(binding, first.as_deref(), AuditAction::Update)?;
+        let names: Vec<&str> = fields.names().collect();
+        let (source, credential) = self.linked(binding, AuditAction::Update, &names)?;
+        // Counted before writing: the write's records are part of it.
+        self.allow(binding, fields.len(), AuditAction::Update)?;
         let outcome = self
             .store
             .update_credential(credential.id, &source.owner, &fields)
             .map_err(|e| Denial::Store(e.to_string()));
-        if let Ok(version) = &outcome {
-            self.written
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(binding.source, *version);
+        match &outcome {
+            Ok(version) => {
+                self.granted
+                    .fetch_add(fields.len() as u64, Ordering::Relaxed);
+                self.written
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(binding.source, *version);
+            }
+            Err(_) => {
+                self.denied
+                    .fetch_add(fields.len() as u64, Ordering::Relaxed);
+            }
         }
-        for (name, _) in fields.iter() {
-            self.record(
-                binding,
-                Some(credential.id),
-                Some(name),
-                AuditAction::Update,
-                outcome
-                    .as_ref()
-                    .map(|_| ())
-                    .map_err(|_| "the store refused the update"),
-            );
-        }
+        let records: Vec<AuditRecord> = fields
+            .names()
+            .map(|name| {
+                self.record_of(
+                    binding,
+                    Some(credential.id),
+                    Some(name),
+                    AuditAction::Update,
+                    outcome
+                        .as_ref()
+                        .map(|_| ())
+                        .map_err(|_| "the store refused the update"),
+                )
+            })
+            .collect();
+        self.lock().audit.extend(records);
         outcome
     }
 
-    /// Records a denied injection of `fields`, whose placeholders were in a
-    /// request the host refused before asking for any value (its destination
-    /// is not allowed, say); `detail` says why.
-    pub fn record_refused_inject(&self, binding: &Binding, fields: &[&str], detail: &str) {
-        for field in fields {
-            self.record(binding, None, Some(field), AuditAction::Inject, Err(detail));
+    /// Checks a write by the plugin before anything of it is kept (the
+    /// runtime remembers values to scrub only once they pass): the names
+    /// as for a request, each given once and declared by the spec, and each
+    /// value at most [`MAX_FIELD_BYTES`](crate::plugin::MAX_FIELD_BYTES) and
+    /// without control characters. A refusal is audited (one record per
+    /// field named, at most the declared fields).
+    pub fn check_update(
+        &self,
+        binding: &Binding,
+        changes: &[(String, SecretString)],
+    ) -> Result<(), Denial> {
+        let names: Vec<&str> = changes.iter().map(|(n, _)| n.as_str()).collect();
+        let refuse = |field: Option<&str>, why: &str| {
+            self.denied.fetch_add(1, Ordering::Relaxed);
+            self.record_of(binding, None, field, AuditAction::Update, Err(why))
+        };
+        if let Some(why) = check_names(binding, &names) {
+            self.push(binding, vec![refuse(None, &why)])?;
+            return Err(Denial::Denied(why));
         }
+        let mut seen = std::collections::HashSet::with_capacity(names.len());
+        if let Some(twice) = names.iter().copied().find(|n| !seen.insert(*n)) {
+            let why = format!("field `{twice}` is given twice");
+            self.push(binding, vec![refuse(Some(twice), &why)])?;
+            return Err(Denial::Invalid(why));
+        }
+        if let Some(field) = names.iter().find(|f| !binding.fields.contains_key(**f)) {
+            let records = names
+                .iter()
+                .map(|name| {
+                    let why = if name == field {
+                        "undeclared field"
+                    } else {
+                        "another field of the update is undeclared"
+                    };
+                    refuse(Some(name), why)
+                })
+                .collect();
+            self.push(binding, records)?;
+            return Err(Denial::UnknownField((*field).to_owned()));
+        }
+        for (name, value) in changes {
+            let max = crate::plugin::MAX_FIELD_BYTES;
+            let why = if value.len() > max {
+                format!("the value of `{name}` is longer than {max} bytes")
+            } else if value.expose().bytes().any(|b| b.is_ascii_control()) {
+                format!(
+                    "the value of `{name}` has a control character (a line break, a tab, NUL, \
+                     …), which no credential value may hold"
+                )
+            } else {
+                continue;
+            };
+            self.push(binding, vec![refuse(Some(name), &why)])?;
+            return Err(Denial::Invalid(why));
+        }
+        Ok(())
     }
 
-    fn record(
+    /// Records a denied injection of `fields` (declared fields whose
+    /// placeholders were in a request the host refused before asking for any
+    /// value: its destination is not allowed, say); `detail` (bounded by the
+    /// caller) says why. One record per distinct declared field, counted
+    /// against the invocation's allowance: past it, a limit denial.
+    pub fn record_refused_inject(
+        &self,
+        binding: &Binding,
+        fields: &[&str],
+        detail: &str,
+    ) -> Result<(), Denial> {
+        let fields: Vec<&str> = distinct(fields)
+            .into_iter()
+            .filter(|f| binding.fields.contains_key(*f))
+            .collect();
+        if fields.is_empty() {
+            return Ok(());
+        }
+        self.denied
+            .fetch_add(fields.len() as u64, Ordering::Relaxed);
+        let records = fields
+            .iter()
+            .map(|f| self.record_of(binding, None, Some(f), AuditAction::Inject, Err(detail)))
+            .collect();
+        self.push(binding, records)
+    }
+
+    fn record_of(
         &self,
         binding: &Binding,
         credential: Option<CredentialId>,
         field: Option<&str>,
         action: AuditAction,
         decision: Result<(), &str>,
-    ) {
-        self.lock().audit.push(AuditRecord {
+    ) -> AuditRecord {
+        AuditRecord {
             at_ms: now_ms(),
             user: binding.owner.clone(),
             source: binding.audited_source(),
@@ -456,7 +617,7 @@ impl Broker {
             action,
             granted: decision.is_ok(),
             detail: decision.err().unwrap_or_default().to_owned(),
-        });
+        }
     }
 
     /// Writes buffered audit records and last-use times to the store; when it
@@ -526,3 +687,6 @@ impl Broker {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests;
