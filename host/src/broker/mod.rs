@@ -15,9 +15,11 @@
 //! Every decision, granted or denied, is audited (never the value), within
 //! bounds that keep a plugin from flooding the audit log ([`session`]): one
 //! record per distinct declared field of a request, and at most
-//! [`MAX_AUDIT_RECORDS`] per invocation.
+//! [`MAX_AUDIT_RECORDS`] per invocation. A plugin's write of a credential is
+//! compared and set against the version the invocation last read or wrote,
+//! and recorded in the same transaction as the write.
 //!
-//! Audit records and last-use times are buffered and written by
+//! Other records and last-use times are buffered and written by
 //! [`Broker::flush`], which the runtime calls when an invocation ends, both
 //! in one transaction ([`Store::record_secret_use`]). Flushes are a group
 //! commit: one at a time, each writing everything buffered so far, so that
@@ -32,8 +34,8 @@ use std::sync::{Arc, Mutex};
 use crate::origin::Origin;
 use crate::secret::{SecretFields, SecretString};
 use crate::store::{
-    AuditAction, AuditRecord, CredentialId, CredentialRecord, SourceId, SourceRecord, Store,
-    StoreError, now_ms,
+    AuditAction, AuditRecord, CredentialId, CredentialRecord, PluginWrite, SourceId, SourceRecord,
+    Store, StoreError, now_ms,
 };
 
 use session::{Allowance, check_names, distinct};
@@ -60,8 +62,8 @@ pub struct Binding {
     /// The stored credential the pending secrets are a version of (for the
     /// audit), if any; the caller checked it is the owner's, of the platform.
     pub pending_of: Option<CredentialId>,
-    /// This invocation's audit allowance: one per invocation, shared by the
-    /// binding's clones.
+    /// This invocation's audit allowance and the credential version it last
+    /// read or wrote: one per invocation, shared by the binding's clones.
     pub session: Arc<Session>,
 }
 
@@ -108,6 +110,10 @@ pub enum Denial {
     /// invocation fails.
     #[error("limit exceeded: {0}")]
     Limit(String),
+    /// A write by the plugin was refused because the credential changed
+    /// since the invocation read it; the text says which versions.
+    #[error("{0}")]
+    Changed(String),
     /// A value the plugin wrote cannot be a credential value; the text says
     /// why, naming the field, never the value.
     #[error("{0}")]
@@ -251,6 +257,9 @@ impl Broker {
             if let (Ok(g), None) = (&outcome, &binding.pending) {
                 pending.used.insert(g.credential, now);
             }
+        }
+        if let (Ok(g), None) = (&outcome, &binding.pending) {
+            binding.session.saw(g.credential, g.version);
         }
         outcome.map_err(|(_, d)| d)
     }
@@ -439,15 +448,23 @@ impl Broker {
 
     /// Stores new values of `changes` as one new version of the credential
     /// linked to the binding's data source (all or none), after the same
-    /// ownership and platform checks as a request, in the snapshot the
-    /// update is made from. Each field is audited as an update. For a check
-    /// before saving (`pending`), the values go to the pending secrets.
+    /// ownership and platform checks as a request, and only if the
+    /// credential is still at the version this invocation last read or wrote
+    /// (compare and set; a plugin that read nothing writes over the current
+    /// version). Granted writes are audited in the transaction that makes
+    /// them, one record per field; refusals are buffered like any denial.
+    /// For a check before saving (`pending`), the values go to the pending
+    /// secrets.
     pub fn update(
         &self,
         binding: &Binding,
         changes: Vec<(String, SecretString)>,
     ) -> Result<u32, Denial> {
         self.check_update(binding, &changes)?;
+        let refuse = |credential, field: Option<&str>, why: &str| {
+            self.denied.fetch_add(1, Ordering::Relaxed);
+            self.record_of(binding, credential, field, AuditAction::Update, Err(why))
+        };
         let mut fields = SecretFields::new();
         for (name, value) in changes {
             fields.insert(&name, value);
@@ -474,43 +491,62 @@ impl Broker {
         }
         let names: Vec<&str> = fields.names().collect();
         let (source, credential) = self.linked(binding, AuditAction::Update, &names)?;
+        let refuse_all = |why: &str| -> Vec<AuditRecord> {
+            fields
+                .names()
+                .map(|name| refuse(Some(credential.id), Some(name), why))
+                .collect()
+        };
+        let based_on = match binding.session.based_on(credential.id) {
+            Ok(version) => version,
+            Err(_) => {
+                let why = "the data source was linked to another credential while the plugin \
+                           ran; the write is refused so as not to change a credential the \
+                           plugin did not read";
+                self.push(binding, refuse_all(why))?;
+                return Err(Denial::Changed(why.into()));
+            }
+        };
         // Counted before writing: the write's records are part of it.
         self.allow(binding, fields.len(), AuditAction::Update)?;
-        let outcome = self
-            .store
-            .update_credential(credential.id, &source.owner, &fields)
-            .map_err(|e| Denial::Store(e.to_string()));
-        match &outcome {
+        let write = PluginWrite {
+            source: binding.audited_source(),
+            plugin: &binding.platform,
+            based_on,
+        };
+        match self.store.update_credential_from_plugin(
+            credential.id,
+            &source.owner,
+            &fields,
+            &write,
+        ) {
             Ok(version) => {
                 self.granted
                     .fetch_add(fields.len() as u64, Ordering::Relaxed);
+                binding.session.saw(credential.id, version);
                 self.written
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(binding.source, *version);
+                    .insert(binding.source, version);
+                Ok(version)
             }
-            Err(_) => {
-                self.denied
-                    .fetch_add(fields.len() as u64, Ordering::Relaxed);
+            Err(StoreError::VersionChanged { current, read, .. }) => {
+                let why = format!(
+                    "the credential changed while the plugin ran (it is at version {current}; \
+                     the plugin last read version {read}): the write is refused so as not to \
+                     undo that change; the next run uses the new version"
+                );
+                // The allowance was counted for these records already.
+                self.lock().audit.extend(refuse_all(&why));
+                Err(Denial::Changed(why))
+            }
+            Err(e) => {
+                self.lock()
+                    .audit
+                    .extend(refuse_all("the store refused the update"));
+                Err(Denial::Store(e.to_string()))
             }
         }
-        let records: Vec<AuditRecord> = fields
-            .names()
-            .map(|name| {
-                self.record_of(
-                    binding,
-                    Some(credential.id),
-                    Some(name),
-                    AuditAction::Update,
-                    outcome
-                        .as_ref()
-                        .map(|_| ())
-                        .map_err(|_| "the store refused the update"),
-                )
-            })
-            .collect();
-        self.lock().audit.extend(records);
-        outcome
     }
 
     /// Checks a write by the plugin before anything of it is kept (the

@@ -1,4 +1,5 @@
-//! What the broker keeps per invocation: its audit allowance.
+//! What the broker keeps per invocation: its audit allowance and the
+//! credential version it last read or wrote.
 //!
 //! Every secret request is audited, so a plugin asking in a loop would grow
 //! the audit log (and, until a flush, host memory) without end. A request is
@@ -8,10 +9,16 @@
 //! invocation may make at most [`MAX_AUDIT_RECORDS`] records: the request
 //! that would pass it is refused with [`Denial::Limit`] and recorded by one
 //! summary record, and so is every later request of the invocation (unrecorded).
+//!
+//! A plugin's write of a credential (an OAuth refresh) is compared and set:
+//! it applies only if the credential is still at the version this invocation
+//! last read or wrote ([`Session::based_on`]), so that a refresh finishing
+//! after a concurrent reconnect cannot undo it.
 
 use std::sync::Mutex;
 
 use super::{Binding, Denial};
+use crate::store::CredentialId;
 
 /// The most audit records one invocation may produce. Each request makes at
 /// most one per declared field, and the default limits allow 10,000 HTTP
@@ -36,6 +43,7 @@ pub struct Session {
 struct State {
     records: u32,
     capped: bool,
+    seen: Option<(CredentialId, u32)>,
 }
 
 impl Default for Session {
@@ -108,6 +116,23 @@ impl Session {
             self.max_records
         )
     }
+
+    /// The credential version the invocation last read or wrote, if it was
+    /// of credential `id`: what a write by the plugin must be based on.
+    /// `Err` if the invocation read another credential (the data source was
+    /// linked to another one meanwhile).
+    pub(super) fn based_on(&self, id: CredentialId) -> Result<Option<u32>, CredentialId> {
+        match self.lock().seen {
+            None => Ok(None),
+            Some((seen, version)) if seen == id => Ok(Some(version)),
+            Some((seen, _)) => Err(seen),
+        }
+    }
+
+    /// Notes that the invocation read or wrote version `version` of `id`.
+    pub(super) fn saw(&self, id: CredentialId, version: u32) {
+        self.lock().seen = Some((id, version));
+    }
 }
 
 /// Why the names of a request are refused before any per-field record is
@@ -153,6 +178,17 @@ mod tests {
         assert_eq!(s.allow(0), Allowance::Capped);
         assert!(matches!(s.limit(), Denial::Limit(why) if why.contains("more than 5 audit")));
         assert_eq!(Session::default().allow(usize::MAX), Allowance::JustCapped);
+    }
+
+    #[test]
+    fn writes_are_based_on_what_was_seen_last() {
+        let s = Session::default();
+        assert_eq!(s.based_on(7), Ok(None));
+        s.saw(7, 3);
+        assert_eq!(s.based_on(7), Ok(Some(3)));
+        s.saw(7, 4);
+        assert_eq!(s.based_on(7), Ok(Some(4)));
+        assert_eq!(s.based_on(8), Err(7));
     }
 
     #[test]

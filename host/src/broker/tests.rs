@@ -1,13 +1,13 @@
 //! The choke point tested directly, without a guest: bounds on what a
-//! request may name and record, the per-invocation audit allowance, and
-//! audited denials of a missing link.
+//! request may name and record, the per-invocation audit allowance, audited
+//! denials of a missing link, and plugin writes compared and set.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::*;
 use crate::crypto::Keyring;
-use crate::store::{AuditFilter, CredentialChoice, NewSecrets, NewSource};
+use crate::store::{AuditFilter, CredentialChoice, NewSecrets, NewSource, UpdatedBy};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -260,4 +260,75 @@ fn denials_of_a_missing_link_are_audited() {
         ],
         "{records:?}"
     );
+}
+
+#[test]
+fn a_stale_plugin_write_is_refused() {
+    let f = fixture();
+    let id = f.source.credential.unwrap();
+    let b = f.binding();
+    // The invocation reads version 1 (it injects the refresh token) ...
+    let read = f
+        .broker
+        .request(&b, &["refresh_token"], &f.inject())
+        .unwrap();
+    assert_eq!(read.version, 1);
+    // ... a reconnect writes version 2 meanwhile ...
+    let mut reconnect = SecretFields::new();
+    reconnect.insert("refresh_token", SecretString::from("refresh-reconnected"));
+    let by = UpdatedBy {
+        source: Some(f.source.id),
+        plugin: None,
+        why: "reconnected",
+    };
+    assert_eq!(
+        f.store
+            .update_credential_by(id, "alice", &reconnect, &by)
+            .unwrap(),
+        2
+    );
+    // ... and the refresh based on version 1 is refused: the reconnect's
+    // refresh token stays.
+    let before = f.audit_len();
+    let refresh = vec![
+        ("access_token".to_owned(), SecretString::from("access-2")),
+        ("refresh_token".to_owned(), SecretString::from("refresh-2")),
+    ];
+    let refused = f.broker.update(&b, refresh.clone()).unwrap_err();
+    assert!(
+        matches!(&refused, Denial::Changed(why) if why.contains("version 2") && why.contains("version 1")),
+        "{refused:?}"
+    );
+    let record = f.store.credential(id).unwrap().unwrap();
+    assert_eq!(record.version, 2);
+    let values = f.store.open_fields(&record, None).unwrap();
+    assert_eq!(
+        values.get("refresh_token").unwrap().expose(),
+        "refresh-reconnected"
+    );
+    let records = f.audit_since(before);
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert!(
+        records
+            .iter()
+            .all(|r| !r.granted && r.action == AuditAction::Update && r.detail.contains("changed"))
+    );
+    // Once it has read version 2, its write applies, audited in the same
+    // transaction (on record before any flush).
+    f.broker
+        .request(&b, &["refresh_token"], &f.inject())
+        .unwrap();
+    f.broker.flush().unwrap();
+    let before = f.store.audit(&AuditFilter::default()).unwrap().len();
+    assert_eq!(f.broker.update(&b, refresh).unwrap(), 3);
+    let written = f.store.audit(&AuditFilter::default()).unwrap()[before..].to_vec();
+    assert_eq!(written.len(), 2, "{written:?}");
+    assert!(
+        written
+            .iter()
+            .all(|r| r.granted && r.action == AuditAction::Update && r.detail == "version 3")
+    );
+    // Its own write counts as read: the next write is based on version 3.
+    let again = vec![("access_token".to_owned(), SecretString::from("access-3"))];
+    assert_eq!(f.broker.update(&b, again).unwrap(), 4);
 }

@@ -39,6 +39,32 @@ pub struct UpdatedBy<'a> {
     pub why: &'a str,
 }
 
+/// A plugin's write of its credential (an OAuth refresh) through
+/// [`Store::update_credential_from_plugin`]: who, for the audit log, and the
+/// version it is based on.
+#[derive(Debug, Clone, Copy)]
+pub struct PluginWrite<'a> {
+    /// The data source the plugin ran for, if it exists yet.
+    pub source: Option<SourceId>,
+    /// The plugin (its platform id).
+    pub plugin: &'a str,
+    /// The version the plugin last read or wrote: the write applies only
+    /// if the credential is still at it. None applies it over the current
+    /// version (the plugin read nothing it could be undoing).
+    pub based_on: Option<u32>,
+}
+
+/// How a write of a credential is audited.
+#[derive(Debug, Clone, Copy)]
+enum WriteAudit<'a> {
+    /// Not here (the caller audits it).
+    None,
+    /// By a person: `manage` records.
+    By(&'a UpdatedBy<'a>),
+    /// By a plugin: `update` records.
+    Plugin(&'a PluginWrite<'a>),
+}
+
 /// What "my credentials" shows of one credential. Never values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CredentialSummary {
@@ -257,7 +283,24 @@ impl Store {
         owner: &str,
         changes: &SecretFields,
     ) -> Result<u32> {
-        self.update_credential_audited(id, owner, changes, None)
+        self.update_credential_audited(id, owner, changes, WriteAudit::None)
+    }
+
+    /// [`Store::update_credential`] by a plugin (a token refresh), compared
+    /// and set: refused with [`StoreError::VersionChanged`] unless the
+    /// credential is still at `write.based_on` (when given), so that a
+    /// refresh finishing after a reconnect cannot undo it. Recorded in the
+    /// audit log in the same transaction: one granted `update` record per
+    /// field written (its name, never its value), naming the data source,
+    /// plugin and new version.
+    pub fn update_credential_from_plugin(
+        &self,
+        id: CredentialId,
+        owner: &str,
+        changes: &SecretFields,
+        write: &PluginWrite<'_>,
+    ) -> Result<u32> {
+        self.update_credential_audited(id, owner, changes, WriteAudit::Plugin(write))
     }
 
     /// [`Store::update_credential`] by a person (reconnecting), recorded in the
@@ -271,7 +314,7 @@ impl Store {
         changes: &SecretFields,
         by: &UpdatedBy<'_>,
     ) -> Result<u32> {
-        self.update_credential_audited(id, owner, changes, Some(by))
+        self.update_credential_audited(id, owner, changes, WriteAudit::By(by))
     }
 
     fn update_credential_audited(
@@ -279,7 +322,7 @@ impl Store {
         id: CredentialId,
         owner: &str,
         changes: &SecretFields,
-        by: Option<&UpdatedBy<'_>>,
+        by: WriteAudit<'_>,
     ) -> Result<u32> {
         check_secret_values(changes)?;
         self.with_current_key(|keyring| {
@@ -293,7 +336,7 @@ impl Store {
         id: CredentialId,
         owner: &str,
         changes: &SecretFields,
-        by: Option<&UpdatedBy<'_>>,
+        by: WriteAudit<'_>,
     ) -> Result<u32> {
         let txn = self.db().begin_write()?;
         self.require_current_key(&txn.open_table(super::META)?, keyring)?;
@@ -305,6 +348,18 @@ impl Store {
             };
             if rec.owner != owner {
                 return Err(no_such(owner, id));
+            }
+            if let WriteAudit::Plugin(PluginWrite {
+                based_on: Some(read),
+                ..
+            }) = by
+                && *read != rec.version
+            {
+                return Err(StoreError::VersionChanged {
+                    id,
+                    read: *read,
+                    current: rec.version,
+                });
             }
             let mut fields = open_fields(keyring, &rec, None)?;
             for (name, value) in changes.iter() {
@@ -324,24 +379,36 @@ impl Store {
             states.insert(id, encode(&state)?.as_slice())?;
             rec.version
         };
-        if let Some(by) = by {
-            let at_ms = now_ms();
-            let records: Vec<AuditRecord> = changes
+        let at_ms = now_ms();
+        let record = |field: &str, source, plugin: Option<&str>, action, detail| AuditRecord {
+            at_ms,
+            user: owner.to_owned(),
+            source,
+            plugin: plugin.map(str::to_owned),
+            credential: Some(id),
+            field: Some(field.to_owned()),
+            action,
+            granted: true,
+            detail,
+        };
+        let records: Vec<AuditRecord> = match by {
+            WriteAudit::None => Vec::new(),
+            WriteAudit::By(by) => changes
                 .names()
-                .map(|field| AuditRecord {
-                    at_ms,
-                    user: owner.to_owned(),
-                    source: by.source,
-                    plugin: by.plugin.map(str::to_owned),
-                    credential: Some(id),
-                    field: Some(field.to_owned()),
-                    action: AuditAction::Manage,
-                    granted: true,
-                    detail: format!("{}: version {version}", by.why),
+                .map(|field| {
+                    let detail = format!("{}: version {version}", by.why);
+                    record(field, by.source, by.plugin, AuditAction::Manage, detail)
                 })
-                .collect();
-            append_in(&txn, &records)?;
-        }
+                .collect(),
+            WriteAudit::Plugin(w) => changes
+                .names()
+                .map(|field| {
+                    let detail = format!("version {version}");
+                    record(field, w.source, Some(w.plugin), AuditAction::Update, detail)
+                })
+                .collect(),
+        };
+        append_in(&txn, &records)?;
         txn.commit()?;
         Ok(version)
     }
