@@ -891,3 +891,124 @@ fn hostile_amplification_is_bounded() {
     );
     assert!(a.outside_requests.is_empty(), "{:?}", a.outside_requests);
 }
+
+/// A home whose `hostile` plugin may reach `base` and `target`, with the
+/// `[plugin]` lines `extra` and one data source `name` running `attack`,
+/// connected with `token`.
+fn hostile_home(
+    base: &str,
+    target: &str,
+    extra: &str,
+    name: &str,
+    attack: &str,
+    token: &str,
+) -> Home {
+    let home = Home::new(base);
+    let config = format!(
+        "[store]\npath = \"intake.redb\"\n\n\
+         [keys]\nfile = \"intake.key\"\n\n\
+         [output]\ndir = \"output\"\n\n\
+         [cache]\ndir = \"cache\"\n\n\
+         [scheduler]\nshutdown_grace = \"100ms\"\n\n\
+         [[plugin]]\nplatform = \"hostile\"\npath = {hostile}\nallow = [{base}, {target}]\n{extra}\n",
+        hostile = quote(&guest("hostile").display().to_string()),
+        base = quote(base),
+        target = quote(target),
+    );
+    std::fs::write(home.config_path(), config).unwrap();
+    home.init();
+    home.user_add(USER);
+    let attack = format!("attack={attack}");
+    let base_url = format!("base_url={base}");
+    let target_url = format!("target={target}");
+    home.intake_with_stdin(
+        &[
+            "connect",
+            "--user",
+            USER,
+            "--platform",
+            "hostile",
+            "--name",
+            name,
+            "--set",
+            &attack,
+            "--set",
+            &base_url,
+            "--set",
+            &target_url,
+            "--secrets",
+            "-",
+        ],
+        Some(&format!("token={token}\n")),
+    )
+    .ok();
+    home
+}
+
+/// A run cancelled while its plugin waits (SIGTERM, past a short grace)
+/// still writes the audit records it had buffered: here a denied reveal.
+#[test]
+fn hostile_cancelled_run_keeps_its_denials() {
+    use std::io::{BufRead as _, BufReader};
+    use std::sync::{Arc, Mutex};
+
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    let home = hostile_home(
+        &platform.base_url(),
+        &platform.base_url(),
+        "[plugin.limits]\nwall_time = \"1h\"\n",
+        "c-deny",
+        "deny-then-sleep",
+        "cancelled-token-0123456789",
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_intake"))
+        .arg("--config")
+        .arg(home.config_path())
+        .args(["run", "c-deny"])
+        .current_dir(home.path())
+        .env_remove("INTAKE_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let stderr = stderr.clone();
+        let pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                stderr.lock().unwrap().push_str(&(line + "\n"));
+            }
+        })
+    };
+    crate::support::wait_until(
+        std::time::Duration::from_secs(60),
+        "the plugin was denied its reveal",
+        || {
+            stderr
+                .lock()
+                .unwrap()
+                .contains("deny-then-sleep: reveal answered a denial")
+        },
+    );
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let _ = child.wait().unwrap();
+    reader.join().unwrap();
+    let id = home.source_json("c-deny")["id"].as_u64().unwrap();
+    let audit = match home.intake(&["audit", "--json"]).ok().json() {
+        Value::Array(items) => items,
+        other => panic!("{other}"),
+    };
+    assert!(
+        audit.iter().any(|r| r["source"].as_u64() == Some(id)
+            && r["action"] == "reveal"
+            && r["decision"] == "denied"),
+        "the cancelled run's denial was lost: {audit:?}\n{}",
+        stderr.lock().unwrap()
+    );
+}

@@ -20,10 +20,12 @@
 //! and recorded in the same transaction as the write.
 //!
 //! Other records and last-use times are buffered and written by
-//! [`Broker::flush`], which the runtime calls when an invocation ends, both
-//! in one transaction ([`Store::record_secret_use`]). Flushes are a group
-//! commit: one at a time, each writing everything buffered so far, so that
-//! invocations ending together share one durable write.
+//! [`Broker::flush`], both in one transaction ([`Store::record_secret_use`]).
+//! The runtime flushes before a request with injected values leaves the host
+//! and before revealed values reach the plugin (a secret is never used
+//! unrecorded), and when an invocation ends or is cancelled. Flushes are a
+//! group commit: one at a time, each writing everything buffered so far, so
+//! that invocations flushing together share one durable write.
 
 mod session;
 

@@ -3,9 +3,11 @@
 //! audited, and so bounded per invocation (`MAX_CREDENTIAL_CALLS`, and the
 //! broker's own bounds on names and audit records).
 //!
-//! Values the plugin reveals or writes are remembered by the scrubber, after
-//! the broker has checked the names (an undeclared name costs no memory),
-//! within the scrubber's bounds.
+//! Revealed values are returned only once their audit records are durable
+//! ([`Broker::flush_async`](crate::broker::Broker::flush_async)): a value the
+//! plugin holds is always on record. Values the plugin reveals or writes are
+//! remembered by the scrubber, after the broker has checked the names (an
+//! undeclared name costs no memory), within the scrubber's bounds.
 
 use crate::broker::{Denial, Use};
 use crate::secret::SecretString;
@@ -57,7 +59,7 @@ fn scrub_limit(e: ScrubLimit) -> wasmtime::Error {
 }
 
 impl Host for InvocationState {
-    fn fields(&mut self) -> Answer<Vec<String>> {
+    async fn fields(&mut self) -> Answer<Vec<String>> {
         self.guest.count_credential_call()?;
         let (Some(binding), Some(broker)) = (&self.guest.binding, &self.guest.broker) else {
             return Ok(Err(unbound()));
@@ -66,7 +68,7 @@ impl Host for InvocationState {
         self.answer(names)
     }
 
-    fn placeholder(&mut self, field: String) -> Answer<String> {
+    async fn placeholder(&mut self, field: String) -> Answer<String> {
         let Some(binding) = &self.guest.binding else {
             return Ok(Err(unbound()));
         };
@@ -76,7 +78,7 @@ impl Host for InvocationState {
         Ok(Ok(placeholder::for_field(&field)))
     }
 
-    fn reveal(&mut self, fields: Vec<String>) -> Answer<Vec<String>> {
+    async fn reveal(&mut self, fields: Vec<String>) -> Answer<Vec<String>> {
         self.guest.count_credential_call()?;
         let (Some(binding), Some(broker)) = (&self.guest.binding, &self.guest.broker) else {
             return Ok(Err(unbound()));
@@ -92,6 +94,12 @@ impl Host for InvocationState {
         for (name, value) in granted.values.iter() {
             self.guest.scrubber.hold(name, value).map_err(scrub_limit)?;
         }
+        // On record before the plugin holds them.
+        if let Err(e) = broker.flush_async().await {
+            let why = format!("the audit log cannot be written ({e}); nothing was revealed");
+            self.guest.tripwire.fail(why.clone());
+            return Ok(Err(CredentialError::Other(why)));
+        }
         let out = names
             .iter()
             .filter_map(|name| granted.values.get(name).map(|v| v.expose().to_owned()))
@@ -99,7 +107,7 @@ impl Host for InvocationState {
         Ok(Ok(out))
     }
 
-    fn update(&mut self, fields: Vec<FieldValue>) -> Answer<()> {
+    async fn update(&mut self, fields: Vec<FieldValue>) -> Answer<()> {
         self.guest.count_credential_call()?;
         let (Some(binding), Some(broker)) = (&self.guest.binding, &self.guest.broker) else {
             return Ok(Err(unbound()));

@@ -7,7 +7,10 @@
 //! not). Placeholders for credential fields are then replaced, through the
 //! broker, only for fields allowed to go to that origin, and every value
 //! substituted is handed to the invocation's [`Scrubber`], so that a platform
-//! echoing it back cannot get it into a log or an error. Response bodies are
+//! echoing it back cannot get it into a log or an error. Before a request
+//! with injected values leaves the host, the audit records of the invocation
+//! are made durable ([`Broker::flush_async`]); if they cannot be, the request
+//! is refused. Response bodies are
 //! cut off at the configured size. A refused request that carries
 //! placeholders of declared fields in its URI or headers is audited as a
 //! denied injection of those fields (bounded: one record per declared field,
@@ -279,7 +282,15 @@ impl WasiHttpHooks for HttpPolicy {
                 .acquire_owned()
                 .await
                 .map_err(|_| Error::InternalError(None))?;
-            let (request, in_flight) = injector.inject(request, &origin).await?;
+            let Injected {
+                request,
+                in_flight,
+                granted,
+            } = injector.inject(request, &origin).await?;
+            if granted {
+                // On record before any secret leaves the host.
+                injector.durable_audit().await?;
+            }
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
             // The injected values stay remembered while the connection is
             // open: the platform may still echo them.
@@ -308,6 +319,15 @@ impl WasiHttpHooks for HttpPolicy {
     }
 }
 
+/// A request ready to send, with the guards of the values injected into it.
+struct Injected {
+    request: http::Request<WasiBody>,
+    in_flight: Vec<InFlight>,
+    /// Whether the broker granted values for it (its records must be
+    /// durable before it is sent).
+    granted: bool,
+}
+
 /// Replaces placeholders in a request that is known to go to an allowed origin.
 struct Injector {
     binding: Option<Binding>,
@@ -322,6 +342,23 @@ struct Injector {
 impl Injector {
     fn refuse(&self, why: String) -> Error {
         note_refusal(&self.notes, &self.label, &self.scrubber, &why)
+    }
+
+    /// Makes the buffered audit records durable; if they cannot be written,
+    /// the request is refused (no secret is used unrecorded) and the run
+    /// fails as a host error.
+    async fn durable_audit(&self) -> Result<(), Error> {
+        let Some(broker) = &self.broker else {
+            return Ok(());
+        };
+        broker.flush_async().await.map_err(|e| {
+            let why = format!(
+                "the audit log cannot be written ({e}); a request with injected secrets is \
+                 not sent unrecorded"
+            );
+            self.tripwire.fail(why.clone());
+            self.refuse(why)
+        })
     }
 
     /// Ends the invocation for a limit of the audit or the scrubber: the
@@ -428,7 +465,7 @@ impl Injector {
         &self,
         request: http::Request<WasiBody>,
         origin: &Origin,
-    ) -> Result<(http::Request<WasiBody>, Vec<InFlight>), Error> {
+    ) -> Result<Injected, Error> {
         let (mut parts, body) = request.into_parts();
         let body = Limited::new(body, MAX_REQUEST_BODY)
             .collect()
@@ -452,7 +489,11 @@ impl Injector {
             && in_headers.iter().all(|(_, _, f)| f.is_empty())
             && in_body.is_empty()
         {
-            return Ok((http::Request::from_parts(parts, full(body)), Vec::new()));
+            return Ok(Injected {
+                request: http::Request::from_parts(parts, full(body)),
+                in_flight: Vec::new(),
+                granted: false,
+            });
         }
 
         let found: Vec<&Placeholder> = in_uri
@@ -526,7 +567,11 @@ impl Injector {
                 .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
             Bytes::from(new.to_vec())
         };
-        Ok((http::Request::from_parts(parts, full(body)), in_flight))
+        Ok(Injected {
+            request: http::Request::from_parts(parts, full(body)),
+            in_flight,
+            granted: true,
+        })
     }
 }
 

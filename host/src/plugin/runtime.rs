@@ -4,9 +4,12 @@
 //! fails to load is recorded with its error and fails only its own data
 //! sources. [`Runtime::fetch`] runs one data source: a fresh store with its
 //! limits, a binding to that data source, `fetch` called page by page until
-//! the plugin says there is no more. The broker's audit records are written
-//! when the invocation ends, on tokio's blocking pool (see
-//! [`Broker::flush_async`]).
+//! the plugin says there is no more. The broker's audit records are made
+//! durable before a request with injected secrets leaves the host and before
+//! revealed values reach the plugin, and whatever is still buffered when the
+//! invocation ends, on tokio's blocking pool (see [`Broker::flush_async`]);
+//! an invocation cancelled midway (its future dropped) writes them as it is
+//! dropped ([`FlushOnDrop`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -464,6 +467,7 @@ impl Runtime {
         sink: &mut dyn PageSink,
     ) -> Result<FetchOutcome, RunError> {
         let (plugin, binding, config, reach) = self.prepare(source, None, None)?;
+        let flush_on_drop = FlushOnDrop(Some(self.broker.clone()));
         let label = format!("{} ({})", source.name, source.platform);
         let mut store = self.new_store(&plugin, Some(binding), reach, label);
         let limits = plugin.limits.clone();
@@ -546,7 +550,9 @@ impl Runtime {
             }
         };
         let timed = tokio::time::timeout(limits.wall_time, run).await;
-        self.conclude(store, timed, "fetch", limits.wall_time).await
+        let result = self.conclude(store, timed, "fetch", limits.wall_time).await;
+        flush_on_drop.disarm();
+        result
     }
 
     /// Ends an invocation: a timeout becomes a `limits.wall_time` error,
@@ -607,6 +613,7 @@ impl Runtime {
         pending_of: Option<crate::store::CredentialId>,
     ) -> Result<(), RunError> {
         let (plugin, binding, config, reach) = self.prepare(source, pending, pending_of)?;
+        let flush_on_drop = FlushOnDrop(Some(self.broker.clone()));
         let label = format!("{} ({}, check)", source.name, source.platform);
         let mut store = self.new_store(&plugin, Some(binding), reach, label);
         let limits = plugin.limits.clone();
@@ -625,7 +632,33 @@ impl Runtime {
                 .map_err(connector_error)
         };
         let timed = tokio::time::timeout(limits.wall_time, run).await;
-        self.conclude(store, timed, "check", limits.wall_time).await
+        let result = self.conclude(store, timed, "check", limits.wall_time).await;
+        flush_on_drop.disarm();
+        result
+    }
+}
+
+/// Writes the broker's buffered audit records if an invocation is dropped
+/// before it concludes (cancelled: its future dropped at an `await`), so that
+/// its denials are not lost; [`FlushOnDrop::disarm`] once it concluded, which
+/// wrote them. The write is synchronous (a drop cannot wait for the blocking
+/// pool, and the runtime may be shutting down): one commit, on cancellation
+/// only.
+struct FlushOnDrop(Option<Broker>);
+
+impl FlushOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for FlushOnDrop {
+    fn drop(&mut self) {
+        if let Some(broker) = self.0.take()
+            && let Err(e) = broker.flush()
+        {
+            tracing::error!("cannot write the audit log of a cancelled invocation: {e}");
+        }
     }
 }
 

@@ -99,6 +99,9 @@ pub enum Attack {
     /// 16 KiB values, a refused request with hundreds of placeholders, an
     /// authority of 20 KB.
     Amplify,
+    /// Asks for a reveal it is not granted (a denial to audit), then sleeps
+    /// in a host call until the run is cancelled.
+    DenyThenSleep,
 }
 
 /// Pages a `bulk` fetch returns.
@@ -110,7 +113,7 @@ pub const BULK_RECORD_BYTES: usize = 1024;
 
 impl Attack {
     /// Every attack with its setting value.
-    pub const ALL: [(&'static str, Attack); 25] = [
+    pub const ALL: [(&'static str, Attack); 26] = [
         ("ok", Attack::Ok),
         ("loop", Attack::Loop),
         ("sleep", Attack::Sleep),
@@ -136,6 +139,7 @@ impl Attack {
         ("connection-flood", Attack::ConnectionFlood),
         ("reflect-exfiltrate", Attack::ReflectExfiltrate),
         ("amplify", Attack::Amplify),
+        ("deny-then-sleep", Attack::DenyThenSleep),
     ];
 
     fn parse(name: &str) -> Result<Attack, ConnectorError> {
@@ -251,6 +255,15 @@ impl Connector for Hostile {
             ),
             Attack::Amplify => {
                 amplify(config::get_or(config, "outside", DEFAULT_TARGET).trim_end_matches('/'))
+            }
+            Attack::DenyThenSleep => {
+                let denied = credentials::reveal(&["token"]);
+                log::warn(&format!(
+                    "deny-then-sleep: reveal answered {}",
+                    if denied.is_ok() { "values" } else { "a denial" }
+                ));
+                std::thread::sleep(Duration::from_secs(3600));
+                Err(ConnectorError::Other("LEAK: slept an hour".into()))
             }
         }
     }
