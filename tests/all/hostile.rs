@@ -27,7 +27,7 @@ const GOOD: &str = "good-ads";
 const GOOD_ACCOUNT: &str = "acme-us";
 
 /// The attacks of the `hostile` plugin run as data sources `h-ATTACK`.
-const ATTACKS: [&str; 23] = [
+const ATTACKS: [&str; 24] = [
     "ok",
     "loop",
     "sleep",
@@ -51,6 +51,17 @@ const ATTACKS: [&str; 23] = [
     "connection-flood",
     "reflect-exfiltrate",
     "amplify",
+    "trace-echo",
+];
+
+/// The attacks that end well: the host held, and the plugin says what it
+/// saw in a record.
+const SUCCEED: [&str; 5] = [
+    "ok",
+    "fs-env",
+    "repeated-header",
+    "connection-flood",
+    "reflect-exfiltrate",
 ];
 
 /// Broken plugins next to the good ones: platform, file name (in the home).
@@ -357,8 +368,7 @@ fn hostile_run_contains_every_attack() {
     let ok = a.result("h-ok");
     assert!(ok.starts_with("ok → "), "{ok}");
     assert_eq!(a.records["h-ok"], [serde_json::json!({"attack": "ok"})]);
-    // All but `ok`, `fs-env`, `repeated-header` and `connection-flood`.
-    let failed = ATTACKS.len() - 4;
+    let failed = ATTACKS.len() - SUCCEED.len();
     assert!(
         a.run.stdout.contains(&format!(
             "{failed} of {} data sources failed",
@@ -376,15 +386,11 @@ fn hostile_run_contains_every_attack() {
         a.run.stdout
     );
     for (name, rows) in &a.records {
-        if ![
-            GOOD,
-            "h-ok",
-            "h-fs-env",
-            "h-repeated-header",
-            "h-connection-flood",
-        ]
-        .contains(&name.as_str())
-        {
+        let succeeds = name == GOOD
+            || name
+                .strip_prefix("h-")
+                .is_some_and(|attack| SUCCEED.contains(&attack));
+        if !succeeds {
             assert!(rows.is_empty(), "{name} wrote records: {rows:?}");
         }
     }
@@ -825,28 +831,30 @@ fn hostile_connection_flood_is_held_to_a_few_at_once() {
 #[test]
 fn hostile_reflected_secret_goes_nowhere() {
     let a = attacked();
-    let msg = a.failure("reflect-exfiltrate");
-    assert!(
-        msg.contains("the plugin returned a credential value in its records"),
-        "{msg}"
+    // The platform echoed the injected token in its 401; the plugin saw only
+    // the host's mark in its place, in the response it read.
+    let result = a.result("h-reflect-exfiltrate");
+    assert!(result.starts_with("ok → "), "{result}");
+    assert_eq!(
+        a.records["h-reflect-exfiltrate"],
+        [serde_json::json!({"attack": "reflect-exfiltrate", "saw": "[redacted]"})]
     );
-    assert!(!msg.contains(&a.token), "{msg}");
-    assert!(a.records["h-reflect-exfiltrate"].is_empty());
+    let echoed = a
+        .requests
+        .iter()
+        .find(|r| r.path == "/v1/me" && r.status == 401)
+        .expect("the echoing request was sent");
+    assert_eq!(
+        echoed.authorization.as_deref(),
+        Some(format!("Bearer {}", a.token).as_str()),
+        "the token was not injected, so nothing was echoed"
+    );
     assert!(
         a.target_requests
             .iter()
             .all(|r| !r.path.starts_with("/hostile/reflect/")),
         "{:?}",
         a.target_requests
-    );
-    let denied = a.denied("h-reflect-exfiltrate", "inject", "token");
-    assert!(
-        denied.len() >= 2
-            && denied.iter().all(|r| r["detail"]
-                .as_str()
-                .unwrap()
-                .contains("carries the value of credential field `token`")),
-        "{denied:?}"
     );
 }
 
@@ -890,6 +898,38 @@ fn hostile_amplification_is_bounded() {
         "{audited:?}"
     );
     assert!(a.outside_requests.is_empty(), "{:?}", a.outside_requests);
+}
+
+/// `TRACE` would have the platform echo the injected token back: the host
+/// refuses the method before anything is injected or sent.
+#[test]
+fn hostile_trace_is_refused() {
+    let a = attacked();
+    let msg = a.failure("trace-echo");
+    assert!(msg.contains("trace-echo refused: all 1 attempts"), "{msg}");
+    assert!(msg.contains("method TRACE is not allowed"), "{msg}");
+    assert!(
+        a.requests.iter().all(|r| r.method != "TRACE"),
+        "{:?}",
+        a.requests
+    );
+    assert!(
+        a.target_requests
+            .iter()
+            .all(|r| !r.path.starts_with("/hostile/trace/")),
+        "{:?}",
+        a.target_requests
+    );
+    let denied = a.denied("h-trace-echo", "inject", "token");
+    assert_eq!(denied.len(), 1, "{:?}", a.audit_of("h-trace-echo"));
+    assert!(
+        denied[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("method TRACE is not allowed"),
+        "{}",
+        denied[0]
+    );
 }
 
 /// A home whose `hostile` plugin may reach `base` and `target`, with the

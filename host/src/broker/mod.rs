@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::origin::Origin;
-use crate::secret::{SecretFields, SecretString};
+use crate::secret::{REDACTED, SecretFields, SecretString};
 use crate::store::{
     AuditAction, AuditRecord, CredentialId, CredentialRecord, PluginWrite, SourceId, SourceRecord,
     Store, StoreError, now_ms,
@@ -554,9 +554,10 @@ impl Broker {
     /// Checks a write by the plugin before anything of it is kept (the
     /// runtime remembers values to scrub only once they pass): the names
     /// as for a request, each given once and declared by the spec, and each
-    /// value at most [`MAX_FIELD_BYTES`](crate::plugin::MAX_FIELD_BYTES) and
-    /// without control characters. A refusal is audited (one record per
-    /// field named, at most the declared fields).
+    /// value at most [`MAX_FIELD_BYTES`](crate::plugin::MAX_FIELD_BYTES),
+    /// without control characters, and not holding [`REDACTED`] (a value the
+    /// host redacted from a response, copied back). A refusal is audited
+    /// (one record per field named, at most the declared fields).
     pub fn check_update(
         &self,
         binding: &Binding,
@@ -600,6 +601,11 @@ impl Broker {
                 format!(
                     "the value of `{name}` has a control character (a line break, a tab, NUL, \
                      …), which no credential value may hold"
+                )
+            } else if value.expose().contains(REDACTED) {
+                format!(
+                    "the value of `{name}` holds `{REDACTED}`, the host's mark for a secret it \
+                     redacted from a response: it is not the value; keep the field's current one"
                 )
             } else {
                 continue;

@@ -1,20 +1,26 @@
-//! Outgoing HTTP policy: deny by default, inject secrets, bound responses.
+//! Outgoing HTTP policy: deny by default, inject secrets, bound and redact
+//! responses.
 //!
 //! Every request a plugin sends passes [`HttpPolicy::send_request`]. It is
-//! refused (and the body never sent) unless its origin is one the plugin's
-//! spec declares for this data source *and* the operator allows, and unless
-//! the invocation still has request budget (every attempt counts, refused or
-//! not). Placeholders for credential fields are then replaced, through the
-//! broker, only for fields allowed to go to that origin, and every value
-//! substituted is handed to the invocation's [`Scrubber`], so that a platform
-//! echoing it back cannot get it into a log or an error. Before a request
-//! with injected values leaves the host, the audit records of the invocation
-//! are made durable ([`Broker::flush_async`]); if they cannot be, the request
-//! is refused. Response bodies are
-//! cut off at the configured size. A refused request that carries
-//! placeholders of declared fields in its URI or headers is audited as a
-//! denied injection of those fields (bounded: one record per declared field,
-//! and the refusal text quotes at most a bounded part of the request).
+//! refused (and the body never sent) unless its method is one of
+//! [`ALLOWED_METHODS`] (`TRACE` would have a server echo the injected headers
+//! back; `CONNECT` opens a tunnel; extension methods are refused as unknown),
+//! its origin is one the plugin's spec declares for this data source *and*
+//! the operator allows, and the invocation still has request budget (every
+//! attempt counts, refused or not). Placeholders for credential fields are
+//! then replaced, through the broker, only for fields allowed to go to that
+//! origin, and every value substituted is handed to the invocation's
+//! [`Scrubber`]. Before a request with injected values leaves the host, the
+//! audit records of the invocation are made durable
+//! ([`Broker::flush_async`]); if they cannot be, the request is refused. A
+//! refused request that carries placeholders of declared fields in its URI
+//! or headers is audited as a denied injection of those fields (bounded: one
+//! record per declared field).
+//!
+//! The response reaches the plugin with every remembered secret form
+//! redacted from its headers and body ([`super::response`]), so that a
+//! platform echoing an injected value cannot hand it to the plugin; its body
+//! is cut off at the configured size as it arrives.
 //!
 //! Using up the request budget, receiving a response over the size limit or
 //! reaching a limit of the scrubber or the audit trips the invocation's
@@ -45,6 +51,19 @@ type SendFuture =
 
 /// The largest request body a plugin may send, in bytes.
 pub const MAX_REQUEST_BODY: usize = 4 * 1024 * 1024;
+
+/// The methods a plugin may use: the standard ones whose requests a server
+/// answers without echoing them (not `TRACE`) and that do not open a tunnel
+/// (not `CONNECT`). Any other method, extension methods included, is refused.
+pub const ALLOWED_METHODS: [http::Method; 7] = [
+    http::Method::GET,
+    http::Method::HEAD,
+    http::Method::POST,
+    http::Method::PUT,
+    http::Method::PATCH,
+    http::Method::DELETE,
+    http::Method::OPTIONS,
+];
 
 /// The longest refusal text kept (logged, noted for the run's error and
 /// audited), in bytes: it may quote plugin-controlled text (a URI).
@@ -137,9 +156,9 @@ impl HttpPolicy {
         note_refusal(&self.notes, &self.label, &self.scrubber, &why)
     }
 
-    /// Checks the destination and the budget; returns the origin. A refused
-    /// request that carries placeholders is audited as a denied injection of
-    /// their fields.
+    /// Checks the method, the destination and the budget; returns the
+    /// origin. A refused request that carries placeholders of declared
+    /// fields is audited as a denied injection of those fields.
     fn admit(&mut self, request: &http::Request<WasiBody>) -> Result<Origin, Error> {
         match self.check(request) {
             Ok(origin) => Ok(origin),
@@ -169,6 +188,15 @@ impl HttpPolicy {
             )));
         }
         self.requests_left -= 1;
+        let method = request.method();
+        if !ALLOWED_METHODS.contains(method) {
+            return Err(policy(format!(
+                "method {} is not allowed (only {}; TRACE would have the server echo the \
+                 request's headers, CONNECT opens a tunnel)",
+                quoted(method.as_str()),
+                ALLOWED_METHODS.map(|m| m.to_string()).join(", ")
+            )));
+        }
         let uri = request.uri();
         let scheme = match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
             Some("http") => Scheme::Http,
@@ -274,6 +302,7 @@ impl WasiHttpHooks for HttpPolicy {
         let max_response = max_mib.saturating_mul(1 << 20);
         let tripwire = self.tripwire.clone();
         let in_flight = self.in_flight.clone();
+        let scrubber = self.scrubber.clone();
         Box::new(async move {
             let origin = admitted?;
             // Held until the connection is done with (the I/O future ends or
@@ -292,17 +321,14 @@ impl WasiHttpHooks for HttpPolicy {
                 injector.durable_audit().await?;
             }
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            // The injected values stay remembered while the connection is
-            // open: the platform may still echo them.
             let io = async move {
                 let done = io.await;
                 drop(permit);
-                drop(in_flight);
                 done
             };
-            let response = response.map(|body| {
-                Limited::new(body, usize::try_from(max_response).unwrap_or(usize::MAX))
-                    .map_err(move |e| match e.downcast::<Error>() {
+            let limited = response.map(|body| {
+                Limited::new(body, usize::try_from(max_response).unwrap_or(usize::MAX)).map_err(
+                    move |e| match e.downcast::<Error>() {
                         Ok(e) => *e,
                         Err(_) => {
                             tripwire.trip(format!(
@@ -311,9 +337,11 @@ impl WasiHttpHooks for HttpPolicy {
                             ));
                             Error::HttpResponseBodySize(Some(max_response))
                         }
-                    })
-                    .boxed_unsync()
+                    },
+                )
             });
+            let response =
+                super::response::redact(limited, &scrubber, in_flight).map(BodyExt::boxed_unsync);
             Ok((response, Box::new(io) as IoFuture))
         })
     }
@@ -688,6 +716,35 @@ mod tests {
              that the plugin's spec declares for this data source and intake.toml's `allow` \
              lists; declared: none; allow: none)"
         );
+    }
+
+    #[test]
+    fn only_standard_methods_that_do_not_echo_or_tunnel_are_admitted() {
+        let mut p = policy(&["http://a.test"], &["http://a.test"], 100);
+        for method in ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] {
+            let request = http::Request::builder()
+                .method(method)
+                .uri("http://a.test/x")
+                .body(full(Bytes::new()))
+                .expect("a request");
+            assert!(p.check(&request).is_ok(), "{method}");
+        }
+        for method in ["TRACE", "CONNECT", "PROPFIND", "TRACK", "get"] {
+            let request = http::Request::builder()
+                .method(method)
+                .uri("http://a.test/x")
+                .body(full(Bytes::new()))
+                .expect("a request");
+            match p.check(&request) {
+                Err(Refusal::Policy(why, _)) => {
+                    assert!(
+                        why.starts_with(&format!("method {method} is not allowed")),
+                        "{why}"
+                    );
+                }
+                _ => panic!("{method} was admitted"),
+            }
+        }
     }
 
     #[test]

@@ -8,9 +8,13 @@
 //! proportion to its own length, not to its length times the number of forms.
 //!
 //! Occurrences are redacted as the union of their spans, so that a form
-//! overlapping another never leaves part of either visible.
+//! overlapping another never leaves part of either visible. [`Redactor`] does
+//! the same over a stream (a response body arriving in chunks): it holds back
+//! the last `longest form − 1` bytes until it knows that no form starting
+//! among them is cut by the end of a chunk.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 use aho_corasick::automaton::{Automaton, StateID};
 use aho_corasick::nfa::contiguous::NFA;
@@ -243,14 +247,168 @@ pub(super) fn render(bytes: &[u8], spans: &[(usize, usize)]) -> Vec<u8> {
     out
 }
 
+/// Redacts remembered forms from a stream, chunk by chunk, in time linear in
+/// the stream: the automaton's state carries over from one chunk to the
+/// next, and the last `longest form − 1` bytes are held back until the next
+/// chunk (or the end) shows whether a form starts among them.
+///
+/// Picks up forms remembered while the stream flows (another request's
+/// injection) from the chunk after; bytes already passed on stay as they were.
+pub(super) struct Redactor {
+    source: Box<dyn Fn() -> Arc<Matcher> + Send + Sync>,
+    matcher: Arc<Matcher>,
+    /// Forms shorter than this are left (short values match ordinary data).
+    min: usize,
+    state: StreamState,
+}
+
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redactor")
+            .field("held", &self.state.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct StreamState {
+    sid: Option<StateID>,
+    longest: HashMap<StateID, usize>,
+    /// Bytes fed and not passed on yet; the first is at offset `base`.
+    pending: VecDeque<u8>,
+    base: usize,
+    fed: usize,
+    /// Spans to redact, merged, in order; with whether their marker was
+    /// already passed on (a span cut by the end of a chunk gets one marker).
+    spans: VecDeque<(usize, usize, bool)>,
+}
+
+impl Redactor {
+    /// A redactor that looks for forms at least `min` bytes long, taking the
+    /// current automaton from `source` before each chunk.
+    pub fn new(min: usize, source: Box<dyn Fn() -> Arc<Matcher> + Send + Sync>) -> Self {
+        let matcher = source();
+        Self {
+            source,
+            matcher,
+            min,
+            state: StreamState::default(),
+        }
+    }
+
+    /// Feeds a chunk; returns what may be passed on now.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        let current = (self.source)();
+        if !Arc::ptr_eq(&current, &self.matcher) {
+            self.matcher = current;
+            self.rescan();
+        }
+        self.scan(chunk);
+        let keep = self.matcher.max_len().saturating_sub(1);
+        let safe = self.state.fed.saturating_sub(keep).max(self.state.base);
+        self.emit(safe)
+    }
+
+    /// Ends the stream: returns the rest.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let current = (self.source)();
+        if !Arc::ptr_eq(&current, &self.matcher) {
+            self.matcher = current;
+            self.rescan();
+        }
+        let end = self.state.fed;
+        self.emit(end)
+    }
+
+    /// Looks at the bytes held back again with a new automaton (forms were
+    /// remembered since): from its start state, so only forms wholly among
+    /// them are found, which is all that can still be redacted.
+    fn rescan(&mut self) {
+        let held: Vec<u8> = self.state.pending.iter().copied().collect();
+        let base = self.state.base;
+        self.state.sid = None;
+        self.state.longest.clear();
+        self.state.fed = base;
+        self.state.pending.clear();
+        self.scan(&held);
+    }
+
+    fn scan(&mut self, chunk: &[u8]) {
+        let Self {
+            matcher,
+            min,
+            state,
+            ..
+        } = self;
+        state.pending.extend(chunk);
+        let mut scan = Scan::new(matcher);
+        scan.fed = state.fed;
+        if let Some(sid) = state.sid {
+            scan.sid = sid;
+        }
+        scan.longest = std::mem::take(&mut state.longest);
+        let (base, spans) = (state.base, &mut state.spans);
+        scan.feed(chunk, *min, |start, end| {
+            let mut start = start.max(base);
+            while let Some(&(s, e, marked)) = spans.back() {
+                if e < start {
+                    break;
+                }
+                if s <= start && marked {
+                    // Continues a span whose marker is out already.
+                    spans.pop_back();
+                    spans.push_back((s, end.max(e), true));
+                    return;
+                }
+                start = start.min(s);
+                spans.pop_back();
+            }
+            spans.push_back((start, end, false));
+        });
+        state.fed = scan.fed;
+        state.sid = Some(scan.sid);
+        state.longest = scan.longest;
+    }
+
+    /// Passes on the held bytes before offset `upto`, spans redacted.
+    fn emit(&mut self, upto: usize) -> Vec<u8> {
+        let state = &mut self.state;
+        let mut out = Vec::with_capacity(upto.saturating_sub(state.base));
+        while state.base < upto {
+            match state.spans.front_mut() {
+                Some((start, end, marked)) if *start <= state.base => {
+                    if !*marked {
+                        out.extend_from_slice(REDACTED.as_bytes());
+                        *marked = true;
+                    }
+                    let skip_to = (*end).min(upto);
+                    let n = skip_to - state.base;
+                    state.pending.drain(..n);
+                    state.base = skip_to;
+                    if *end <= upto {
+                        state.spans.pop_front();
+                    }
+                }
+                next => {
+                    let stop = next.map_or(upto, |(start, _, _)| (*start).min(upto));
+                    let n = stop - state.base;
+                    out.extend(state.pending.drain(..n));
+                    state.base = stop;
+                }
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn matcher(forms: &[&str]) -> std::sync::Arc<Matcher> {
+    fn matcher(forms: &[&str]) -> Arc<Matcher> {
         let forms: Vec<SecretString> = forms.iter().map(|f| SecretString::from(*f)).collect();
         let fields = vec!["f".to_owned()];
-        std::sync::Arc::new(Matcher::new(std::iter::once((
+        Arc::new(Matcher::new(std::iter::once((
             fields.as_slice(),
             forms.as_slice(),
         ))))
@@ -268,6 +426,40 @@ mod tests {
         assert_eq!(scrub(&m, "nothing"), "nothing");
         // Adjacent occurrences make one marker.
         assert_eq!(scrub(&m, "zzzzzzzz!"), "[redacted]!");
+    }
+
+    #[test]
+    fn stream_redaction_does_not_depend_on_chunking() {
+        let m = matcher(&["secret-token-1", "SeCrEt", "xyzw"]);
+        let text = "a secret-token-1 b SECRET c xyzwxyzw d secret-tokenX secret";
+        let whole = scrub(&m, text);
+        for size in 1..=text.len() {
+            let source = m.clone();
+            let mut r = Redactor::new(4, Box::new(move || source.clone()));
+            let mut out = Vec::new();
+            for chunk in text.as_bytes().chunks(size) {
+                out.extend(r.push(chunk));
+            }
+            out.extend(r.finish());
+            assert_eq!(String::from_utf8(out).unwrap(), whole, "chunks of {size}");
+        }
+        assert_eq!(
+            whole,
+            "a [redacted] b [redacted] c [redacted] d [redacted]-tokenX [redacted]"
+        );
+    }
+
+    #[test]
+    fn stream_holds_back_only_what_a_form_could_still_cover() {
+        let m = matcher(&["abcdefgh"]);
+        let source = m.clone();
+        let mut r = Redactor::new(8, Box::new(move || source.clone()));
+        // Seven bytes may start the form: held back.
+        assert_eq!(r.push(b"0123456789abcdefg"), b"0123456789");
+        // The form is whole: its marker goes out, and what follows it is
+        // held back as before.
+        assert_eq!(r.push(b"h tail"), b"[redacted]");
+        assert_eq!(r.finish(), b" tail");
     }
 
     #[test]

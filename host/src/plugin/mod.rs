@@ -16,6 +16,7 @@ mod http;
 mod limiter;
 mod matcher;
 pub mod placeholder;
+mod response;
 mod runtime;
 mod scrub;
 mod spec;

@@ -9,10 +9,11 @@
 //! padded or not); a basic-auth token in its base64 forms. Forms are matched
 //! with ASCII letters in any case (a platform that upper-cases an echo does
 //! not get it through). A platform may echo an injected value back (a 401
-//! whose message quotes the `Authorization` header), and the plugin may pass
-//! that text on; so the plugin's log lines, the error texts it returns and the
-//! host's notes about it are scrubbed of every remembered form before they
-//! reach a log, the run history or the database.
+//! whose message quotes the `Authorization` header, a `TRACE`-like echo), so
+//! response headers and bodies are redacted before the plugin reads them
+//! ([`Scrubber::redactor`]), and the plugin's log lines, the error texts it
+//! returns and the host's notes about it are scrubbed of every remembered form
+//! before they reach a log, the run history or the database.
 //!
 //! The same memory stops a plugin from passing a value on verbatim, in any
 //! remembered form: an outgoing request carrying one goes only where its
@@ -37,11 +38,10 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_S
 
 use crate::secret::SecretString;
 
-use super::matcher::{Matcher, render};
+use super::matcher::{Matcher, Redactor, render};
 use super::placeholder;
 
-#[cfg(test)]
-use super::matcher::REDACTED;
+pub use super::matcher::REDACTED;
 
 /// Values shorter than this are not scrubbed: replacing every `1` or `ab`
 /// in a message would destroy it and protect nothing.
@@ -284,6 +284,11 @@ impl Scrubber {
         Ok(Some(id))
     }
 
+    /// Whether any value is remembered.
+    pub fn remembers_any(&self) -> bool {
+        !self.lock().values.is_empty()
+    }
+
     /// The automaton over every form remembered now.
     fn matcher(&self) -> Arc<Matcher> {
         let mut inner = self.lock();
@@ -344,6 +349,22 @@ impl Scrubber {
     /// [`MIN_MATCHED_BYTES`].
     pub fn holds_any(&self, bytes: &[u8]) -> bool {
         self.matcher().holds_any(bytes, MIN_MATCHED_BYTES)
+    }
+
+    /// A redactor for a response body: replaces every form of at least
+    /// [`MIN_MATCHED_BYTES`] remembered now or while it streams.
+    pub fn redactor(&self) -> Redactor {
+        let scrubber = self.clone();
+        Redactor::new(MIN_MATCHED_BYTES, Box::new(move || scrubber.matcher()))
+    }
+
+    /// `value` (a response header value, say) with every remembered form of
+    /// at least [`MIN_MATCHED_BYTES`] replaced by [`REDACTED`]; none if it
+    /// holds none.
+    pub fn redact(&self, value: &[u8]) -> Option<Vec<u8>> {
+        let m = self.matcher();
+        let spans = m.spans(value, MIN_MATCHED_BYTES);
+        (!spans.is_empty()).then(|| render(value, &spans))
     }
 }
 
@@ -446,6 +467,11 @@ mod tests {
         assert!(s.fields_in(b"nothing here").is_empty());
         assert!(s.holds_any(b"{\"echo\":\"tok/en 1\"}"));
         assert!(!s.holds_any(b"{\"echo\":\"tok\"}"));
+        assert_eq!(
+            s.redact(b"x-echo: TOK/EN 1"),
+            Some(b"x-echo: [redacted]".to_vec())
+        );
+        assert_eq!(s.redact(b"x-echo: nothing"), None);
     }
 
     #[test]

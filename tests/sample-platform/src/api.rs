@@ -1,7 +1,8 @@
 //! The HTTP API of `docs/sample-platform.md`: `GET /v1/me`,
 //! `GET /v1/accounts/{account_id}/campaign-stats` and `POST /oauth/token`, plus the
-//! middleware that logs every request and answers injected failures, and the JSON error
-//! type every refusal goes through (`{"error": ..., "message": ...}`).
+//! middleware that logs every request, answers injected failures and (on a careless
+//! platform) echoes `TRACE` requests, and the JSON error type every refusal goes through
+//! (`{"error": ..., "message": ...}`).
 
 use std::time::Instant;
 
@@ -142,7 +143,10 @@ async fn log_and_inject(State(shared): State<Shared>, request: Request, next: Ne
     }
 
     let mut body = None;
-    let response = if request.method() == Method::POST {
+    let echo_trace = request.method() == Method::TRACE && lock(&shared).echo_authorization;
+    let response = if echo_trace {
+        trace_echo(&request)
+    } else if request.method() == Method::POST {
         let (parts, request_body) = request.into_parts();
         match axum::body::to_bytes(request_body, MAX_BODY).await {
             Ok(bytes) => {
@@ -367,6 +371,27 @@ async fn oauth_token(
         "token_type": "bearer",
         "expires_in": 3600,
     })))
+}
+
+/// `TRACE` on a careless platform: the request line and headers sent back
+/// as they came, as RFC 9110 describes (authorization included).
+fn trace_echo(request: &Request) -> Response {
+    let mut echo = format!(
+        "TRACE {} HTTP/1.1\r\n",
+        request.uri().path_and_query().map_or("/", |pq| pq.as_str())
+    );
+    for (name, value) in request.headers() {
+        echo.push_str(&format!(
+            "{name}: {}\r\n",
+            String::from_utf8_lossy(value.as_bytes())
+        ));
+    }
+    (
+        StatusCode::OK,
+        [(axum::http::header::CONTENT_TYPE, "message/http")],
+        echo,
+    )
+        .into_response()
 }
 
 /// Any other path or method.

