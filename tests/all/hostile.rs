@@ -27,7 +27,7 @@ const GOOD: &str = "good-ads";
 const GOOD_ACCOUNT: &str = "acme-us";
 
 /// The attacks of the `hostile` plugin run as data sources `h-ATTACK`.
-const ATTACKS: [&str; 24] = [
+const ATTACKS: [&str; 25] = [
     "ok",
     "loop",
     "sleep",
@@ -52,16 +52,18 @@ const ATTACKS: [&str; 24] = [
     "reflect-exfiltrate",
     "amplify",
     "trace-echo",
+    "redirect",
 ];
 
 /// The attacks that end well: the host held, and the plugin says what it
 /// saw in a record.
-const SUCCEED: [&str; 5] = [
+const SUCCEED: [&str; 6] = [
     "ok",
     "fs-env",
     "repeated-header",
     "connection-flood",
     "reflect-exfiltrate",
+    "redirect",
 ];
 
 /// Broken plugins next to the good ones: platform, file name (in the home).
@@ -413,7 +415,8 @@ fn hostile_secret_goes_nowhere_else() {
                     "/hostile/repeated-header",
                     "/v1/me"
                 ]
-                .contains(&r.path.as_str()),
+                .contains(&r.path.as_str())
+                    || r.path.starts_with("/redirect?"),
                 "{r:?}"
             );
         }
@@ -932,6 +935,37 @@ fn hostile_trace_is_refused() {
     );
 }
 
+/// A redirect to another origin is handed to the plugin as it is: nothing
+/// follows it, so the token goes no further than its own origin.
+#[test]
+fn hostile_redirects_are_not_followed() {
+    let a = attacked();
+    let result = a.result("h-redirect");
+    assert!(result.starts_with("ok → "), "{result}");
+    let location = format!("{}/hostile/redirected", a.target);
+    assert_eq!(
+        a.records["h-redirect"],
+        [serde_json::json!({"attack": "redirect", "status": 302, "location": location})]
+    );
+    let sent = a
+        .requests
+        .iter()
+        .find(|r| r.path.starts_with("/redirect?"))
+        .expect("the request to the token's origin was sent");
+    assert_eq!(sent.status, 302);
+    assert_eq!(
+        sent.authorization.as_deref(),
+        Some(format!("Bearer {}", a.token).as_str())
+    );
+    assert!(
+        a.target_requests
+            .iter()
+            .all(|r| !r.path.starts_with("/hostile/redirected")),
+        "{:?}",
+        a.target_requests
+    );
+}
+
 /// A home whose `hostile` plugin may reach `base` and `target`, with the
 /// `[plugin]` lines `extra` and one data source `name` running `attack`,
 /// connected with `token`.
@@ -983,6 +1017,87 @@ fn hostile_home(
     )
     .ok();
     home
+}
+
+/// Reveal granted by the operator (R1): the plugin gets the real value; it
+/// is scrubbed (in any letter case) from the plugin's log lines and error
+/// text; the reveal is audited as granted; and the value sent raw to an
+/// origin not declared for it is refused and audited.
+#[test]
+fn hostile_reveal_grant_end_to_end() {
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    let target = SamplePlatform::start(Fixture::demo()).unwrap();
+    let token = format!("revealed-token-{}", random_hex(16));
+    let home = hostile_home(
+        &platform.base_url(),
+        &target.base_url(),
+        "reveal = [\"token\"]\n",
+        "r-reveal",
+        "reveal-granted",
+        &token,
+    );
+    let run = home.run(&[]);
+    let line = run.summary_line("r-reveal");
+    assert!(
+        line.contains("FAILED: plugin error: reveal-granted: "),
+        "{line}"
+    );
+    // The plugin held the real value: it sent it where the token may go.
+    let sent = platform
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/hostile/revealed")
+        .expect("the plugin sent the revealed value to the token's origin");
+    assert_eq!(
+        sent.authorization.as_deref(),
+        Some(format!("Bearer {token}").as_str())
+    );
+    assert!(line.contains("to the token's origin: sent"), "{line}");
+    // Raw to an origin not declared for it: refused, never arrived.
+    assert!(
+        line.contains(&format!("to {}: refused", target.base_url())),
+        "{line}"
+    );
+    assert!(
+        line.contains("carries the value of credential field `token`"),
+        "{line}"
+    );
+    assert!(target.requests().is_empty(), "{:?}", target.requests());
+    // Scrubbed from its error text and log lines, upper-cased too.
+    assert!(line.contains("the token is [redacted]"), "{line}");
+    let upper = token.to_uppercase();
+    for text in [&run.stdout, &run.stderr] {
+        assert!(!text.contains(&token) && !text.contains(&upper), "{text}");
+    }
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.contains("reveal-granted: the token is [redacted] ([redacted])")),
+        "{}",
+        run.stderr
+    );
+    // Audited: the reveal granted, the value passed on refused.
+    let audit = match home.intake(&["audit", "--json"]).ok().json() {
+        Value::Array(items) => items,
+        other => panic!("{other}"),
+    };
+    assert!(
+        audit.iter().any(|r| r["action"] == "reveal"
+            && r["field"] == "token"
+            && r["decision"] == "granted"),
+        "{audit:?}"
+    );
+    assert!(
+        audit.iter().any(|r| r["action"] == "inject"
+            && r["field"] == "token"
+            && r["decision"] == "denied"
+            && r["detail"]
+                .as_str()
+                .unwrap()
+                .contains("carries the value of credential field `token`")),
+        "{audit:?}"
+    );
+    assert!(!serde_json::to_string(&audit).unwrap().contains(&token));
 }
 
 /// A run cancelled while its plugin waits (SIGTERM, past a short grace)

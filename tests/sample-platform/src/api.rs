@@ -1,8 +1,8 @@
 //! The HTTP API of `docs/sample-platform.md`: `GET /v1/me`,
-//! `GET /v1/accounts/{account_id}/campaign-stats` and `POST /oauth/token`, plus the
-//! middleware that logs every request, answers injected failures and (on a careless
-//! platform) echoes `TRACE` requests, and the JSON error type every refusal goes through
-//! (`{"error": ..., "message": ...}`).
+//! `GET /v1/accounts/{account_id}/campaign-stats` and `POST /oauth/token`, plus
+//! `/redirect` (a redirect anywhere), the middleware that logs every request, answers
+//! injected failures and (on a careless platform) echoes `TRACE` requests, and the JSON
+//! error type every refusal goes through (`{"error": ..., "message": ...}`).
 
 use std::time::Instant;
 
@@ -39,6 +39,7 @@ pub(crate) fn router(shared: Shared) -> Router {
             get(campaign_stats),
         )
         .route("/oauth/token", post(oauth_token))
+        .route("/redirect", axum::routing::any(redirect))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(middleware::from_fn_with_state(
@@ -392,6 +393,23 @@ fn trace_echo(request: &Request) -> Response {
         echo,
     )
         .into_response()
+}
+
+/// Any method on `/redirect?to=URL`: `302 Found` to `URL`, as a platform
+/// moving an endpoint would (tests check that nothing follows it).
+async fn redirect(Query(query): Query<Vec<(String, String)>>) -> Response {
+    match query.iter().find(|(k, _)| k == "to") {
+        Some((_, to)) => match HeaderValue::from_str(to) {
+            Ok(location) => (
+                StatusCode::FOUND,
+                [(axum::http::header::LOCATION, location)],
+                Json(json!({"moved_to": to})),
+            )
+                .into_response(),
+            Err(_) => ApiError::bad_request("`to` is not a valid header value").into_response(),
+        },
+        None => ApiError::bad_request("`to` is required").into_response(),
+    }
 }
 
 /// Any other path or method.

