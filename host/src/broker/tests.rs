@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::crypto::Keyring;
+use crate::secret::SecretString;
 use crate::store::{AuditFilter, CredentialChoice, NewSecrets, NewSource, UpdatedBy};
 
 struct Fixture {
