@@ -4,9 +4,19 @@
 //! Matching is exact on scheme, host and port after normalising what HTTP
 //! itself treats as equal (the case of scheme and host, a default port written
 //! out or not). Everything ambiguous is refused rather than guessed at:
-//! userinfo, a trailing dot, an empty host, a path, a non-HTTP scheme.
+//! userinfo, a trailing dot, an empty host, a path, a non-HTTP scheme. Host
+//! names are bounded as DNS bounds them (253 bytes, labels of 63), so that an
+//! origin shown in a message or an audit record is never longer than that.
 
 use std::fmt;
+
+/// The longest host name DNS can carry (RFC 1035), in bytes: a longer one
+/// names nothing, and bounding it bounds every message and audit record
+/// that shows an origin.
+pub const MAX_HOST_BYTES: usize = 253;
+
+/// The longest label (the part between dots) of a host name, in bytes.
+pub const MAX_LABEL_BYTES: usize = 63;
 
 /// A normalised `scheme://host:port`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -92,6 +102,12 @@ impl Origin {
         };
         if host.is_empty() {
             return Err("the host is empty");
+        }
+        if host.len() > MAX_HOST_BYTES {
+            return Err("the host is longer than 253 bytes");
+        }
+        if !host.starts_with('[') && host.split('.').any(|label| label.len() > MAX_LABEL_BYTES) {
+            return Err("a label of the host is longer than 63 bytes");
         }
         if host.ends_with('.') {
             return Err("the host ends with a dot");
@@ -216,6 +232,23 @@ mod tests {
         ] {
             assert!(Origin::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn host_names_are_bounded_as_dns_bounds_them() {
+        let label = "a".repeat(63);
+        let longest = [label.as_str(); 4].join(".")[..253].to_owned();
+        assert_eq!(o(&format!("http://{longest}:8080")).host(), longest);
+        let too_long = format!("{longest}b");
+        let err = Origin::parse(&format!("http://{too_long}")).unwrap_err();
+        assert!(err.to_string().contains("longer than 253 bytes"), "{err}");
+        let err = Origin::parse(&format!("http://{label}a.example.com")).unwrap_err();
+        assert!(err.to_string().contains("longer than 63 bytes"), "{err}");
+        // A megabyte of host is refused, and the message stays short.
+        let huge = format!("http://{}.test", "x".repeat(1 << 20));
+        let err = Origin::parse(&huge).unwrap_err().to_string();
+        assert!(err.len() < 400, "{} bytes", err.len());
+        assert!(Origin::from_authority(Scheme::Http, &"x".repeat(1 << 20)).is_err());
     }
 
     #[test]

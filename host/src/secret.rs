@@ -9,6 +9,10 @@ use std::fmt;
 
 use zeroize::{Zeroize, Zeroizing};
 
+/// What stands for a secret value wherever one would be shown (and what the
+/// plugin runtime puts in place of one it scrubs from text).
+pub const REDACTED: &str = "[redacted]";
+
 /// A secret text value that is wiped on drop and never printed.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct SecretString(Zeroizing<String>);
@@ -60,13 +64,13 @@ impl From<&str> for SecretString {
 
 impl fmt::Debug for SecretString {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
+        f.write_str(REDACTED)
     }
 }
 
 impl fmt::Display for SecretString {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
+        f.write_str(REDACTED)
     }
 }
 

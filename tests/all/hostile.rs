@@ -27,7 +27,7 @@ const GOOD: &str = "good-ads";
 const GOOD_ACCOUNT: &str = "acme-us";
 
 /// The attacks of the `hostile` plugin run as data sources `h-ATTACK`.
-const ATTACKS: [&str; 22] = [
+const ATTACKS: [&str; 25] = [
     "ok",
     "loop",
     "sleep",
@@ -50,6 +50,20 @@ const ATTACKS: [&str; 22] = [
     "resource-flood",
     "connection-flood",
     "reflect-exfiltrate",
+    "amplify",
+    "trace-echo",
+    "redirect",
+];
+
+/// The attacks that end well: the host held, and the plugin says what it
+/// saw in a record.
+const SUCCEED: [&str; 6] = [
+    "ok",
+    "fs-env",
+    "repeated-header",
+    "connection-flood",
+    "reflect-exfiltrate",
+    "redirect",
 ];
 
 /// Broken plugins next to the good ones: platform, file name (in the home).
@@ -356,8 +370,7 @@ fn hostile_run_contains_every_attack() {
     let ok = a.result("h-ok");
     assert!(ok.starts_with("ok → "), "{ok}");
     assert_eq!(a.records["h-ok"], [serde_json::json!({"attack": "ok"})]);
-    // All but `ok`, `fs-env`, `repeated-header` and `connection-flood`.
-    let failed = ATTACKS.len() - 4;
+    let failed = ATTACKS.len() - SUCCEED.len();
     assert!(
         a.run.stdout.contains(&format!(
             "{failed} of {} data sources failed",
@@ -375,15 +388,11 @@ fn hostile_run_contains_every_attack() {
         a.run.stdout
     );
     for (name, rows) in &a.records {
-        if ![
-            GOOD,
-            "h-ok",
-            "h-fs-env",
-            "h-repeated-header",
-            "h-connection-flood",
-        ]
-        .contains(&name.as_str())
-        {
+        let succeeds = name == GOOD
+            || name
+                .strip_prefix("h-")
+                .is_some_and(|attack| SUCCEED.contains(&attack));
+        if !succeeds {
             assert!(rows.is_empty(), "{name} wrote records: {rows:?}");
         }
     }
@@ -406,7 +415,8 @@ fn hostile_secret_goes_nowhere_else() {
                     "/hostile/repeated-header",
                     "/v1/me"
                 ]
-                .contains(&r.path.as_str()),
+                .contains(&r.path.as_str())
+                    || r.path.starts_with("/redirect?"),
                 "{r:?}"
             );
         }
@@ -824,13 +834,24 @@ fn hostile_connection_flood_is_held_to_a_few_at_once() {
 #[test]
 fn hostile_reflected_secret_goes_nowhere() {
     let a = attacked();
-    let msg = a.failure("reflect-exfiltrate");
-    assert!(
-        msg.contains("the plugin returned a credential value in its records"),
-        "{msg}"
+    // The platform echoed the injected token in its 401; the plugin saw only
+    // the host's mark in its place, in the response it read.
+    let result = a.result("h-reflect-exfiltrate");
+    assert!(result.starts_with("ok → "), "{result}");
+    assert_eq!(
+        a.records["h-reflect-exfiltrate"],
+        [serde_json::json!({"attack": "reflect-exfiltrate", "saw": "[redacted]"})]
     );
-    assert!(!msg.contains(&a.token), "{msg}");
-    assert!(a.records["h-reflect-exfiltrate"].is_empty());
+    let echoed = a
+        .requests
+        .iter()
+        .find(|r| r.path == "/v1/me" && r.status == 401)
+        .expect("the echoing request was sent");
+    assert_eq!(
+        echoed.authorization.as_deref(),
+        Some(format!("Bearer {}", a.token).as_str()),
+        "the token was not injected, so nothing was echoed"
+    );
     assert!(
         a.target_requests
             .iter()
@@ -838,13 +859,311 @@ fn hostile_reflected_secret_goes_nowhere() {
         "{:?}",
         a.target_requests
     );
-    let denied = a.denied("h-reflect-exfiltrate", "inject", "token");
+}
+
+/// Credential calls and refused requests cannot make the host write more
+/// audit records, or keep more memory, than the spec's fields bound:
+/// 200,000 names, a megabyte-long name, undeclared fields with 16 KiB
+/// values, 501 placeholders and a 20 KB authority each make at most one
+/// short record.
+#[test]
+fn hostile_amplification_is_bounded() {
+    let a = attacked();
+    let msg = a.failure("amplify");
+    // Refused, every one, and none of it a limit: undeclared values were
+    // never remembered (ten of them would pass the scrubber's bound).
     assert!(
-        denied.len() >= 2
-            && denied.iter().all(|r| r["detail"]
+        msg.starts_with("plugin error: amplify refused: all 27 attempts"),
+        "{msg}"
+    );
+    assert!(msg.contains("names 200000 credential fields"), "{msg}");
+    assert!(msg.contains("longer than 64 bytes"), "{msg}");
+    let audited = a.audit_of("h-amplify");
+    // One per attempt: three rounds of two reveals, an update and two
+    // refused requests (the 20 KB authority may already be refused by wasi,
+    // before the host sees it), and twelve updates.
+    assert!(
+        (24..=27).contains(&audited.len()),
+        "{} records: {audited:?}",
+        audited.len()
+    );
+    for r in &audited {
+        assert_eq!(r["decision"], "denied", "{r}");
+        let detail = r["detail"].as_str().unwrap();
+        assert!(detail.len() < 2048, "{} bytes: {detail}", detail.len());
+        let field = r["field"].as_str().unwrap_or("");
+        assert!(field.len() <= 10, "a field name of {} bytes", field.len());
+    }
+    // Only declared fields are named: the 500 undeclared placeholders are not.
+    assert!(
+        audited.iter().all(|r| r["field"].is_null()
+            || ["token", "undeclared"].contains(&r["field"].as_str().unwrap())),
+        "{audited:?}"
+    );
+    assert!(a.outside_requests.is_empty(), "{:?}", a.outside_requests);
+}
+
+/// `TRACE` would have the platform echo the injected token back: the host
+/// refuses the method before anything is injected or sent.
+#[test]
+fn hostile_trace_is_refused() {
+    let a = attacked();
+    let msg = a.failure("trace-echo");
+    assert!(msg.contains("trace-echo refused: all 1 attempts"), "{msg}");
+    assert!(msg.contains("method TRACE is not allowed"), "{msg}");
+    assert!(
+        a.requests.iter().all(|r| r.method != "TRACE"),
+        "{:?}",
+        a.requests
+    );
+    assert!(
+        a.target_requests
+            .iter()
+            .all(|r| !r.path.starts_with("/hostile/trace/")),
+        "{:?}",
+        a.target_requests
+    );
+    let denied = a.denied("h-trace-echo", "inject", "token");
+    assert_eq!(denied.len(), 1, "{:?}", a.audit_of("h-trace-echo"));
+    assert!(
+        denied[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("method TRACE is not allowed"),
+        "{}",
+        denied[0]
+    );
+}
+
+/// A redirect to another origin is handed to the plugin as it is: nothing
+/// follows it, so the token goes no further than its own origin.
+#[test]
+fn hostile_redirects_are_not_followed() {
+    let a = attacked();
+    let result = a.result("h-redirect");
+    assert!(result.starts_with("ok → "), "{result}");
+    let location = format!("{}/hostile/redirected", a.target);
+    assert_eq!(
+        a.records["h-redirect"],
+        [serde_json::json!({"attack": "redirect", "status": 302, "location": location})]
+    );
+    let sent = a
+        .requests
+        .iter()
+        .find(|r| r.path.starts_with("/redirect?"))
+        .expect("the request to the token's origin was sent");
+    assert_eq!(sent.status, 302);
+    assert_eq!(
+        sent.authorization.as_deref(),
+        Some(format!("Bearer {}", a.token).as_str())
+    );
+    assert!(
+        a.target_requests
+            .iter()
+            .all(|r| !r.path.starts_with("/hostile/redirected")),
+        "{:?}",
+        a.target_requests
+    );
+}
+
+/// A home whose `hostile` plugin may reach `base` and `target`, with the
+/// `[plugin]` lines `extra` and one data source `name` running `attack`,
+/// connected with `token`.
+fn hostile_home(
+    base: &str,
+    target: &str,
+    extra: &str,
+    name: &str,
+    attack: &str,
+    token: &str,
+) -> Home {
+    let home = Home::new(base);
+    let config = format!(
+        "[store]\npath = \"intake.redb\"\n\n\
+         [keys]\nfile = \"intake.key\"\n\n\
+         [output]\ndir = \"output\"\n\n\
+         [cache]\ndir = \"cache\"\n\n\
+         [scheduler]\nshutdown_grace = \"100ms\"\n\n\
+         [[plugin]]\nplatform = \"hostile\"\npath = {hostile}\nallow = [{base}, {target}]\n{extra}\n",
+        hostile = quote(&guest("hostile").display().to_string()),
+        base = quote(base),
+        target = quote(target),
+    );
+    std::fs::write(home.config_path(), config).unwrap();
+    home.init();
+    home.user_add(USER);
+    let attack = format!("attack={attack}");
+    let base_url = format!("base_url={base}");
+    let target_url = format!("target={target}");
+    home.intake_with_stdin(
+        &[
+            "connect",
+            "--user",
+            USER,
+            "--platform",
+            "hostile",
+            "--name",
+            name,
+            "--set",
+            &attack,
+            "--set",
+            &base_url,
+            "--set",
+            &target_url,
+            "--secrets",
+            "-",
+        ],
+        Some(&format!("token={token}\n")),
+    )
+    .ok();
+    home
+}
+
+/// Reveal granted by the operator (R1): the plugin gets the real value; it
+/// is scrubbed (in any letter case) from the plugin's log lines and error
+/// text; the reveal is audited as granted; and the value sent raw to an
+/// origin not declared for it is refused and audited.
+#[test]
+fn hostile_reveal_grant_end_to_end() {
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    let target = SamplePlatform::start(Fixture::demo()).unwrap();
+    let token = format!("revealed-token-{}", random_hex(16));
+    let home = hostile_home(
+        &platform.base_url(),
+        &target.base_url(),
+        "reveal = [\"token\"]\n",
+        "r-reveal",
+        "reveal-granted",
+        &token,
+    );
+    let run = home.run(&[]);
+    let line = run.summary_line("r-reveal");
+    assert!(
+        line.contains("FAILED: plugin error: reveal-granted: "),
+        "{line}"
+    );
+    // The plugin held the real value: it sent it where the token may go.
+    let sent = platform
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/hostile/revealed")
+        .expect("the plugin sent the revealed value to the token's origin");
+    assert_eq!(
+        sent.authorization.as_deref(),
+        Some(format!("Bearer {token}").as_str())
+    );
+    assert!(line.contains("to the token's origin: sent"), "{line}");
+    // Raw to an origin not declared for it: refused, never arrived.
+    assert!(
+        line.contains(&format!("to {}: refused", target.base_url())),
+        "{line}"
+    );
+    assert!(
+        line.contains("carries the value of credential field `token`"),
+        "{line}"
+    );
+    assert!(target.requests().is_empty(), "{:?}", target.requests());
+    // Scrubbed from its error text and log lines, upper-cased too.
+    assert!(line.contains("the token is [redacted]"), "{line}");
+    let upper = token.to_uppercase();
+    for text in [&run.stdout, &run.stderr] {
+        assert!(!text.contains(&token) && !text.contains(&upper), "{text}");
+    }
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.contains("reveal-granted: the token is [redacted] ([redacted])")),
+        "{}",
+        run.stderr
+    );
+    // Audited: the reveal granted, the value passed on refused.
+    let audit = match home.intake(&["audit", "--json"]).ok().json() {
+        Value::Array(items) => items,
+        other => panic!("{other}"),
+    };
+    assert!(
+        audit.iter().any(|r| r["action"] == "reveal"
+            && r["field"] == "token"
+            && r["decision"] == "granted"),
+        "{audit:?}"
+    );
+    assert!(
+        audit.iter().any(|r| r["action"] == "inject"
+            && r["field"] == "token"
+            && r["decision"] == "denied"
+            && r["detail"]
                 .as_str()
                 .unwrap()
                 .contains("carries the value of credential field `token`")),
-        "{denied:?}"
+        "{audit:?}"
+    );
+    assert!(!serde_json::to_string(&audit).unwrap().contains(&token));
+}
+
+/// A run cancelled while its plugin waits (SIGTERM, past a short grace)
+/// still writes the audit records it had buffered: here a denied reveal.
+#[test]
+fn hostile_cancelled_run_keeps_its_denials() {
+    use std::io::{BufRead as _, BufReader};
+    use std::sync::{Arc, Mutex};
+
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    let home = hostile_home(
+        &platform.base_url(),
+        &platform.base_url(),
+        "[plugin.limits]\nwall_time = \"1h\"\n",
+        "c-deny",
+        "deny-then-sleep",
+        "cancelled-token-0123456789",
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_intake"))
+        .arg("--config")
+        .arg(home.config_path())
+        .args(["run", "c-deny"])
+        .current_dir(home.path())
+        .env_remove("INTAKE_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let stderr = stderr.clone();
+        let pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                stderr.lock().unwrap().push_str(&(line + "\n"));
+            }
+        })
+    };
+    crate::support::wait_until(
+        std::time::Duration::from_secs(60),
+        "the plugin was denied its reveal",
+        || {
+            stderr
+                .lock()
+                .unwrap()
+                .contains("deny-then-sleep: reveal answered a denial")
+        },
+    );
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let _ = child.wait().unwrap();
+    reader.join().unwrap();
+    let id = home.source_json("c-deny")["id"].as_u64().unwrap();
+    let audit = match home.intake(&["audit", "--json"]).ok().json() {
+        Value::Array(items) => items,
+        other => panic!("{other}"),
+    };
+    assert!(
+        audit.iter().any(|r| r["source"].as_u64() == Some(id)
+            && r["action"] == "reveal"
+            && r["decision"] == "denied"),
+        "the cancelled run's denial was lost: {audit:?}\n{}",
+        stderr.lock().unwrap()
     );
 }

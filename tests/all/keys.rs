@@ -548,6 +548,7 @@ fn swapped_rows_fields_and_versions_fail() {
         reveal: Arc::new(BTreeSet::new()),
         pending: None,
         pending_of: None,
+        session: Default::default(),
     };
     let broker = Broker::new(store.clone());
     let served = broker.request(&binding, &["access_token"], &Use::Inject { origin });

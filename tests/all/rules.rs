@@ -195,6 +195,7 @@ fn binding(source: u64, owner: &str, origin: &Origin, reveal: bool) -> Binding {
         }),
         pending: None,
         pending_of: None,
+        session: Default::default(),
     }
 }
 
@@ -411,8 +412,16 @@ fn rule_1_fields_declared_by_the_plugin() {
     let source = store.find_source("acme-us").unwrap();
     let origin = Origin::parse(&platform.base_url()).unwrap();
     let broker = Broker::new(store.clone());
+    // Two declared fields, as the AdSample spec has more: two names pass the
+    // broker's bound on a request's length, and `favourite` is refused as
+    // undeclared.
+    let mut declared = binding(source.id, "alice", &origin, false);
+    declared.fields = Arc::new(HashMap::from([
+        ("access_token".to_owned(), vec![origin.clone()]),
+        ("refresh_token".to_owned(), vec![origin.clone()]),
+    ]));
     match broker.update(
-        &binding(source.id, "alice", &origin, false),
+        &declared,
         vec![
             (
                 "access_token".into(),
@@ -1396,7 +1405,10 @@ fn rule_4_rotated_tokens_saved_across_runs_and_data_sources() {
 
 /// Concurrent writes to one credential (the plugin's `credentials.update`
 /// from data sources running at once) are serialised: each makes exactly one
-/// new version over the latest fields, none is lost.
+/// new version over the latest fields, none is lost. Each write here is its
+/// own invocation that read nothing before, so it applies over whatever is
+/// current; a write based on a version the invocation read is compared and
+/// set instead (`broker::tests::a_stale_plugin_write_is_refused`).
 #[test]
 fn rule_4_concurrent_updates_are_serialised() {
     let dir = tempfile::tempdir().unwrap();
@@ -1443,12 +1455,17 @@ fn rule_4_concurrent_updates_are_serialised() {
                 (format!("field_{n}"), vec![origin.clone()]),
             ]));
             scope.spawn(move || {
+                // A binding of its own (a fresh session) per invocation.
+                let invocation = || Binding {
+                    session: Default::default(),
+                    ..b.clone()
+                };
                 for i in 0..WRITES {
                     let field = (format!("field_{n}"), SecretString::new(format!("v{i}")));
-                    broker.update(&b, vec![field]).unwrap();
+                    broker.update(&invocation(), vec![field]).unwrap();
                     let token = SecretString::new(format!("t-{n}-{i}"));
                     broker
-                        .update(&b, vec![("access_token".into(), token)])
+                        .update(&invocation(), vec![("access_token".into(), token)])
                         .unwrap();
                 }
             });

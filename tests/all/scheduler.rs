@@ -255,6 +255,64 @@ fn killed_runs_never_skip_or_duplicate_records() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
+/// A secret is never used unrecorded: once the platform has seen a request
+/// with the injected token, its `inject` record is durable, even if intake
+/// is killed (SIGKILL) right after, in the middle of the run.
+#[test]
+fn a_run_killed_after_an_injected_request_keeps_its_audit_record() {
+    let platform = SamplePlatform::start(Fixture::demo()).unwrap();
+    // Slow pages: the run is still fetching when it is killed.
+    platform.set_delay(Duration::from_millis(300));
+    let home = home_with(&platform, "");
+    connect(&home, "acme-us", "acme-us", "adsample-token-acme");
+    small_pages(&home, "acme-us", 5);
+    let before = home
+        .store()
+        .audit(&intake::store::AuditFilter::default())
+        .unwrap()
+        .len();
+    let mut child = spawn(&home, &["run", "acme-us"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // The platform logs a request once it has answered it.
+    while !platform
+        .requests()
+        .iter()
+        .any(|r| r.authorization.as_deref() == Some("Bearer adsample-token-acme"))
+    {
+        assert!(Instant::now() < deadline, "no injected request arrived");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    signal(&child, "KILL");
+    let _ = child.wait();
+    let seen = platform.requests().len();
+    let runs = runs(&home, "acme-us");
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(
+        runs[0]["outcome"], "running",
+        "killed mid-run: {:?}",
+        runs[0]
+    );
+    let audit = home
+        .store()
+        .audit(&intake::store::AuditFilter::default())
+        .unwrap();
+    let injected = audit[before..]
+        .iter()
+        .filter(|r| {
+            r.action == intake::store::AuditAction::Inject
+                && r.granted
+                && r.field.as_deref() == Some("access_token")
+        })
+        .count();
+    // One per request sent: those the platform answered, and perhaps one it
+    // was still answering.
+    assert!(
+        injected >= 1 && injected <= seen + 1,
+        "{injected} inject records for {seen} requests seen: {:?}",
+        &audit[before..]
+    );
+}
+
 /// A home for `intake serve`: ticks of 100 ms, metrics on a free port
 /// (returned), and data source `acme-us` scheduled `--every every`.
 fn serving(platform: &SamplePlatform, every: &str) -> (Home, u16) {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
-use intake::broker::{Binding, Broker, Use};
+use intake::broker::{Binding, Broker, Session, Use};
 use intake::config::Config;
 use intake::crypto::Keyring;
 use intake::origin::Origin;
@@ -432,6 +432,9 @@ impl SecretFixture {
             reveal: Arc::new(["token".to_owned()].into()),
             pending: None,
             pending_of: None,
+            // One binding serves every measured request: no per-invocation
+            // cap on its audit records.
+            session: Arc::new(Session::with_max_records(u32::MAX)),
         };
         Self {
             broker: Broker::new(home.store.clone()),

@@ -7,7 +7,12 @@
 wasmtime::component::bindgen!({
     world: "plugin",
     path: "../wit",
-    imports: { default: trappable },
+    // `credentials` is async: a reveal waits for its audit record to be
+    // written before it returns a value.
+    imports: {
+        "intake:connector/credentials": async | trappable,
+        default: trappable,
+    },
     exports: { default: async },
     with: {
         "wasi:http": wasmtime_wasi_http::p2::bindings::http,

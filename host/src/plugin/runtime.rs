@@ -4,9 +4,12 @@
 //! fails to load is recorded with its error and fails only its own data
 //! sources. [`Runtime::fetch`] runs one data source: a fresh store with its
 //! limits, a binding to that data source, `fetch` called page by page until
-//! the plugin says there is no more. The broker's audit records are written
-//! when the invocation ends, on tokio's blocking pool (see
-//! [`Broker::flush_async`]).
+//! the plugin says there is no more. The broker's audit records are made
+//! durable before a request with injected secrets leaves the host and before
+//! revealed values reach the plugin, and whatever is still buffered when the
+//! invocation ends, on tokio's blocking pool (see [`Broker::flush_async`]);
+//! an invocation cancelled midway (its future dropped) writes them as it is
+//! dropped ([`FlushOnDrop`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -33,6 +36,7 @@ use super::scrub::Scrubber;
 use super::spec::{PluginSpec, Reach};
 use super::state::{
     Fault, GuestContext, InvocationState, LimitExceeded, LogBudget, StderrTail, Tripwire, one_line,
+    safe_line,
 };
 
 /// The `intake:connector` package version this host implements.
@@ -449,6 +453,7 @@ impl Runtime {
             reveal: plugin.reveal.clone(),
             pending,
             pending_of,
+            session: Arc::default(),
         };
         Ok((plugin, binding, config, reach))
     }
@@ -462,6 +467,7 @@ impl Runtime {
         sink: &mut dyn PageSink,
     ) -> Result<FetchOutcome, RunError> {
         let (plugin, binding, config, reach) = self.prepare(source, None, None)?;
+        let flush_on_drop = FlushOnDrop(Some(self.broker.clone()));
         let label = format!("{} ({})", source.name, source.platform);
         let mut store = self.new_store(&plugin, Some(binding), reach, label);
         let limits = plugin.limits.clone();
@@ -544,7 +550,9 @@ impl Runtime {
             }
         };
         let timed = tokio::time::timeout(limits.wall_time, run).await;
-        self.conclude(store, timed, "fetch", limits.wall_time).await
+        let result = self.conclude(store, timed, "fetch", limits.wall_time).await;
+        flush_on_drop.disarm();
+        result
     }
 
     /// Ends an invocation: a timeout becomes a `limits.wall_time` error,
@@ -605,6 +613,7 @@ impl Runtime {
         pending_of: Option<crate::store::CredentialId>,
     ) -> Result<(), RunError> {
         let (plugin, binding, config, reach) = self.prepare(source, pending, pending_of)?;
+        let flush_on_drop = FlushOnDrop(Some(self.broker.clone()));
         let label = format!("{} ({}, check)", source.name, source.platform);
         let mut store = self.new_store(&plugin, Some(binding), reach, label);
         let limits = plugin.limits.clone();
@@ -623,7 +632,33 @@ impl Runtime {
                 .map_err(connector_error)
         };
         let timed = tokio::time::timeout(limits.wall_time, run).await;
-        self.conclude(store, timed, "check", limits.wall_time).await
+        let result = self.conclude(store, timed, "check", limits.wall_time).await;
+        flush_on_drop.disarm();
+        result
+    }
+}
+
+/// Writes the broker's buffered audit records if an invocation is dropped
+/// before it concludes (cancelled: its future dropped at an `await`), so that
+/// its denials are not lost; [`FlushOnDrop::disarm`] once it concluded, which
+/// wrote them. The write is synchronous (a drop cannot wait for the blocking
+/// pool, and the runtime may be shutting down): one commit, on cancellation
+/// only.
+struct FlushOnDrop(Option<Broker>);
+
+impl FlushOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for FlushOnDrop {
+    fn drop(&mut self) {
+        if let Some(broker) = self.0.take()
+            && let Err(e) = broker.flush()
+        {
+            tracing::error!("cannot write the audit log of a cancelled invocation: {e}");
+        }
     }
 }
 
@@ -671,8 +706,17 @@ fn finish_error(err: RunError, scrubber: &Scrubber, notes: &Mutex<Vec<String>>) 
     } else {
         format!(" (the host refused: {})", notes.join("; "))
     };
-    let fix = |s: String| one_line(&scrubber.scrub(&format!("{s}{extra}")), MAX_ERROR_BYTES);
-    let clean = |s: String| one_line(&scrubber.scrub(&s), MAX_ERROR_BYTES);
+    // Cut while scrubbing (see `safe_line`): a plugin's megabytes of error
+    // text cost what 4 KiB do. With notes, the plugin's text gets half, so
+    // that the cut never hides why the host refused something.
+    let fix = |s: String| {
+        if extra.is_empty() {
+            return safe_line(scrubber, &s, MAX_ERROR_BYTES);
+        }
+        let head = safe_line(scrubber, &s, MAX_ERROR_BYTES / 2);
+        safe_line(scrubber, &format!("{head}{extra}"), MAX_ERROR_BYTES)
+    };
+    let clean = |s: String| safe_line(scrubber, &s, MAX_ERROR_BYTES);
     match err {
         RunError::AuthFailed(s) => RunError::AuthFailed(fix(s)),
         RunError::RateLimited {
@@ -773,7 +817,8 @@ fn trap(e: &wasmtime::Error, limits: &Limits, stderr: &StderrTail) -> RunError {
             None => cause,
         },
     };
-    RunError::Trap(one_line(&message, MAX_ERROR_BYTES))
+    // Not cut here: `finish_error` cuts it after scrubbing a wider window.
+    RunError::Trap(message)
 }
 
 /// `crate::module::function` for a legacy-mangled Rust symbol
@@ -785,10 +830,13 @@ fn demangle(name: &str) -> String {
     let mut parts = Vec::new();
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        // Checked: a name section may claim any length (`_ZN99999…`).
         let Some(part) = rest[..digits]
             .parse::<usize>()
             .ok()
-            .and_then(|len| rest.get(digits..digits + len))
+            .filter(|len| *len > 0)
+            .and_then(|len| digits.checked_add(len))
+            .and_then(|end| rest.get(digits..end))
         else {
             return name.to_owned();
         };
@@ -800,6 +848,9 @@ fn demangle(name: &str) -> String {
         .is_some_and(|p| p.len() == 17 && p.starts_with('h'))
     {
         parts.pop();
+    }
+    if parts.is_empty() {
+        return name.to_owned();
     }
     parts.join("::")
 }
@@ -859,6 +910,11 @@ mod tests {
         );
         assert_eq!(demangle("abort"), "abort");
         assert_eq!(demangle("_ZN99shortE"), "_ZN99shortE");
+        // A length that overflows `usize` when added to its digits.
+        let huge = format!("_ZN{}xE", usize::MAX);
+        assert_eq!(demangle(&huge), huge);
+        assert_eq!(demangle("_ZNE"), "_ZNE");
+        assert_eq!(demangle("_ZN0E"), "_ZN0E");
     }
 
     #[test]

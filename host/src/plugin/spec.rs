@@ -69,6 +69,11 @@ pub struct Reach {
 /// The largest value a credential field may hold, in bytes.
 pub const MAX_FIELD_BYTES: usize = 16 * 1024;
 
+/// The most credential fields a spec may declare. What the host keeps per
+/// invocation for a credential (audit records of one request, values it
+/// scrubs) is bounded by the declared fields, so they are bounded too.
+pub const MAX_CREDENTIAL_FIELDS: usize = 64;
+
 impl From<types::PluginSpec> for PluginSpec {
     fn from(s: types::PluginSpec) -> Self {
         Self {
@@ -124,6 +129,12 @@ impl PluginSpec {
             return Err(format!(
                 "its platform id `{}` must be 1 to 64 lowercase letters, digits or `-`",
                 self.platform
+            ));
+        }
+        if self.credential_fields.len() > MAX_CREDENTIAL_FIELDS {
+            return Err(format!(
+                "it declares {} credential fields; at most {MAX_CREDENTIAL_FIELDS} are allowed",
+                self.credential_fields.len()
             ));
         }
         let mut names = BTreeSet::new();
@@ -360,5 +371,15 @@ mod tests {
         let mut s = spec();
         s.credential_fields.push(s.credential_fields[0].clone());
         assert!(s.validate().unwrap_err().contains("twice"));
+        let mut s = spec();
+        s.credential_fields = (0..=MAX_CREDENTIAL_FIELDS)
+            .map(|i| FieldSpec {
+                name: format!("f{i}"),
+                ..spec().credential_fields[0].clone()
+            })
+            .collect();
+        assert!(s.validate().unwrap_err().contains("at most 64"));
+        s.credential_fields.pop();
+        assert_eq!(s.validate(), Ok(()));
     }
 }

@@ -131,10 +131,10 @@ pub(super) struct GuestContext {
 }
 
 impl GuestContext {
-    /// Replaces every value revealed or injected so far in `text` with
-    /// `[redacted]`.
-    pub fn scrub(&self, text: &str) -> String {
-        self.scrubber.scrub(text)
+    /// Plugin text made safe to show on one line of about `max` bytes (see
+    /// [`safe_line`]).
+    pub fn safe_line(&self, text: &str, max: usize) -> String {
+        safe_line(&self.scrubber, text, max)
     }
 
     /// Counts a credential call; past [`MAX_CREDENTIAL_CALLS`] it traps.
@@ -149,15 +149,34 @@ impl GuestContext {
     }
 }
 
+/// Plugin-controlled text made safe to show: cut to about `max` bytes and
+/// scrubbed of every secret form `scrubber` remembers — cut first, so that
+/// the cost is bounded by `max` whatever the text's length, but scrubbed over
+/// a window a form's length longer, so that a value standing across the cut
+/// is redacted rather than left half visible — then kept to one line
+/// ([`one_line`]). Markers and escapes may make the line longer than `max`,
+/// by half of it at most.
+pub(super) fn safe_line(scrubber: &Scrubber, text: &str, max: usize) -> String {
+    let (kept, dropped) = scrubber.scrub_prefix(text, max);
+    one_line_more(&kept, max.saturating_add(max / 2), dropped)
+}
+
 /// Makes plugin-controlled text safe to show on one line of a table or log:
 /// line breaks and tabs become spaces, other control characters (terminal
 /// escapes) and invisible direction overrides are escaped, and the text is
 /// cut after about `max` bytes.
 pub(super) fn one_line(text: &str, max: usize) -> String {
+    one_line_more(text, max, 0)
+}
+
+/// [`one_line`] of a text from which `more` bytes were already cut off.
+fn one_line_more(text: &str, max: usize, more: usize) -> String {
     let mut out = String::with_capacity(text.len().min(max) + 32);
+    let mut cut = false;
     for (at, c) in text.char_indices() {
         if out.len() >= max {
-            out.push_str(&format!("… ({} more bytes)", text.len() - at));
+            out.push_str(&format!("… ({} more bytes)", text.len() - at + more));
+            cut = true;
             break;
         }
         match c {
@@ -170,6 +189,9 @@ pub(super) fn one_line(text: &str, max: usize) -> String {
             }
             c => out.push(c),
         }
+    }
+    if !cut && more > 0 {
+        out.push_str(&format!("… ({more} more bytes)"));
     }
     out
 }
@@ -358,6 +380,38 @@ mod tests {
         let cut = one_line(&long, 100);
         assert!(cut.len() < 130, "{cut}");
         assert!(cut.ends_with("… (1900 more bytes)"), "{cut}");
+    }
+
+    #[test]
+    fn safe_lines_are_cut_before_scrubbing_and_hide_a_value_across_the_cut() {
+        let scrubber = Scrubber::default();
+        scrubber
+            .hold(
+                "token",
+                &crate::secret::SecretString::from("0123456789abcdef"),
+            )
+            .expect("room");
+        // 16 MiB of text: only about `max` bytes of it are looked at.
+        let text = format!(
+            "{}0123456789abcdef\n{}",
+            "x".repeat(95),
+            "y".repeat(16 << 20)
+        );
+        let line = safe_line(&scrubber, &text, 100);
+        assert_eq!(
+            line,
+            format!(
+                "{}[redacted]… ({} more bytes)",
+                "x".repeat(95),
+                text.len() - 100
+            )
+        );
+        assert!(!line.contains("01234"), "{line}");
+        // Short text is kept whole, scrubbed and on one line.
+        assert_eq!(
+            safe_line(&scrubber, "a\nb 0123456789ABCDEF", 100),
+            "a b [redacted]"
+        );
     }
 
     #[test]

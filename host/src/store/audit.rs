@@ -31,6 +31,9 @@ impl AuditFilter {
 }
 
 pub(super) fn append_in(txn: &redb::WriteTransaction, records: &[AuditRecord]) -> Result<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
     let mut table = txn.open_table(AUDIT)?;
     let first = table.last()?.map_or(0, |(k, _)| k.value()) + 1;
     for (seq, record) in (first..).zip(records) {

@@ -52,6 +52,42 @@ pub struct UpdatedBy<'a> {
     pub title: Option<&'a str>,
 }
 
+/// A plugin's write of its credential (an OAuth refresh) through
+/// [`Store::update_credential_from_plugin`]: who, for the audit log, and the
+/// version it is based on.
+#[derive(Debug, Clone, Copy)]
+pub struct PluginWrite<'a> {
+    /// The data source the plugin ran for, if it exists yet.
+    pub source: Option<SourceId>,
+    /// The plugin (its platform id).
+    pub plugin: &'a str,
+    /// The version the plugin last read or wrote: the write applies only
+    /// if the credential is still at it. None applies it over the current
+    /// version (the plugin read nothing it could be undoing).
+    pub based_on: Option<u32>,
+}
+
+/// How a write of a credential is audited.
+#[derive(Debug, Clone, Copy)]
+enum WriteAudit<'a> {
+    /// Not here (the caller audits it).
+    None,
+    /// By a person: `manage` records.
+    By(&'a UpdatedBy<'a>),
+    /// By a plugin: `update` records.
+    Plugin(&'a PluginWrite<'a>),
+}
+
+impl WriteAudit<'_> {
+    /// The new title a person's update sets, if any.
+    fn title(&self) -> Option<&str> {
+        match self {
+            WriteAudit::By(by) => by.title,
+            _ => None,
+        }
+    }
+}
+
 /// What "my credentials" shows of one credential. Never values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CredentialSummary {
@@ -325,7 +361,24 @@ impl Store {
         owner: &str,
         changes: &SecretFields,
     ) -> Result<u32> {
-        self.update_credential_audited(id, owner, changes, None)
+        self.update_credential_audited(id, owner, changes, WriteAudit::None)
+    }
+
+    /// [`Store::update_credential`] by a plugin (a token refresh), compared
+    /// and set: refused with [`StoreError::VersionChanged`] unless the
+    /// credential is still at `write.based_on` (when given), so that a
+    /// refresh finishing after a reconnect cannot undo it. Recorded in the
+    /// audit log in the same transaction: one granted `update` record per
+    /// field written (its name, never its value), naming the data source,
+    /// plugin and new version.
+    pub fn update_credential_from_plugin(
+        &self,
+        id: CredentialId,
+        owner: &str,
+        changes: &SecretFields,
+        write: &PluginWrite<'_>,
+    ) -> Result<u32> {
+        self.update_credential_audited(id, owner, changes, WriteAudit::Plugin(write))
     }
 
     /// [`Store::update_credential`] by a person (reconnecting), recorded in the
@@ -339,7 +392,7 @@ impl Store {
         changes: &SecretFields,
         by: &UpdatedBy<'_>,
     ) -> Result<u32> {
-        self.update_credential_audited(id, owner, changes, Some(by))
+        self.update_credential_audited(id, owner, changes, WriteAudit::By(by))
     }
 
     fn update_credential_audited(
@@ -347,10 +400,10 @@ impl Store {
         id: CredentialId,
         owner: &str,
         changes: &SecretFields,
-        by: Option<&UpdatedBy<'_>>,
+        by: WriteAudit<'_>,
     ) -> Result<u32> {
         check_secret_values(changes)?;
-        if let Some(title) = by.and_then(|by| by.title) {
+        if let Some(title) = by.title() {
             super::check_title(title)?;
         }
         self.with_current_key(|keyring| {
@@ -364,7 +417,7 @@ impl Store {
         id: CredentialId,
         owner: &str,
         changes: &SecretFields,
-        by: Option<&UpdatedBy<'_>>,
+        by: WriteAudit<'_>,
     ) -> Result<u32> {
         let txn = self.db().begin_write()?;
         self.require_current_key(&txn.open_table(super::META)?, keyring)?;
@@ -377,13 +430,25 @@ impl Store {
             if rec.owner != owner {
                 return Err(no_such(owner, id));
             }
+            if let WriteAudit::Plugin(PluginWrite {
+                based_on: Some(read),
+                ..
+            }) = by
+                && *read != rec.version
+            {
+                return Err(StoreError::VersionChanged {
+                    id,
+                    read: *read,
+                    current: rec.version,
+                });
+            }
             let mut fields = open_fields(keyring, &rec, None)?;
             for (name, value) in changes.iter() {
                 fields.insert(name, value.clone());
             }
             rec.version += 1;
             rec.updated_ms = now_ms();
-            if let Some(title) = by.and_then(|by| by.title) {
+            if let Some(title) = by.title() {
                 rec.title = title.to_owned();
             }
             seal_into(keyring, &mut rec, &fields)?;
@@ -398,37 +463,61 @@ impl Store {
             states.insert(id, encode(&state)?.as_slice())?;
             rec.version
         };
-        if let Some(by) = by {
-            let at_ms = now_ms();
-            let mut records: Vec<AuditRecord> = changes
-                .names()
-                .map(|field| AuditRecord {
-                    at_ms,
-                    user: owner.to_owned(),
-                    source: by.source,
-                    plugin: by.plugin.map(str::to_owned),
-                    credential: Some(id),
-                    field: Some(field.to_owned()),
-                    action: AuditAction::Manage,
-                    granted: true,
-                    detail: format!("{}: version {version}", by.why),
-                })
-                .collect();
-            if by.title.is_some() {
-                records.push(AuditRecord {
-                    at_ms,
-                    user: owner.to_owned(),
-                    source: by.source,
-                    plugin: by.plugin.map(str::to_owned),
-                    credential: Some(id),
-                    field: None,
-                    action: AuditAction::Manage,
-                    granted: true,
-                    detail: "renamed".into(),
-                });
+        let at_ms = now_ms();
+        let record =
+            |field: Option<&str>, source, plugin: Option<&str>, action, detail| AuditRecord {
+                at_ms,
+                user: owner.to_owned(),
+                source,
+                plugin: plugin.map(str::to_owned),
+                credential: Some(id),
+                field: field.map(str::to_owned),
+                action,
+                granted: true,
+                detail,
+            };
+        let records: Vec<AuditRecord> = match by {
+            WriteAudit::None => Vec::new(),
+            WriteAudit::By(by) => {
+                let mut records: Vec<AuditRecord> = changes
+                    .names()
+                    .map(|field| {
+                        let detail = format!("{}: version {version}", by.why);
+                        record(
+                            Some(field),
+                            by.source,
+                            by.plugin,
+                            AuditAction::Manage,
+                            detail,
+                        )
+                    })
+                    .collect();
+                if by.title.is_some() {
+                    records.push(record(
+                        None,
+                        by.source,
+                        by.plugin,
+                        AuditAction::Manage,
+                        "renamed".into(),
+                    ));
+                }
+                records
             }
-            append_in(&txn, &records)?;
-        }
+            WriteAudit::Plugin(w) => changes
+                .names()
+                .map(|field| {
+                    let detail = format!("version {version}");
+                    record(
+                        Some(field),
+                        w.source,
+                        Some(w.plugin),
+                        AuditAction::Update,
+                        detail,
+                    )
+                })
+                .collect(),
+        };
+        append_in(&txn, &records)?;
         txn.commit()?;
         Ok(version)
     }

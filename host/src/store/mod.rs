@@ -47,7 +47,7 @@ use crate::crypto::{
 use crate::secret::SecretString;
 
 pub use audit::AuditFilter;
-pub use credentials::{CredentialSummary, NewSecrets, UpdatedBy, check_secret_values};
+pub use credentials::{CredentialSummary, NewSecrets, PluginWrite, UpdatedBy, check_secret_values};
 pub use maintenance::{Rotation, Verification};
 pub use manage::Deleted;
 pub use model::{
@@ -315,6 +315,20 @@ pub enum StoreError {
         user: String,
         /// The id given.
         id: CredentialId,
+    },
+    /// A write based on one version of a credential found another version
+    /// current (someone changed it meanwhile); nothing was written.
+    #[error(
+        "credential {id} changed meanwhile (it is at version {current}; the write was based on \
+         version {read}); nothing was written"
+    )]
+    VersionChanged {
+        /// The credential.
+        id: CredentialId,
+        /// The version the write was based on.
+        read: u32,
+        /// The version it is at.
+        current: u32,
     },
     /// The credential is for another platform.
     #[error("credential {id} is for platform `{actual}`, not `{expected}`")]

@@ -70,7 +70,9 @@ pub fn reveal(fields: &[&str]) -> Result<Vec<String>, CredentialError> {
 ///
 /// An OAuth refresh that returns a new access token and a new (single-use)
 /// refresh token stores both in one call, so no request sees one without the
-/// other.
+/// other. The write applies only if the credential is still at the version
+/// this invocation last read or wrote; if its owner reconnected it meanwhile,
+/// it fails with [`CredentialError::Other`] saying so.
 pub fn update(fields: &[(&str, &str)]) -> Result<(), CredentialError> {
     let fields: Vec<host::FieldValue> = fields
         .iter()

