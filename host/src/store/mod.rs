@@ -882,11 +882,13 @@ fn read_only_meta<T>(
     else {
         return Ok(None);
     };
-    let txn = db.begin_read()?;
-    let meta = match txn.open_table(META) {
-        Ok(meta) => meta,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-        Err(e) => return Err(e.into()),
+    // A file this handle cannot read (cut short, damaged) is left to the
+    // writable open, which explains what is wrong with it.
+    let Ok(txn) = db.begin_read() else {
+        return Ok(None);
+    };
+    let Ok(meta) = txn.open_table(META) else {
+        return Ok(None);
     };
     f(&meta).map(Some)
 }
