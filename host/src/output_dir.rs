@@ -4,10 +4,12 @@
 //! A data source's records go to `OUTPUT/NAME/`, named after it. A name is
 //! free again once its data source is removed, and the next data source of
 //! that name may be another user's: it must never write next to the old
-//! owner's files. So each directory carries a marker file, `.source`,
-//! holding the id of the data source it belongs to, written when the
-//! directory is first used ([`claim`]); a run of a data source whose
-//! directory names another id is refused. Removing a data source moves its
+//! owner's files. So each directory's run lock file, `.lock` (which every
+//! run opens and locks anyway), holds the id of the data source it belongs
+//! to, written when the directory is first used ([`claim`]); a run of a data
+//! source whose directory names another id is refused. Keeping the id in the
+//! lock file costs a first run no extra file (creating files is what makes a
+//! first run of thousands of data sources slow). Removing a data source moves its
 //! directory to `OUTPUT/.removed/NAME-ID-TIMESTAMP` ([`retire`]), so that
 //! the name starts afresh.
 //!
@@ -15,13 +17,13 @@
 //! to run there claims it.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::store::SourceId;
 
-/// The marker file in a data source's output directory.
-pub const MARKER: &str = ".source";
+/// The marker in a data source's output directory: its run lock file.
+pub const MARKER: &str = ".lock";
 /// Where the output directories of removed data sources go, under the
 /// output directory.
 pub const REMOVED: &str = ".removed";
@@ -70,23 +72,40 @@ pub enum ClaimError {
 /// The data source id the marker in `dir` names: `Ok(None)` if there is
 /// no marker, `Err(None)` if it is not an id.
 fn marker(dir: &Path) -> io::Result<Result<Option<SourceId>, ()>> {
-    match fs::read_to_string(dir.join(MARKER)) {
-        Ok(text) => Ok(text.trim().parse::<SourceId>().map(Some).map_err(|_| ())),
+    match File::open(dir.join(MARKER)) {
+        Ok(file) => read_marker(&file),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Ok(None)),
         Err(e) => Err(e),
     }
 }
 
-/// Makes sure that the output directory `dir` (which exists) belongs to
-/// data source `id`: writes the marker if there is none, refuses if it
-/// names another data source. Call it holding the data source's run lock.
-pub fn claim(dir: &Path, id: SourceId) -> Result<(), ClaimError> {
-    let path = dir.join(MARKER);
+/// The id an open marker file holds (see [`marker`]).
+fn read_marker(file: &File) -> io::Result<Result<Option<SourceId>, ()>> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; 32];
+    let n = file.read_at(&mut buf, 0)?;
+    let text = String::from_utf8_lossy(&buf[..n]);
+    // Empty (or zeros): never claimed, or a claim cut short by a crash
+    // before it reached the disk; claimed again.
+    if text
+        .trim_matches(|c: char| c == '\0' || c.is_whitespace())
+        .is_empty()
+    {
+        return Ok(Ok(None));
+    }
+    Ok(text.trim().parse::<SourceId>().map(Some).map_err(|_| ()))
+}
+
+/// Makes sure that the output directory `dir` belongs to data source `id`:
+/// writes the id into its lock file `lock` (open for writing, locked by the
+/// caller) if it holds none, refuses if it names another data source.
+pub fn claim(dir: &Path, lock: &File, id: SourceId) -> Result<(), ClaimError> {
+    use std::os::unix::fs::FileExt;
     let io_err = |error| ClaimError::Io {
-        path: path.display().to_string(),
+        path: dir.join(MARKER).display().to_string(),
         error,
     };
-    match marker(dir).map_err(io_err)? {
+    match read_marker(lock).map_err(io_err)? {
         Ok(Some(owner)) if owner == id => Ok(()),
         Ok(Some(owner)) => Err(ClaimError::Foreign {
             dir: dir.display().to_string(),
@@ -100,21 +119,12 @@ pub fn claim(dir: &Path, id: SourceId) -> Result<(), ClaimError> {
             dir: dir.display().to_string(),
             id,
         }),
-        Ok(None) => {
-            // Written whole under another name, then renamed: a crash never
-            // leaves a marker that names nothing.
-            let temp = dir.join(format!("{MARKER}.{}.partial", std::process::id()));
-            let written = (|| {
-                let mut file = File::create(&temp)?;
-                writeln!(file, "{id}")?;
-                file.sync_all()?;
-                fs::rename(&temp, &path)
-            })();
-            if written.is_err() {
-                let _ = fs::remove_file(&temp);
-            }
-            written.map_err(io_err)
-        }
+        // One write of a few bytes: a crash leaves all of it or none (an
+        // empty file, claimed again), never part of an id. Not synced, for
+        // the same reason.
+        Ok(None) => lock
+            .write_all_at(format!("{id}\n").as_bytes(), 0)
+            .map_err(io_err),
     }
 }
 
@@ -130,6 +140,7 @@ pub fn lock(output: &Path, name: &str) -> io::Result<Option<File>> {
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
+        .read(true)
         .write(true)
         .open(dir.join(".lock"))?;
     match file.try_lock() {
@@ -192,17 +203,25 @@ mod tests {
         let out = tempfile::tempdir().unwrap();
         let dir = out.path().join("acme-us");
         fs::create_dir_all(&dir).unwrap();
-        claim(&dir, 7).unwrap();
-        claim(&dir, 7).unwrap();
+        let lock = lock(out.path(), "acme-us").unwrap().unwrap();
+        claim(&dir, &lock, 7).unwrap();
+        claim(&dir, &lock, 7).unwrap();
         assert_eq!(fs::read_to_string(dir.join(MARKER)).unwrap(), "7\n");
-        let err = claim(&dir, 8).unwrap_err();
+        let err = claim(&dir, &lock, 8).unwrap_err();
         assert!(matches!(err, ClaimError::Foreign { owner: 7, .. }), "{err}");
         assert!(
             err.to_string().contains(&dir.display().to_string()),
             "{err}"
         );
         fs::write(dir.join(MARKER), "x").unwrap();
-        assert!(matches!(claim(&dir, 7), Err(ClaimError::BadMarker { .. })));
+        assert!(matches!(
+            claim(&dir, &lock, 7),
+            Err(ClaimError::BadMarker { .. })
+        ));
+        // What a crash may leave of a claim not yet on disk: claimed again.
+        fs::write(dir.join(MARKER), "\0\0").unwrap();
+        claim(&dir, &lock, 8).unwrap();
+        assert_eq!(fs::read_to_string(dir.join(MARKER)).unwrap(), "8\n");
     }
 
     #[test]
@@ -211,7 +230,7 @@ mod tests {
         assert_eq!(retire(out.path(), "a", 1).unwrap(), Retired::NoDirectory);
         let dir = out.path().join("a");
         fs::create_dir_all(&dir).unwrap();
-        claim(&dir, 2).unwrap();
+        claim(&dir, &lock(out.path(), "a").unwrap().unwrap(), 2).unwrap();
         assert_eq!(retire(out.path(), "a", 1).unwrap(), Retired::NotItsOwn(2));
         let _lock = lock(out.path(), "a").unwrap().unwrap();
         let err = lock(out.path(), "a").unwrap_err();

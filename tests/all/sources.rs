@@ -209,7 +209,7 @@ fn a_new_data_source_never_writes_into_another_ones_output_directory() {
     let old_id = home.source_json("acme-us")["id"].as_u64().unwrap();
     // Every directory names the data source it belongs to.
     assert_eq!(
-        std::fs::read_to_string(output.join("acme-us").join(".source"))
+        std::fs::read_to_string(output.join("acme-us").join(".lock"))
             .unwrap()
             .trim(),
         old_id.to_string()
@@ -247,7 +247,7 @@ fn a_new_data_source_never_writes_into_another_ones_output_directory() {
     home.run(&["acme-us"]).ok();
     let new_id = home.source_json("acme-us")["id"].as_u64().unwrap();
     assert_eq!(
-        std::fs::read_to_string(output.join("acme-us").join(".source"))
+        std::fs::read_to_string(output.join("acme-us").join(".lock"))
             .unwrap()
             .trim(),
         new_id.to_string()

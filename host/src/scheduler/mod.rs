@@ -419,7 +419,7 @@ impl Scheduler {
         })?;
         match file.try_lock() {
             // The directory must be this data source's, not a removed one's.
-            Ok(()) => match crate::output_dir::claim(&dir, source.id) {
+            Ok(()) => match crate::output_dir::claim(&dir, &file, source.id) {
                 Ok(()) => Ok(file),
                 Err(e) => {
                     tracing::warn!(source = %source.name, "{e}");
@@ -727,6 +727,7 @@ fn open_source_lock(output_dir: &std::path::Path, name: &str) -> std::io::Result
     std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
+        .read(true)
         .write(true)
         .open(dir.join(".lock"))
 }
