@@ -104,7 +104,7 @@ impl DataKey {
         let master = keyring.current();
         Ok(WrappedKey {
             kek_version: master.version(),
-            sealed: seal_with(master.bytes(), aad, self.0.as_ref())?,
+            sealed: seal_with_cipher(master.cipher(), aad, self.0.as_ref())?,
         })
     }
 
@@ -121,7 +121,7 @@ impl DataKey {
                 version: wrapped.kek_version,
             });
         };
-        let bytes = open_with(master.bytes(), aad, &wrapped.sealed, what)?;
+        let bytes = open_with_cipher(master.cipher(), aad, &wrapped.sealed, what)?;
         let mut key = Zeroizing::new([0u8; 32]);
         if bytes.len() != 32 {
             return Err(CryptoError::Integrity {
@@ -138,7 +138,15 @@ pub(super) fn seal_with(
     aad: &Aad,
     plaintext: &[u8],
 ) -> Result<Sealed, CryptoError> {
-    let cipher = Aes256Gcm::new(key.into());
+    seal_with_cipher(&Aes256Gcm::new(key.into()), aad, plaintext)
+}
+
+/// [`seal_with`] a cipher already set up.
+pub(super) fn seal_with_cipher(
+    cipher: &Aes256Gcm,
+    aad: &Aad,
+    plaintext: &[u8],
+) -> Result<Sealed, CryptoError> {
     let mut nonce = [0u8; 12];
     random_bytes(&mut nonce)?;
     let ciphertext = cipher
@@ -161,7 +169,16 @@ pub(super) fn open_with(
     sealed: &Sealed,
     what: impl FnOnce() -> String,
 ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-    let cipher = Aes256Gcm::new(key.into());
+    open_with_cipher(&Aes256Gcm::new(key.into()), aad, sealed, what)
+}
+
+/// [`open_with`] a cipher already set up.
+pub(super) fn open_with_cipher(
+    cipher: &Aes256Gcm,
+    aad: &Aad,
+    sealed: &Sealed,
+    what: impl FnOnce() -> String,
+) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
     cipher
         .decrypt(
             &Nonce::from(sealed.nonce),

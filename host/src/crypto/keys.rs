@@ -183,6 +183,10 @@ pub enum KeyError {
 pub struct MasterKey {
     version: u32,
     key: Zeroizing<[u8; 32]>,
+    /// The AES-256-GCM cipher of `key`, set up once: its key schedule and
+    /// GHASH tables cost more than opening a small value with them, on every
+    /// secret request (wiped on drop too).
+    cipher: aes_gcm::Aes256Gcm,
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -192,6 +196,21 @@ impl std::fmt::Debug for MasterKey {
 }
 
 impl MasterKey {
+    fn new(version: u32, key: Zeroizing<[u8; 32]>) -> Self {
+        use aes_gcm::KeyInit;
+        let cipher = aes_gcm::Aes256Gcm::new((&*key).into());
+        Self {
+            version,
+            key,
+            cipher,
+        }
+    }
+
+    /// The cipher of this key.
+    pub(super) fn cipher(&self) -> &aes_gcm::Aes256Gcm {
+        &self.cipher
+    }
+
     /// The key's version.
     pub fn version(&self) -> u32 {
         self.version
@@ -240,7 +259,7 @@ impl Keyring {
         let version = self.keys.keys().next_back().map_or(1, |v| v + 1);
         let mut key = Zeroizing::new([0u8; 32]);
         random_bytes(key.as_mut())?;
-        self.keys.insert(version, MasterKey { version, key });
+        self.keys.insert(version, MasterKey::new(version, key));
         Ok(version)
     }
 
@@ -318,7 +337,7 @@ impl Keyring {
         kdf.check().map_err(KeyError::BadKdf)?;
         let key = kdf.derive(passphrase)?;
         let mut keys = BTreeMap::new();
-        keys.insert(version, MasterKey { version, key });
+        keys.insert(version, MasterKey::new(version, key));
         Ok(Self {
             keys,
             from_passphrase: true,
@@ -374,7 +393,7 @@ impl Keyring {
         let trimmed = text.trim();
         if !trimmed.is_empty() && !trimmed.contains(char::is_whitespace) {
             let key = decode_key(trimmed).map_err(malformed)?;
-            keys.insert(1, MasterKey { version: 1, key });
+            keys.insert(1, MasterKey::new(1, key));
         } else {
             for (n, line) in text.lines().enumerate() {
                 let line = line.trim();
@@ -397,7 +416,7 @@ impl Keyring {
                     .ok_or_else(|| malformed(format!("line {} has a bad version", n + 1)))?;
                 let key = decode_key(b64)
                     .map_err(|reason| malformed(format!("line {}: {reason}", n + 1)))?;
-                if keys.insert(version, MasterKey { version, key }).is_some() {
+                if keys.insert(version, MasterKey::new(version, key)).is_some() {
                     return Err(malformed(format!("version {version} appears twice")));
                 }
             }

@@ -31,7 +31,7 @@ use hpke::{Deserializable, Kem as _, OpModeR, OpModeS, Serializable};
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, Zeroizing};
 
-use super::envelope::{open_with, seal_with};
+use super::envelope::{open_with_cipher, seal_with_cipher};
 use super::{Aad, CryptoError, Keyring, WrappedKey, random_bytes};
 use crate::secret::{SecretFields, SecretString};
 
@@ -224,7 +224,7 @@ impl HostKey {
     pub fn wrap(&self, keyring: &Keyring) -> Result<WrappedKey, CryptoError> {
         let master = keyring.current();
         let mut bytes = self.secret.to_bytes();
-        let sealed = seal_with(master.bytes(), &host_key_aad(), bytes.as_slice());
+        let sealed = seal_with_cipher(master.cipher(), &host_key_aad(), bytes.as_slice());
         bytes.as_mut_slice().zeroize();
         Ok(WrappedKey {
             kek_version: master.version(),
@@ -241,7 +241,7 @@ impl HostKey {
                 version: wrapped.kek_version,
             });
         };
-        let bytes = open_with(master.bytes(), &host_key_aad(), &wrapped.sealed, what)?;
+        let bytes = open_with_cipher(master.cipher(), &host_key_aad(), &wrapped.sealed, what)?;
         let secret = PrivateKey::from_bytes(&bytes).map_err(|_| CryptoError::Integrity {
             what: "the host's transit key (wrong length)".into(),
         })?;
