@@ -239,7 +239,7 @@ fn attack() -> Attacked {
          [[plugin]]\nplatform = \"adsample\"\npath = {adsample}\nallow = [{base}]\n\
          [plugin.limits]\nwall_time = \"30s\"\n\n\
          [[plugin]]\nplatform = \"hostile\"\npath = {hostile}\nallow = [{base}, {target}]\n\
-         [plugin.limits]\nwall_time = \"2s\"\nmemory_mib = 32\noutput_mib = 1\nhttp_requests = 20\n\n",
+         [plugin.limits]\nwall_time = \"5s\"\nmemory_mib = 32\noutput_mib = 1\nhttp_requests = 20\n\n",
         adsample = quote(&guest("adsample").display().to_string()),
         hostile = quote(&guest("hostile").display().to_string()),
         base = quote(&base),
